@@ -1,0 +1,268 @@
+"""The one internal model of a predictor, whichever format it came from.
+
+A loader (Ember, Cog, Truss) turns user code into a `Predictor`: its inputs with their
+constraints, its output type and kind, how to set it up and how to call it. The worker only
+ever sees this model; the schema generator only ever reads it.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import enum
+import inspect
+import types
+import typing
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Annotated, Any
+
+import pydantic
+from pydantic import BaseModel, Field, create_model
+from pydantic.fields import FieldInfo
+
+from ember.types import (
+    AsyncConcatenateIterator,
+    ConcatenateIterator,
+    File,
+    InputSpec,
+    Path,
+    Secret,
+)
+
+
+class OutputKind(enum.StrEnum):
+    """How a prediction's output comes back."""
+
+    VALUE = "value"  # one JSON value
+    FILE = "file"  # a file, or a structure holding files
+    ITERATOR = "iterator"  # a stream of items, sent as they are produced
+    CONCATENATE = "concatenate"  # a stream of text chunks meant to be joined
+
+
+class PredictorError(Exception):
+    """A predictor whose signature Ember cannot serve; the message says what to change."""
+
+
+_ITERATOR_ORIGINS = {
+    Iterator,
+    AsyncIterator,
+    typing.Iterator,
+    typing.AsyncIterator,
+    typing.Generator,
+    typing.AsyncGenerator,
+    collections.abc.Generator,
+    collections.abc.AsyncGenerator,
+}
+_CONCATENATE_ORIGINS = {ConcatenateIterator, AsyncConcatenateIterator}
+_FILE_TYPES = (Path, File)
+
+
+@dataclasses.dataclass
+class InputField:
+    """One named input of a predictor."""
+
+    name: str
+    annotation: Any
+    spec: InputSpec
+    order: int
+
+    @property
+    def required(self) -> bool:
+        """Whether a caller must give it: `Optional[T]` without a default defaults to None."""
+        return self.spec.required and not is_optional(self.annotation)
+
+    @property
+    def default(self) -> Any:
+        return None if self.spec.required and not self.required else self.spec.default
+
+
+@dataclasses.dataclass
+class Predictor:
+    """A loaded predictor: everything the worker needs to set it up and call it."""
+
+    name: str
+    setup: Callable[[], Any]
+    predict: Callable[..., Any]
+    inputs: list[InputField]
+    output_type: Any
+    accepts_extra_inputs: bool = False
+    max_concurrency: int = 1
+    healthcheck: Callable[[], Any] | None = None
+    # Truss passes the whole input dict as one argument instead of keyword arguments.
+    call_with_input_dict: bool = False
+    input_model: type[BaseModel] = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.input_model = build_input_model(self.inputs, self.accepts_extra_inputs)
+
+    @property
+    def is_async(self) -> bool:
+        return is_async_callable(self.predict)
+
+    @property
+    def output_kind(self) -> OutputKind:
+        return output_kind(self.output_type)
+
+
+def is_async_callable(fn: Callable[..., Any]) -> bool:
+    """True for `async def` functions and async generators."""
+    return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+
+
+def iterator_item(annotation: Any) -> tuple[Any, bool] | None:
+    """(item type, concatenate?) when the annotation is a streamed output, else None."""
+    origin = typing.get_origin(annotation) or annotation
+    if origin in _CONCATENATE_ORIGINS:
+        args = typing.get_args(annotation)
+        return (args[0] if args else str), True
+    if origin in _ITERATOR_ORIGINS:
+        args = typing.get_args(annotation)
+        return (args[0] if args else Any), False
+    return None
+
+
+def _mentions_file(annotation: Any) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, _FILE_TYPES):
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return any(_mentions_file(f.annotation) for f in annotation.model_fields.values())
+    return any(_mentions_file(arg) for arg in typing.get_args(annotation))
+
+
+def output_kind(annotation: Any) -> OutputKind:
+    item = iterator_item(annotation)
+    if item is not None:
+        return OutputKind.CONCATENATE if item[1] else OutputKind.ITERATOR
+    return OutputKind.FILE if _mentions_file(annotation) else OutputKind.VALUE
+
+
+def inputs_from_signature(fn: Callable[..., Any]) -> tuple[list[InputField], bool]:
+    """Read a predict function's parameters into input fields.
+
+    Returns the fields and whether the function takes `**kwargs` (extra inputs allowed).
+    Defaults may be `Input(...)`, a plain value, or absent (required); `Annotated[T,
+    Input(...)]` works too. `Optional[T]` without a default defaults to None, as in Cog.
+    """
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception as exc:  # a NameError in an annotation is the user's to fix
+        raise PredictorError(f"cannot read the type hints of {fn.__qualname__}: {exc}") from exc
+    fields: list[InputField] = []
+    extra = False
+    for order, param in enumerate(inspect.signature(fn).parameters.values()):
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            extra = True
+            continue
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            raise PredictorError(f"{fn.__qualname__}: *{param.name} cannot be an input")
+        annotation = hints.get(param.name)
+        if annotation is None:
+            raise PredictorError(
+                f"input {param.name!r} of {fn.__qualname__} has no type annotation: "
+                f"write e.g. `{param.name}: str`"
+            )
+        spec = _spec_for(param, annotation)
+        if typing.get_origin(annotation) is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        fields.append(InputField(param.name, annotation, spec, order))
+    return fields, extra
+
+
+def _spec_for(param: inspect.Parameter, annotation: Any) -> InputSpec:
+    if isinstance(param.default, InputSpec):
+        spec = param.default
+    elif typing.get_origin(annotation) is Annotated and any(
+        isinstance(a, InputSpec) for a in typing.get_args(annotation)[1:]
+    ):
+        spec = next(a for a in typing.get_args(annotation)[1:] if isinstance(a, InputSpec))
+        if param.default is not inspect.Parameter.empty:
+            spec = _replace_default(spec, param.default)
+    elif param.default is inspect.Parameter.empty:
+        spec = InputSpec()
+    else:
+        spec = InputSpec(default=param.default)
+    return spec
+
+
+def _replace_default(spec: InputSpec, default: Any) -> InputSpec:
+    return dataclasses.replace(spec, default=default)
+
+
+def is_optional(annotation: Any) -> bool:
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return type(None) in typing.get_args(annotation) and typing.get_origin(annotation) in (
+        typing.Union,
+        types.UnionType,
+    )
+
+
+def _choices_type(name: str, base: Any, choices: list[str | int]) -> type[enum.Enum]:
+    """Cog turns `choices` into an enum component named after the parameter."""
+    if base is str:
+        return enum.Enum(name, [(str(c), c) for c in choices], type=str)  # type: ignore[return-value]
+    if base is int:
+        return enum.IntEnum(name, {str(c): c for c in choices})  # type: ignore[return-value]
+    raise PredictorError(
+        f"input {name!r} uses choices, which only work with str or int inputs (got {base!r})"
+    )
+
+
+def _field_info(input_field: InputField) -> tuple[Any, FieldInfo]:
+    spec = input_field.spec
+    annotation = input_field.annotation
+    extra: dict[str, Any] = {"x-order": input_field.order, **spec.extra}
+    if spec.choices:
+        annotation = _choices_type(input_field.name, annotation, spec.choices)
+    kwargs: dict[str, Any] = {
+        "default": input_field.default,
+        "description": spec.description,
+        "ge": spec.ge,
+        "le": spec.le,
+        "min_length": spec.min_length,
+        "max_length": spec.max_length,
+        "pattern": spec.regex,
+        "json_schema_extra": extra,
+    }
+    if spec.deprecated is not None:
+        kwargs["deprecated"] = spec.deprecated
+    return annotation, Field(**kwargs)
+
+
+class _ExtraInputs(BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+
+
+def build_input_model(fields: list[InputField], accepts_extra: bool) -> type[BaseModel]:
+    """A pydantic model named `Input` that validates inputs and yields Cog's schema."""
+    definitions = {f.name: _field_info(f) for f in fields}
+    base = _ExtraInputs if accepts_extra else None
+    return create_model("Input", __base__=base, **definitions)  # type: ignore[call-overload]
+
+
+def _is_enum_value(value: Any) -> bool:
+    return isinstance(value, enum.Enum)
+
+
+def validated_inputs(predictor: Predictor, raw: dict[str, Any]) -> dict[str, Any]:
+    """Validate raw inputs against the predictor's input model → keyword arguments.
+
+    Raises pydantic.ValidationError naming each bad field.
+    """
+    model = predictor.input_model.model_validate(raw)
+    values: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        values[name] = value.value if _is_enum_value(value) else value
+    if model.model_extra:
+        values.update(model.model_extra)
+    return values
+
+
+def secret_field_names(predictor: Predictor) -> set[str]:
+    """Inputs typed `Secret`, which must never be echoed back or logged."""
+    return {
+        f.name
+        for f in predictor.inputs
+        if f.annotation is Secret or Secret in typing.get_args(f.annotation)
+    }

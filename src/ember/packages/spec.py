@@ -1,0 +1,117 @@
+"""What the platform knows about a package without importing its code.
+
+Each format (Ember, Cog, Truss) is read from its YAML into one `PackageSpec`. The control
+plane builds environments, reserves resources and starts replicas from this alone; only the
+worker, inside the package's environment, imports the predictor itself.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PackageFormat = Literal["ember", "cog", "truss"]
+
+
+class PackageError(Exception):
+    """A package that cannot be read or loaded; the message says what to fix."""
+
+
+class GpuSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(description="GPU model, e.g. H100, A100-80GB, L4")
+    count: int = Field(default=1, ge=1)
+
+
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?)?B?\s*$", re.IGNORECASE)
+_MEMORY_UNITS = {
+    None: 1,
+    "k": 10**3,
+    "m": 10**6,
+    "g": 10**9,
+    "t": 10**12,
+    "ki": 2**10,
+    "mi": 2**20,
+    "gi": 2**30,
+    "ti": 2**40,
+}
+
+
+def parse_memory(value: str | int) -> int:
+    """'2Gi', '512Mi', '4GB' or a byte count → bytes."""
+    if isinstance(value, int):
+        return value
+    match = _MEMORY.match(value)
+    if not match:
+        raise ValueError(f"memory {value!r} is not a size such as '2Gi' or '512Mi'")
+    number, unit = match.groups()
+    return int(float(number) * _MEMORY_UNITS[unit.lower() if unit else None])
+
+
+def parse_cpu(value: str | float | int) -> float:
+    """'500m', '2' or 1.5 → cores."""
+    if isinstance(value, str) and value.endswith("m"):
+        return int(value[:-1]) / 1000
+    return float(value)
+
+
+class Resources(BaseModel):
+    """What one replica needs: accelerators, CPU cores and memory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpu: GpuSpec | None = None
+    cpu: float = 1.0
+    memory: int = 2 * 2**30
+
+    @field_validator("gpu", mode="before")
+    @classmethod
+    def _gpu_shorthand(cls, value: Any) -> Any:
+        # "H100" or "H100:2" as in Truss's accelerator field.
+        if isinstance(value, str):
+            gpu_type, _, count = value.partition(":")
+            return {"type": gpu_type, "count": int(count or 1)}
+        return value
+
+    @field_validator("cpu", mode="before")
+    @classmethod
+    def _cpu(cls, value: Any) -> float:
+        return parse_cpu(value)
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> int:
+        return parse_memory(value)
+
+
+class PackageSpec(BaseModel):
+    """One model package, whatever format it was written in."""
+
+    name: str
+    format: PackageFormat
+    root: str = Field(description="absolute path of the package folder")
+    predictor: str = Field(description="'file.py:Name' relative to root")
+    python_version: str | None = None
+    requirements: list[str] = Field(default_factory=list)
+    system_packages: list[str] = Field(default_factory=list)
+    environment: dict[str, str] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrency: int = Field(default=1, ge=1)
+    timeout: float | None = Field(default=None, gt=0, description="seconds per prediction")
+    scaling: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="format-specific settings the loader needs (e.g. Truss's whole config)",
+    )
+
+    def predictor_parts(self) -> tuple[str, str]:
+        """('file.py', 'Name') from the predictor reference."""
+        module, sep, attribute = self.predictor.rpartition(":")
+        if not sep or not module or not attribute:
+            raise PackageError(
+                f"predictor {self.predictor!r} must look like 'predict.py:Predictor'"
+            )
+        return module, attribute

@@ -1,0 +1,153 @@
+"""Truss packages, unchanged: config.yaml + model/model.py with class `Model`.
+
+Follows Truss's model wrapper: constructor keyword arguments are injected only when the
+constructor accepts them, `load()` runs once, `preprocess → predict → postprocess` per request
+(each may be async), a generator from predict streams, and `runtime.predict_concurrency`
+bounds concurrent predictions.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ember.packages.importing import load_attribute
+from ember.packages.predictor import Predictor
+from ember.packages.spec import PackageError, PackageSpec, Resources
+
+MANIFEST = "config.yaml"
+
+
+def _python_version(value: str | None) -> str | None:
+    """Truss writes 'py311'; Ember wants '3.11'."""
+    if not value:
+        return None
+    digits = value.removeprefix("py")
+    return f"{digits[0]}.{digits[1:]}" if "." not in digits else digits
+
+
+def _resources(raw: dict[str, Any]) -> Resources:
+    fields: dict[str, Any] = {}
+    if raw.get("cpu") is not None:
+        fields["cpu"] = str(raw["cpu"])
+    if raw.get("memory") is not None:
+        fields["memory"] = str(raw["memory"])
+    if raw.get("accelerator"):
+        fields["gpu"] = str(raw["accelerator"])
+    elif raw.get("use_gpu"):
+        fields["gpu"] = "any"
+    return Resources(**fields)
+
+
+def read_spec(root: Path) -> PackageSpec:
+    try:
+        config = yaml.safe_load((root / MANIFEST).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise PackageError(f"{root / MANIFEST} is not valid YAML: {exc}") from exc
+    if not isinstance(config, dict):
+        raise PackageError(f"{root / MANIFEST} must be a mapping")
+    requirements = [str(r) for r in config.get("requirements") or []]
+    if config.get("requirements_file"):
+        from ember.packages.native import read_requirements
+
+        requirements += read_requirements(root, str(config["requirements_file"]))
+    module_dir = config.get("model_module_dir", "model")
+    filename = config.get("model_class_filename", "model.py")
+    class_name = config.get("model_class_name", "Model")
+    runtime = config.get("runtime") or {}
+    name = str(config.get("model_name") or root.resolve().name)
+    return PackageSpec(
+        name=name.lower().replace(" ", "-"),
+        format="truss",
+        root=str(root),
+        predictor=f"{module_dir}/{filename}:{class_name}",
+        python_version=_python_version(config.get("python_version")),
+        requirements=requirements,
+        system_packages=[str(p) for p in config.get("system_packages") or []],
+        environment={
+            str(k): str(v) for k, v in (config.get("environment_variables") or {}).items()
+        },
+        resources=_resources(config.get("resources") or {}),
+        max_concurrency=int(runtime.get("predict_concurrency", 1)),
+        options={"config": config},
+    )
+
+
+def _secrets(config: dict[str, Any]) -> dict[str, str | None]:
+    """Truss declares secret names; their values come from the replica's environment."""
+    return {name: os.environ.get(name) for name in (config.get("secrets") or {})}
+
+
+def _init_kwargs(model_class: type, spec: PackageSpec) -> dict[str, Any]:
+    config = spec.options.get("config", {})
+    offered = {
+        "config": config,
+        "data_dir": Path(spec.root) / str(config.get("data_dir", "data")),
+        "secrets": _secrets(config),
+        "environment": {"name": os.environ.get("EMBER_ENVIRONMENT", "production")},
+    }
+    parameters = inspect.signature(model_class.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return offered
+    return {k: v for k, v in offered.items() if k in parameters}
+
+
+def _chain(model: Any) -> Callable[[Any], Any]:
+    """preprocess → predict → postprocess as one callable, async if any step is."""
+    pre = getattr(model, "preprocess", None)
+    post = getattr(model, "postprocess", None)
+    predict = model.predict
+    steps = [s for s in (pre, predict, post) if s is not None]
+    if not any(inspect.iscoroutinefunction(s) or inspect.isasyncgenfunction(s) for s in steps):
+
+        def run_sync(model_input: Any) -> Any:
+            value = pre(model_input) if pre else model_input
+            output = predict(value)
+            # A streamed output goes out item by item; Truss does not postprocess streams.
+            if post and not isinstance(output, Iterator):
+                output = post(output)
+            return output
+
+        return run_sync
+
+    async def run_async(model_input: Any) -> Any:
+        value = await _maybe_await(pre(model_input)) if pre else model_input
+        output = predict(value)
+        if not isinstance(output, AsyncIterator):
+            output = await _maybe_await(output)
+        if post and not isinstance(output, (Iterator, AsyncIterator)):
+            output = await _maybe_await(post(output))
+        return output
+
+    return run_async
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def load(spec: PackageSpec) -> Predictor:
+    model_class = load_attribute(spec)
+    if not inspect.isclass(model_class) or not hasattr(model_class, "predict"):
+        raise PackageError(f"{spec.predictor} must be a class with a predict(model_input) method")
+    model = model_class(**_init_kwargs(model_class, spec))
+    streams = inspect.isgeneratorfunction(model.predict) or inspect.isasyncgenfunction(
+        model.predict
+    )
+    load_fn = getattr(model, "load", None)
+    return Predictor(
+        name=spec.name,
+        setup=load_fn if load_fn else (lambda: None),
+        predict=_chain(model),
+        inputs=[],
+        output_type=Iterator[Any] if streams else Any,
+        accepts_extra_inputs=True,
+        max_concurrency=spec.max_concurrency,
+        healthcheck=getattr(model, "is_healthy", None),
+        call_with_input_dict=True,
+    )
