@@ -1,0 +1,235 @@
+"""The replica process: load one predictor, set it up once, serve predictions until told to stop.
+
+Started by a runtime with an inherited socket (EMBER_WORKER_FD), the package spec
+(EMBER_PACKAGE_SPEC, JSON) and a folder for output files (EMBER_OUTPUTS_DIR). It knows nothing
+of the control plane: it only speaks the frames in `protocol`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ember.packages.loader import load_predictor
+from ember.packages.predictor import Predictor
+from ember.packages.schema import openapi_schema
+from ember.packages.spec import PackageSpec
+from ember.worker import protocol
+from ember.worker.logs import LogCapture
+from ember.worker.runner import Job, JobQueue, Runner, interruptible
+
+STARTING, READY, SETUP_FAILED, STOPPED = "STARTING", "READY", "SETUP_FAILED", "STOPPED"
+
+
+class Worker:
+    def __init__(self, sock: socket.socket, spec: PackageSpec, outputs_dir: Path) -> None:
+        self.sock = sock
+        self.spec = spec
+        self.outputs_dir = outputs_dir
+        self.state = STARTING
+        self.setup_logs: list[str] = []
+        self.inbox = JobQueue()
+        self.runner: Runner | None = None
+        self._send_lock = threading.Lock()
+        self._submit_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._stop: asyncio.Event | None = None
+        self._draining = False
+
+    # -- talking to the runtime -------------------------------------------------------
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = protocol.encode(message)
+        with self._send_lock:
+            self.sock.sendall(data)
+
+    def emit_log(self, prediction_id: str | None, text: str) -> None:
+        if prediction_id is None and self.state == STARTING:
+            self.setup_logs.append(text)
+        self.send({"ev": protocol.EV_LOG, "id": prediction_id, "data": text})
+
+    def _read_loop(self) -> None:
+        while True:
+            try:
+                message = protocol.recv_message(self.sock)
+            except (OSError, protocol.ProtocolError):
+                message = None
+            if message is None:
+                # The runtime is gone: nobody is left to report to, so stop at once.
+                os._exit(0)
+            self._dispatch(message)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == protocol.OP_PREDICT:
+            job = Job(
+                message["id"],
+                message.get("input") or {},
+                message.get("context") or {},
+                message.get("timeout"),
+            )
+            self._submit(job)
+        elif op == protocol.OP_CANCEL:
+            self._cancel(str(message["id"]))
+        elif op == protocol.OP_SHUTDOWN:
+            self._shutdown()
+
+    def _submit(self, job: Job) -> None:
+        with self._submit_lock:
+            if self._loop is None:
+                self.inbox.put(job)
+            else:
+                self._loop.call_soon_threadsafe(self._spawn, job)
+
+    def _cancel(self, job_id: str) -> None:
+        queued = self.inbox.withdraw(job_id)
+        if queued is not None:
+            self.send({"ev": protocol.EV_DONE, "id": job_id, "status": "canceled", "metrics": {}})
+        elif self.runner is not None and self.runner.interrupt(job_id, "canceled"):
+            return
+        elif self._loop is not None:
+            self._loop.call_soon_threadsafe(self._cancel_waiting, job_id)
+
+    def _shutdown(self) -> None:
+        self._draining = True
+        with self._submit_lock:
+            if self._loop is None:
+                self.inbox.put(None)
+            elif self._stop is not None:
+                self._loop.call_soon_threadsafe(self._stop.set)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def run(self) -> int:
+        LogCapture(self.emit_log).install()
+        self.send({"ev": protocol.EV_STATE, "state": STARTING, "pid": os.getpid()})
+        os.chdir(self.spec.root)
+        os.environ.update(self.spec.environment)
+        threading.Thread(target=self._read_loop, name="ember-control", daemon=True).start()
+        started = time.perf_counter()
+        try:
+            predictor = load_predictor(self.spec)
+            loaded = time.perf_counter()
+        except BaseException:  # a broken package is reported, not raised
+            return self._setup_failed()
+        self.runner = Runner(predictor, self.send, self.outputs_dir)
+        timings = {"load_time": round(loaded - started, 6)}
+        if predictor.is_async or predictor.max_concurrency > 1:
+            return asyncio.run(self._serve_concurrent(predictor, timings))
+        try:
+            result = predictor.setup()
+            if inspect.isawaitable(result):
+                asyncio.run(_awaited(result))
+        except BaseException:
+            return self._setup_failed()
+        timings["setup_time"] = round(time.perf_counter() - loaded, 6)
+        if not self._ready(predictor, timings):
+            return 1
+        with interruptible(self.runner):
+            while (job := self.inbox.get()) is not None:
+                self.runner.run_sync_job(job)
+        return self._stopped()
+
+    async def _serve_concurrent(self, predictor: Predictor, timings: dict[str, float]) -> int:
+        assert self.runner is not None
+        loaded = time.perf_counter()
+        try:
+            result = predictor.setup()
+            if inspect.isawaitable(result):
+                await result
+        except BaseException:
+            return self._setup_failed()
+        timings["setup_time"] = round(time.perf_counter() - loaded, 6)
+        if not self._ready(predictor, timings):
+            return 1
+        self._slots = asyncio.Semaphore(predictor.max_concurrency)
+        self._pool = ThreadPoolExecutor(predictor.max_concurrency, thread_name_prefix="predict")
+        self._stop = asyncio.Event()
+        with self._submit_lock:
+            self._loop = asyncio.get_running_loop()
+            backlog = self.inbox.drain()
+        stop_requested = None in backlog
+        for job in backlog:
+            if job is not None:
+                self._spawn(job)
+        if stop_requested or self._draining:
+            self._stop.set()
+        await self._stop.wait()
+        while self._tasks:
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._pool.shutdown(wait=True)
+        return self._stopped()
+
+    def _spawn(self, job: Job) -> None:
+        assert self.runner is not None
+        task = asyncio.get_running_loop().create_task(
+            self.runner.run_async_job(job, self._slots, self._pool)
+        )
+        self._tasks[job.id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
+
+    def _cancel_waiting(self, job_id: str) -> None:
+        task = self._tasks.get(job_id)
+        if task is not None:
+            task.cancel()
+
+    def _ready(self, predictor: Predictor, timings: dict[str, float]) -> bool:
+        try:
+            schema = openapi_schema(predictor)
+        except BaseException:  # an unsupported signature is a setup failure
+            self._setup_failed()
+            return False
+        self.state = READY
+        self.send(
+            {
+                "ev": protocol.EV_STATE,
+                "state": READY,
+                "schema": schema,
+                "max_concurrency": predictor.max_concurrency,
+                "timings": timings,
+            }
+        )
+        return True
+
+    def _setup_failed(self) -> int:
+        error = traceback.format_exc()
+        print(error, file=sys.stderr, end="")
+        self.state = SETUP_FAILED
+        self.send(
+            {
+                "ev": protocol.EV_STATE,
+                "state": SETUP_FAILED,
+                "error": error,
+                "logs": "".join(self.setup_logs),
+            }
+        )
+        return 1
+
+    def _stopped(self) -> int:
+        self.state = STOPPED
+        self.send({"ev": protocol.EV_STATE, "state": STOPPED})
+        return 0
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def main() -> int:
+    sock = socket.socket(fileno=int(os.environ["EMBER_WORKER_FD"]))
+    spec = PackageSpec.model_validate_json(os.environ["EMBER_PACKAGE_SPEC"])
+    outputs_dir = Path(os.environ["EMBER_OUTPUTS_DIR"])
+    code = Worker(sock, spec, outputs_dir).run()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return code

@@ -1,0 +1,80 @@
+"""The wire between a runtime and its replica worker: length-prefixed JSON frames.
+
+Why this shape: a socketpair inherited by the child needs no port, no path and no
+handshake; a 4-byte length prefix plus stdlib `json` costs microseconds per message and adds
+no dependency inside model environments. Messages are plain dicts so either side can be
+written in another language later.
+
+Runtime → worker ("op"):
+  predict  {id, input, context, timeout}      run one prediction
+  cancel   {id}                               stop it (CancelationException / CancelledError)
+  shutdown {}                                 drain: finish in-flight predictions, then exit
+Worker → runtime ("ev"):
+  state    {state, error?, schema?, max_concurrency?}   STARTING, READY, SETUP_FAILED
+  log      {id|None, data}                    a chunk of stdout/stderr (None: setup/worker log)
+  started  {id}
+  output   {id, value}                        one item of a streamed output
+  done     {id, status, output?, error?, metrics, validation?}
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from typing import Any
+
+HEADER = struct.Struct("!I")
+MAX_FRAME = 1 << 30
+
+# Operations sent to the worker.
+OP_PREDICT = "predict"
+OP_CANCEL = "cancel"
+OP_SHUTDOWN = "shutdown"
+
+# Events sent by the worker.
+EV_STATE = "state"
+EV_LOG = "log"
+EV_STARTED = "started"
+EV_OUTPUT = "output"
+EV_DONE = "done"
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not a frame of this protocol."""
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    return HEADER.pack(len(body)) + body
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    message = json.loads(body)
+    if not isinstance(message, dict):
+        raise ProtocolError(f"expected a JSON object, got {type(message).__name__}")
+    return message
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes | None:
+    """Read `size` bytes from a blocking socket; None when the peer closed it."""
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            return None
+        chunks += chunk
+    return bytes(chunks)
+
+
+def recv_message(sock: socket.socket) -> dict[str, Any] | None:
+    header = recv_exactly(sock, HEADER.size)
+    if header is None:
+        return None
+    (size,) = HEADER.unpack(header)
+    if size > MAX_FRAME:
+        raise ProtocolError(f"frame of {size} bytes exceeds the {MAX_FRAME}-byte limit")
+    body = recv_exactly(sock, size)
+    if body is None:
+        return None
+    return decode(body)

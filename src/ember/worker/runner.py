@@ -1,0 +1,341 @@
+"""Runs predictions inside the replica process.
+
+Two execution modes, chosen from the predictor:
+- serial: a synchronous predict() with concurrency 1 runs on the main thread. Cancellation
+  and timeouts interrupt it with a signal, which breaks out of sleeps and blocking calls the
+  way Cog does, raising `CancelationException` in the predictor.
+- concurrent: an async predict(), or a synchronous one allowed several at once, runs from an
+  asyncio loop on the main thread (sync calls in a thread pool); up to max_concurrency run
+  together and cancellation is task cancellation.
+The control connection is read on its own thread so a busy predictor never stops the worker
+from hearing "cancel".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ctypes
+import inspect
+import shutil
+import signal
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from ember import scope
+from ember.packages.predictor import Predictor, validated_inputs
+from ember.types import CancelationException
+from ember.worker import protocol
+from ember.worker.inputs import InputFileError, materialize
+from ember.worker.outputs import OutputEncoder
+
+Send = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Job:
+    """One prediction while the worker holds it."""
+
+    id: str
+    input: dict[str, Any]
+    context: dict[str, Any]
+    timeout: float | None
+    scope: scope.Scope = field(init=False)
+    interrupt: str | None = None  # "canceled" or "timeout" once asked to stop
+    thread_id: int | None = None
+    task: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.scope = scope.Scope(self.id, dict(self.context))
+
+
+class Interrupted(Exception):
+    """The prediction was stopped on request (cancel or timeout)."""
+
+
+def _validation_errors(exc: pydantic.ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": ["input", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors()
+    ]
+
+
+def _describe_validation(errors: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{'.'.join(e['loc'][1:]) or 'input'}: {e['msg']}" for e in errors)
+
+
+class Runner:
+    """Executes jobs for one loaded predictor and reports every event through `send`."""
+
+    def __init__(self, predictor: Predictor, send: Send, outputs_dir: Path) -> None:
+        self.predictor = predictor
+        self.send = send
+        self.outputs_dir = outputs_dir
+        self.active: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        scope.set_fallback(self._sole_active_scope)
+
+    # -- shared steps -----------------------------------------------------------------
+
+    def _sole_active_scope(self) -> scope.Scope | None:
+        jobs = list(self.active.values())
+        return jobs[0].scope if len(jobs) == 1 else None
+
+    def prepare(self, job: Job, scratch: Path) -> dict[str, Any] | None:
+        """Validated keyword arguments, or None after reporting an input error."""
+        try:
+            raw = materialize(self.predictor, job.input, scratch)
+            values = validated_inputs(self.predictor, raw)
+        except pydantic.ValidationError as exc:
+            errors = _validation_errors(exc)
+            self._done(
+                job,
+                "failed",
+                error=f"invalid input: {_describe_validation(errors)}",
+                validation=errors,
+            )
+            return None
+        except InputFileError as exc:
+            field_name = str(exc).split(":", 1)[0]
+            errors = [{"loc": ["input", field_name], "msg": str(exc), "type": "file"}]
+            self._done(job, "failed", error=f"invalid input: {exc}", validation=errors)
+            return None
+        if self.predictor.call_with_input_dict:
+            return {"model_input": values}
+        return values
+
+    def call(self, values: dict[str, Any]) -> Any:
+        if self.predictor.call_with_input_dict:
+            return self.predictor.predict(values["model_input"])
+        return self.predictor.predict(**values)
+
+    def _done(self, job: Job, status: str, **fields: Any) -> None:
+        message = {
+            "ev": protocol.EV_DONE,
+            "id": job.id,
+            "status": status,
+            "metrics": job.scope.metrics,
+            **fields,
+        }
+        self.send(message)
+
+    def _log_traceback(self, job: Job) -> None:
+        token = scope.enter(job.scope)
+        try:
+            traceback.print_exc()
+        finally:
+            scope.leave(token)
+
+    def _finish(self, job: Job, started: float, output: Any, error: BaseException | None) -> None:
+        job.scope.metrics["predict_time"] = round(time.perf_counter() - started, 6)
+        if error is None:
+            self._done(job, "succeeded", output=output)
+        elif job.interrupt == "timeout":
+            self._done(job, "failed", error=f"prediction timed out after {job.timeout:g} s")
+        elif job.interrupt == "canceled":
+            self._done(job, "canceled")
+        else:
+            self._log_traceback(job)
+            self._done(job, "failed", error=str(error) or type(error).__name__)
+
+    # -- serial mode ------------------------------------------------------------------
+
+    def run_sync_job(self, job: Job) -> None:
+        """Run one job on the calling (main) thread; signals may interrupt it."""
+        scratch = Path(tempfile.mkdtemp(prefix=f"ember-{job.id}-"))
+        encoder = OutputEncoder(self.outputs_dir / job.id)
+        token = scope.enter(job.scope)
+        with self._lock:
+            self.active[job.id] = job
+            job.thread_id = threading.get_ident()
+        timer = self._start_timer(job)
+        started = time.perf_counter()
+        try:
+            values = self.prepare(job, scratch)
+            if values is None:
+                return
+            self.send({"ev": protocol.EV_STARTED, "id": job.id})
+            output, error = None, None
+            try:
+                output = self.encode_result(job, self.call(values), encoder)
+            except BaseException as exc:  # every failure is reported
+                error = exc
+            self._finish(job, started, output, error)
+        finally:
+            if timer:
+                timer.cancel()
+            with self._lock:
+                self.active.pop(job.id, None)
+            scope.leave(token)
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _emit_item(self, job: Job, item: Any, encoder: OutputEncoder) -> Any:
+        encoded = encoder.encode(item)
+        self.send({"ev": protocol.EV_OUTPUT, "id": job.id, "value": encoded})
+        return encoded
+
+    def encode_result(self, job: Job, result: Any, encoder: OutputEncoder) -> Any:
+        """The encoded output of a synchronous call, streaming iterator items as they come.
+
+        A streamed output's final value is the list of its items, as in Cog.
+        """
+        if inspect.isawaitable(result) or isinstance(result, AsyncIterator):
+            return asyncio.run(self.encode_result_async(job, result, encoder))
+        if isinstance(result, Iterator):
+            return [self._emit_item(job, item, encoder) for item in result]
+        return encoder.encode(result)
+
+    async def encode_result_async(self, job: Job, result: Any, encoder: OutputEncoder) -> Any:
+        if inspect.isawaitable(result):
+            result = await result
+        if isinstance(result, AsyncIterator):
+            return [self._emit_item(job, item, encoder) async for item in result]
+        if isinstance(result, Iterator):
+            return [self._emit_item(job, item, encoder) for item in result]
+        return encoder.encode(result)
+
+    def _start_timer(self, job: Job) -> threading.Timer | None:
+        if not job.timeout:
+            return None
+        timer = threading.Timer(job.timeout, self.interrupt, args=(job.id, "timeout"))
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def interrupt(self, job_id: str, reason: str) -> bool:
+        """Ask a running job to stop. Returns False when no such job is running."""
+        with self._lock:
+            job = self.active.get(job_id)
+            if job is None or job.interrupt:
+                return job is not None
+            job.interrupt = reason
+            if job.task is not None:
+                loop = job.task.get_loop()
+                loop.call_soon_threadsafe(job.task.cancel)
+            elif job.thread_id == threading.main_thread().ident:
+                signal.pthread_kill(job.thread_id, signal.SIGUSR1)
+            elif job.thread_id is not None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(job.thread_id), ctypes.py_object(CancelationException)
+                )
+        return True
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        """SIGUSR1 handler: raise in the main thread if its job was asked to stop."""
+        with self._lock:
+            job = next(
+                (j for j in self.active.values() if j.thread_id == threading.get_ident()), None
+            )
+        if job is not None and job.interrupt:
+            raise CancelationException(job.interrupt)
+
+    # -- concurrent mode --------------------------------------------------------------
+
+    async def run_async_job(
+        self, job: Job, slots: asyncio.Semaphore, pool: ThreadPoolExecutor
+    ) -> None:
+        try:
+            await slots.acquire()
+        except asyncio.CancelledError:  # canceled while waiting for a slot
+            self._done(job, "canceled", error=None)
+            return
+        try:
+            await self._run_with_slot(job, pool)
+        finally:
+            slots.release()
+
+    async def _run_with_slot(self, job: Job, pool: ThreadPoolExecutor) -> None:
+        scratch = Path(tempfile.mkdtemp(prefix=f"ember-{job.id}-"))
+        encoder = OutputEncoder(self.outputs_dir / job.id)
+        token = scope.enter(job.scope)
+        with self._lock:
+            self.active[job.id] = job
+            job.task = asyncio.current_task()
+        started = time.perf_counter()
+        try:
+            values = self.prepare(job, scratch)
+            if values is None:
+                return
+            self.send({"ev": protocol.EV_STARTED, "id": job.id})
+            output, error = None, None
+            try:
+                async with asyncio.timeout(job.timeout):
+                    if self.predictor.is_async:
+                        output = await self.encode_result_async(job, self.call(values), encoder)
+                    else:
+                        output = await asyncio.get_running_loop().run_in_executor(
+                            pool, self._threaded_call, job, values, encoder
+                        )
+            except TimeoutError as exc:
+                job.interrupt = job.interrupt or "timeout"
+                error = exc
+            except BaseException as exc:  # every failure is reported
+                error = exc
+            self._finish(job, started, output, error)
+        finally:
+            with self._lock:
+                self.active.pop(job.id, None)
+            scope.leave(token)
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _threaded_call(self, job: Job, values: dict[str, Any], encoder: OutputEncoder) -> Any:
+        token = scope.enter(job.scope)
+        job.thread_id = threading.get_ident()
+        try:
+            return self.encode_result(job, self.call(values), encoder)
+        finally:
+            job.thread_id = None
+            scope.leave(token)
+
+
+class JobQueue:
+    """FIFO of jobs for the serial mode, from which a waiting job can be withdrawn."""
+
+    def __init__(self) -> None:
+        self._items: collections.deque[Job | None] = collections.deque()
+        self._ready = threading.Condition()
+
+    def put(self, job: Job | None) -> None:
+        with self._ready:
+            self._items.append(job)
+            self._ready.notify()
+
+    def get(self) -> Job | None:
+        with self._ready:
+            while not self._items:
+                self._ready.wait()
+            return self._items.popleft()
+
+    def drain(self) -> list[Job | None]:
+        """Take everything queued (used when the concurrent mode takes over)."""
+        with self._ready:
+            items = list(self._items)
+            self._items.clear()
+            return items
+
+    def withdraw(self, job_id: str) -> Job | None:
+        with self._ready:
+            for job in self._items:
+                if job is not None and job.id == job_id:
+                    self._items.remove(job)
+                    return job
+        return None
+
+
+@contextlib.contextmanager
+def interruptible(runner: Runner) -> Iterator[None]:
+    previous = signal.signal(signal.SIGUSR1, runner.on_signal)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
