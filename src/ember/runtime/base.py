@@ -1,0 +1,166 @@
+"""The runtime interface: where and how replicas run.
+
+The control plane starts, stops, counts and routes to replicas only through `Runtime` and
+`Replica`; `local` runs them as processes on this machine and a cluster runtime can run them
+elsewhere. A prediction is followed through a `PredictionHandle`: its events as they happen
+(start, log chunks, streamed output items) and its final `PredictionResult`.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import datetime
+import enum
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ember.packages.spec import PackageSpec
+from ember.worker.outputs import FILE_KEY
+
+
+class ReplicaState(enum.StrEnum):
+    STARTING = "STARTING"
+    READY = "READY"
+    SETUP_FAILED = "SETUP_FAILED"
+    DRAINING = "DRAINING"
+    STOPPED = "STOPPED"
+
+
+class ReplicaUnavailable(Exception):
+    """The replica cannot take predictions (not ready, draining, or gone)."""
+
+
+@dataclass
+class PredictionRequest:
+    id: str
+    input: dict[str, Any]
+    context: dict[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
+
+
+@dataclass
+class PredictionEvent:
+    """Something that happened to a prediction: started, log, output (one streamed item)."""
+
+    type: str
+    prediction_id: str
+    data: Any = None
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@dataclass
+class PredictionResult:
+    id: str
+    status: str  # succeeded | failed | canceled
+    output: Any = None
+    error: str | None = None
+    logs: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    started_at: datetime.datetime | None = None
+    completed_at: datetime.datetime | None = None
+    validation_errors: list[dict[str, Any]] = field(default_factory=list)
+    files_dir: Path | None = None
+
+
+class PredictionHandle:
+    """One submitted prediction: iterate its events, await its result, or cancel it."""
+
+    def __init__(self, request: PredictionRequest, cancel: Callable[[str], None]) -> None:
+        self.request = request
+        self._cancel = cancel
+        self._events: asyncio.Queue[PredictionEvent | None] = asyncio.Queue()
+        self._result: asyncio.Future[PredictionResult] = asyncio.get_running_loop().create_future()
+        self.logs: list[str] = []
+        self.outputs: list[Any] = []
+        self.started_at: datetime.datetime | None = None
+
+    @property
+    def id(self) -> str:
+        return self.request.id
+
+    @property
+    def done(self) -> bool:
+        return self._result.done()
+
+    def publish(self, event: PredictionEvent) -> None:
+        if event.type == "log":
+            self.logs.append(event.data)
+        elif event.type == "output":
+            self.outputs.append(event.data)
+        elif event.type == "started":
+            self.started_at = utcnow()
+        self._events.put_nowait(event)
+
+    def finish(self, result: PredictionResult) -> None:
+        if not self._result.done():
+            result.logs = "".join(self.logs)
+            result.started_at = result.started_at or self.started_at
+            result.completed_at = result.completed_at or utcnow()
+            self._result.set_result(result)
+            self._events.put_nowait(None)
+
+    async def events(self) -> AsyncIterator[PredictionEvent]:
+        """Events until the prediction ends (the result is then ready)."""
+        while (event := await self._events.get()) is not None:
+            yield event
+
+    async def result(self) -> PredictionResult:
+        return await asyncio.shield(self._result)
+
+    def cancel(self) -> None:
+        self._cancel(self.id)
+
+
+class Replica(abc.ABC):
+    """One running copy of a model."""
+
+    id: str
+    spec: PackageSpec
+    state: ReplicaState
+    max_concurrency: int
+    schema: dict[str, Any] | None
+    setup_logs: str
+    setup_error: str | None
+
+    @property
+    @abc.abstractmethod
+    def in_flight(self) -> int:
+        """Predictions submitted and not finished."""
+
+    @abc.abstractmethod
+    async def wait_started(self) -> ReplicaState:
+        """Wait until setup ends: READY, or SETUP_FAILED / STOPPED with `setup_error` set."""
+
+    @abc.abstractmethod
+    def submit(self, request: PredictionRequest) -> PredictionHandle:
+        """Start a prediction. Beyond max_concurrency the worker queues it in order."""
+
+    @abc.abstractmethod
+    async def stop(self, drain: bool = True, timeout: float = 30.0) -> None:
+        """Drain (finish in-flight work, take no more) then stop; or kill at once."""
+
+
+class Runtime(abc.ABC):
+    """Starts replicas of packages."""
+
+    @abc.abstractmethod
+    async def start_replica(self, spec: PackageSpec) -> Replica:
+        """Start a replica; returns once its process exists (use `wait_started` for READY)."""
+
+
+def replace_files(value: Any, convert: Callable[[Path], Any], files_dir: Path) -> Any:
+    """Swap the worker's file markers in an output for whatever `convert` makes of the file
+    (a local path, a URL, a data URI)."""
+    if isinstance(value, dict):
+        if set(value) == {FILE_KEY}:
+            return convert(files_dir / value[FILE_KEY])
+        return {k: replace_files(v, convert, files_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [replace_files(v, convert, files_dir) for v in value]
+    return value
