@@ -56,7 +56,8 @@ class Job:
     task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
-        self.scope = scope.Scope(self.id, dict(self.context))
+        # As in Cog, the context carries the prediction's id, which no caller can override.
+        self.scope = scope.Scope(self.id, {**self.context, "id": self.id})
 
 
 class Interrupted(Exception):
