@@ -40,6 +40,7 @@ from ember.worker.inputs import InputFileError, materialize
 from ember.worker.outputs import OutputEncoder
 
 Send = Callable[[dict[str, Any]], None]
+SIGNAL_RETRY_SECONDS = 0.1
 
 
 @dataclass
@@ -65,23 +66,27 @@ class Interrupted(Exception):
 
 
 def _validation_errors(exc: pydantic.ValidationError) -> list[dict[str, Any]]:
-    return [
-        {"loc": ["input", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
-        for e in exc.errors()
-    ]
+    return [{"loc": ["input", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
 
 
 def _describe_validation(errors: list[dict[str, Any]]) -> str:
-    return "; ".join(f"{'.'.join(e['loc'][1:]) or 'input'}: {e['msg']}" for e in errors)
+    return "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'input'}: {e['msg']}" for e in errors)
 
 
 class Runner:
     """Executes jobs for one loaded predictor and reports every event through `send`."""
 
-    def __init__(self, predictor: Predictor, send: Send, outputs_dir: Path) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        send: Send,
+        outputs_dir: Path,
+        drain_logs: Callable[[], None] = lambda: None,
+    ) -> None:
         self.predictor = predictor
         self.send = send
         self.outputs_dir = outputs_dir
+        self.drain_logs = drain_logs
         self.active: dict[str, Job] = {}
         self._lock = threading.Lock()
         scope.set_fallback(self._sole_active_scope)
@@ -130,15 +135,16 @@ class Runner:
         }
         self.send(message)
 
-    def _log_traceback(self, job: Job) -> None:
+    def _log_traceback(self, job: Job, error: BaseException) -> None:
         token = scope.enter(job.scope)
         try:
-            traceback.print_exc()
+            traceback.print_exception(error)
         finally:
             scope.leave(token)
 
     def _finish(self, job: Job, started: float, output: Any, error: BaseException | None) -> None:
         job.scope.metrics["predict_time"] = round(time.perf_counter() - started, 6)
+        self.drain_logs()
         if error is None:
             self._done(job, "succeeded", output=output)
         elif job.interrupt == "timeout":
@@ -146,7 +152,7 @@ class Runner:
         elif job.interrupt == "canceled":
             self._done(job, "canceled")
         else:
-            self._log_traceback(job)
+            self._log_traceback(job, error)
             self._done(job, "failed", error=str(error) or type(error).__name__)
 
     # -- serial mode ------------------------------------------------------------------
@@ -168,7 +174,7 @@ class Runner:
             self.send({"ev": protocol.EV_STARTED, "id": job.id})
             output, error = None, None
             try:
-                output = self.encode_result(job, self.call(values), encoder)
+                output = self.call_user_code(job, values, encoder)
             except BaseException as exc:  # every failure is reported
                 error = exc
             self._finish(job, started, output, error)
@@ -179,6 +185,12 @@ class Runner:
                 self.active.pop(job.id, None)
             scope.leave(token)
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def call_user_code(self, job: Job, values: dict[str, Any], encoder: OutputEncoder) -> Any:
+        """The only frame in which a serial prediction may be interrupted (see on_signal)."""
+        if job.interrupt:  # asked to stop before predict() even began
+            raise CancelationException(job.interrupt)
+        return self.encode_result(job, self.call(values), encoder)
 
     def _emit_item(self, job: Job, item: Any, encoder: OutputEncoder) -> Any:
         encoded = encoder.encode(item)
@@ -224,21 +236,44 @@ class Runner:
                 loop = job.task.get_loop()
                 loop.call_soon_threadsafe(job.task.cancel)
             elif job.thread_id == threading.main_thread().ident:
-                signal.pthread_kill(job.thread_id, signal.SIGUSR1)
+                self._signal_until_stopped(job)
             elif job.thread_id is not None:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(job.thread_id), ctypes.py_object(CancelationException)
                 )
         return True
 
+    def _signal_until_stopped(self, job: Job) -> None:
+        """Signal the main thread, and again every 100 ms while the job still runs.
+
+        One signal is not enough: if it lands between Python's signal check and the start of a
+        blocking call (e.g. the sleep syscall), the call is not interrupted and the handler only
+        runs after it returns. Repeating closes that window; stray signals are ignored.
+        """
+        if self.active.get(job.id) is not job:
+            return
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+        retry = threading.Timer(SIGNAL_RETRY_SECONDS, self._signal_until_stopped, args=(job,))
+        retry.daemon = True
+        retry.start()
+
     def on_signal(self, signum: int, frame: Any) -> None:
-        """SIGUSR1 handler: raise in the main thread if its job was asked to stop."""
-        with self._lock:
-            job = next(
-                (j for j in self.active.values() if j.thread_id == threading.get_ident()), None
-            )
-        if job is not None and job.interrupt:
-            raise CancelationException(job.interrupt)
+        """SIGUSR1 handler: raise in the main thread if its job was asked to stop.
+
+        It raises only when the signal interrupted code running inside `call_user_code`, whose
+        caller catches everything; anywhere else (sending events, bookkeeping) raising would
+        kill the worker, and `call_user_code` checks for a pending interrupt on entry anyway.
+        Takes no lock: the main thread may hold one when the handler runs.
+        """
+        job = next(
+            (j for j in list(self.active.values()) if j.thread_id == threading.get_ident()), None
+        )
+        if job is None or not job.interrupt:
+            return
+        while frame is not None:
+            if frame.f_code is _USER_CODE:
+                raise CancelationException(job.interrupt)
+            frame = frame.f_back
 
     # -- concurrent mode --------------------------------------------------------------
 
@@ -297,6 +332,9 @@ class Runner:
         finally:
             job.thread_id = None
             scope.leave(token)
+
+
+_USER_CODE = Runner.call_user_code.__code__
 
 
 class JobQueue:
