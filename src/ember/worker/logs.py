@@ -10,10 +10,14 @@ Text nobody owns (setup, the worker itself) goes to the worker log (prediction i
 
 from __future__ import annotations
 
+import array
+import fcntl
 import io
 import os
 import sys
+import termios
 import threading
+import time
 from collections.abc import Callable
 
 from ember import scope
@@ -53,10 +57,12 @@ class LogCapture:
 
     def __init__(self, emit: Emit) -> None:
         self._emit = emit
-        self.original_stderr = os.dup(2)  # the worker's own last-resort diagnostics
+        self._read_fd: int | None = None
+        self._pumping = threading.Lock()  # held from reading a chunk until it is emitted
 
     def install(self) -> None:
         read_fd, write_fd = os.pipe()
+        self._read_fd = read_fd
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(write_fd, 1)
@@ -69,7 +75,30 @@ class LogCapture:
         ).start()
 
     def _pump(self, read_fd: int) -> None:
-        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
-            while chunk := pipe.read(65536):
+        while chunk := os.read(read_fd, 65536):
+            with self._pumping:
+                pending = self._pending(read_fd)
+                if pending:
+                    chunk += os.read(read_fd, pending)
                 owner = scope.current_scope_or_none()
                 self._emit(owner.prediction_id if owner else None, chunk.decode(errors="replace"))
+
+    @staticmethod
+    def _pending(fd: int) -> int:
+        count = array.array("i", [0])
+        fcntl.ioctl(fd, termios.FIONREAD, count)
+        return count[0]
+
+    def wait_drained(self, limit: float = 1.0) -> None:
+        """Wait until text already written to fds 1 and 2 has been attributed.
+
+        Called as a prediction ends, so raw writes made during it are not credited to nobody.
+        Costs one ioctl when nothing is pending.
+        """
+        if self._read_fd is None:
+            return
+        deadline = time.monotonic() + limit
+        while self._pending(self._read_fd) and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        with self._pumping:  # a chunk read just before is emitted before we return
+            pass

@@ -111,7 +111,8 @@ class Worker:
     # -- lifecycle --------------------------------------------------------------------
 
     def run(self) -> int:
-        LogCapture(self.emit_log).install()
+        self.logs = LogCapture(self.emit_log)
+        self.logs.install()
         self.send({"ev": protocol.EV_STATE, "state": STARTING, "pid": os.getpid()})
         os.chdir(self.spec.root)
         os.environ.update(self.spec.environment)
@@ -122,7 +123,7 @@ class Worker:
             loaded = time.perf_counter()
         except BaseException:  # a broken package is reported, not raised
             return self._setup_failed()
-        self.runner = Runner(predictor, self.send, self.outputs_dir)
+        self.runner = Runner(predictor, self.send, self.outputs_dir, self.logs.wait_drained)
         timings = {"load_time": round(loaded - started, 6)}
         if predictor.is_async or predictor.max_concurrency > 1:
             return asyncio.run(self._serve_concurrent(predictor, timings))
