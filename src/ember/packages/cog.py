@@ -10,11 +10,13 @@ from __future__ import annotations
 import inspect
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ember.packages.fetch import fetch
 from ember.packages.importing import load_attribute
 from ember.packages.native import predictor_from_target, read_requirements
 from ember.packages.predictor import Predictor, PredictorError, is_async_callable
@@ -83,21 +85,24 @@ def read_spec(root: Path) -> PackageSpec:
 
 
 def _weights() -> Any:
-    """What Cog passes as setup(weights=...): COG_WEIGHTS, else ./weights, else None."""
-    if os.environ.get("COG_WEIGHTS"):
-        return os.environ["COG_WEIGHTS"]
+    """What Cog passes as setup(weights=...).
+
+    COG_WEIGHTS (a URL or data URI) arrives as an open binary file, as Cog 0.16 hands it over;
+    else a local ./weights file or folder as a Path; else None.
+    """
+    url = os.environ.get("COG_WEIGHTS")
+    if url:
+        folder = Path(tempfile.mkdtemp(prefix="ember-weights-"))
+        return fetch(url, folder, "weights").open("rb")
     local = Path("weights")
-    return local if local.exists() else None
+    return EmberPath(local) if local.exists() else None
 
 
 def _setup_kwargs(target: Any) -> dict[str, Any]:
     setup = getattr(target, "setup", None)
     if setup is None or "weights" not in inspect.signature(setup).parameters:
         return {}
-    weights = _weights()
-    if isinstance(weights, Path):
-        weights = EmberPath(weights)
-    return {"weights": weights}
+    return {"weights": _weights()}
 
 
 def load(spec: PackageSpec) -> Predictor:
