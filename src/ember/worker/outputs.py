@@ -1,7 +1,8 @@
 """Turn whatever predict() returned into JSON, moving files into the prediction's folder.
 
-Files are copied (hard-linked when possible) rather than moved, because a predictor may return
-a file it ships with. In the JSON they appear as `{"$ember.file": "<name>"}`, a name inside
+Files are copied, never moved or hard-linked: a predictor may return a file it ships with, or
+write the same path again next time (Cog's usual /tmp/out.png), which must not change an
+earlier prediction's output. In the JSON they appear as `{"$ember.file": "<name>"}`, a name inside
 the prediction's output folder, which the runtime turns into a URL or data URI.
 """
 
@@ -45,10 +46,7 @@ class OutputEncoder:
         if not path.is_file():
             raise OutputError(f"predict() returned the path {path}, which is not a file")
         target = self._place(path.name)
-        try:
-            os.link(path, target)
-        except OSError:
-            shutil.copyfile(path, target)
+        shutil.copyfile(path, target)
         return {FILE_KEY: target.name}
 
     def _stream(self, handle: io.IOBase) -> dict[str, str]:
