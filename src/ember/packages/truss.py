@@ -8,6 +8,7 @@ bounds concurrent predictions.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -91,7 +92,8 @@ def _init_kwargs(model_class: type, spec: PackageSpec) -> dict[str, Any]:
         "secrets": _secrets(config),
         "environment": {"name": os.environ.get("EMBER_ENVIRONMENT", "production")},
     }
-    parameters = inspect.signature(model_class.__init__).parameters
+    # The class's own signature: for a class without __init__ it is (), not object's (*a, **kw).
+    parameters = inspect.signature(model_class).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return offered
     return {k: v for k, v in offered.items() if k in parameters}
@@ -116,19 +118,23 @@ def _chain(model: Any) -> Callable[[Any], Any]:
         return run_sync
 
     async def run_async(model_input: Any) -> Any:
-        value = await _maybe_await(pre(model_input)) if pre else model_input
-        output = predict(value)
-        if not isinstance(output, AsyncIterator):
-            output = await _maybe_await(output)
+        value = await _step(pre, model_input) if pre else model_input
+        output = await _step(predict, value)
         if post and not isinstance(output, (Iterator, AsyncIterator)):
-            output = await _maybe_await(post(output))
+            output = await _step(post, output)
         return output
 
     return run_async
 
 
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
+async def _step(fn: Callable[[Any], Any], value: Any) -> Any:
+    """One hook: awaited if async, run in a thread if sync (as Truss does), so a blocking
+    step neither stalls the other predictions nor the worker's cancellation."""
+    if inspect.isasyncgenfunction(fn):
+        return fn(value)
+    if inspect.iscoroutinefunction(fn):
+        return await fn(value)
+    return await asyncio.to_thread(fn, value)
 
 
 def load(spec: PackageSpec) -> Predictor:
