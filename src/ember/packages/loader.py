@@ -26,10 +26,15 @@ def detect_format(root: Path) -> str:
 
 
 def read_package(path: str | Path) -> PackageSpec:
+    """Read a package's spec, checking what can be checked without importing its code."""
     root = Path(path).expanduser().resolve()
     if not root.is_dir():
         raise PackageError(f"{path} is not a folder")
-    return _FORMATS[detect_format(root)].read_spec(root)
+    spec = _FORMATS[detect_format(root)].read_spec(root)
+    relative_file, _ = spec.predictor_parts()
+    if not (root / relative_file).is_file():
+        raise PackageError(f"predictor file {relative_file!r} not found in {root}")
+    return spec
 
 
 def load_predictor(spec: PackageSpec) -> Predictor:

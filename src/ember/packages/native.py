@@ -88,6 +88,7 @@ def predictor_from_target(
     target: Any,
     method: str = "predict",
     setup_kwargs: dict[str, Any] | None = None,
+    reject_unknown_inputs: bool = False,
 ) -> Predictor:
     """Build a Predictor from a class (instantiated here) or a plain function."""
     if inspect.isclass(target):
@@ -117,8 +118,9 @@ def predictor_from_target(
         accepts_extra_inputs=extra,
         max_concurrency=spec.max_concurrency,
         healthcheck=healthcheck,
+        reject_unknown_inputs=reject_unknown_inputs,
     )
 
 
 def load(spec: PackageSpec) -> Predictor:
-    return predictor_from_target(spec, load_attribute(spec))
+    return predictor_from_target(spec, load_attribute(spec), reject_unknown_inputs=True)

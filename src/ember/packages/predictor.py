@@ -26,7 +26,6 @@ from ember.types import (
     File,
     InputSpec,
     Path,
-    Secret,
 )
 
 
@@ -90,10 +89,13 @@ class Predictor:
     healthcheck: Callable[[], Any] | None = None
     # Truss passes the whole input dict as one argument instead of keyword arguments.
     call_with_input_dict: bool = False
+    reject_unknown_inputs: bool = False
     input_model: type[BaseModel] = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
-        self.input_model = build_input_model(self.inputs, self.accepts_extra_inputs)
+        self.input_model = build_input_model(
+            self.inputs, self.accepts_extra_inputs, self.reject_unknown_inputs
+        )
 
     @property
     def is_async(self) -> bool:
@@ -198,11 +200,17 @@ def is_optional(annotation: Any) -> bool:
 
 
 def _choices_type(name: str, base: Any, choices: list[str | int]) -> type[enum.Enum]:
-    """Cog turns `choices` into an enum component named after the parameter."""
+    """Cog turns `choices` into an enum component named after the parameter.
+
+    Members get neutral names (v0, v1, ...): only the values show in the schema, and a value
+    such as "mro" or "_x_" would not be a valid member name.
+    """
+    values = list(dict.fromkeys(choices))
+    members = [(f"v{i}", value) for i, value in enumerate(values)]
     if base is str:
-        return enum.Enum(name, [(str(c), c) for c in choices], type=str)  # type: ignore[return-value]
+        return enum.Enum(name, members, type=str)  # type: ignore[return-value]
     if base is int:
-        return enum.IntEnum(name, {str(c): c for c in choices})  # type: ignore[return-value]
+        return enum.IntEnum(name, members)  # type: ignore[return-value]
     raise PredictorError(
         f"input {name!r} uses choices, which only work with str or int inputs (got {base!r})"
     )
@@ -233,10 +241,20 @@ class _ExtraInputs(BaseModel):
     model_config = pydantic.ConfigDict(extra="allow")
 
 
-def build_input_model(fields: list[InputField], accepts_extra: bool) -> type[BaseModel]:
-    """A pydantic model named `Input` that validates inputs and yields Cog's schema."""
+class _StrictInputs(BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+
+def build_input_model(
+    fields: list[InputField], accepts_extra: bool, strict: bool = False
+) -> type[BaseModel]:
+    """A pydantic model named `Input` that validates inputs and yields Cog's schema.
+
+    Unknown inputs are ignored, as Cog and Replicate do, unless `strict` (Ember's own format,
+    where a misspelt input name should be an error, not a silently used default).
+    """
     definitions = {f.name: _field_info(f) for f in fields}
-    base = _ExtraInputs if accepts_extra else None
+    base = _ExtraInputs if accepts_extra else _StrictInputs if strict else None
     return create_model("Input", __base__=base, **definitions)  # type: ignore[call-overload]
 
 
@@ -257,12 +275,3 @@ def validated_inputs(predictor: Predictor, raw: dict[str, Any]) -> dict[str, Any
     if model.model_extra:
         values.update(model.model_extra)
     return values
-
-
-def secret_field_names(predictor: Predictor) -> set[str]:
-    """Inputs typed `Secret`, which must never be echoed back or logged."""
-    return {
-        f.name
-        for f in predictor.inputs
-        if f.annotation is Secret or Secret in typing.get_args(f.annotation)
-    }
