@@ -41,9 +41,15 @@ _STDERR_LIMIT = 64 * 1024
 
 class LocalReplica(Replica):
     def __init__(
-        self, spec: PackageSpec, environment: Environment, outputs_dir: Path, replica_id: str
+        self,
+        spec: PackageSpec,
+        environment: Environment,
+        outputs_dir: Path,
+        replica_id: str,
+        hang_grace: float = HANG_GRACE_SECONDS,
     ) -> None:
         self.id = replica_id
+        self.hang_grace = hang_grace
         self.spec = spec
         self.environment = environment
         self.outputs_dir = outputs_dir
@@ -234,7 +240,7 @@ class LocalReplica(Replica):
         if timeout:
             loop = asyncio.get_running_loop()
             self._watchdogs[handle.id] = loop.call_later(
-                timeout + HANG_GRACE_SECONDS, self._hung, handle.id, timeout
+                timeout + self.hang_grace, self._hung, handle.id, timeout
             )
 
     def _hung(self, prediction_id: str, timeout: float) -> None:
@@ -281,8 +287,9 @@ class LocalReplica(Replica):
 class LocalRuntime(Runtime):
     """Runs replicas as local processes; builds package environments under `data_dir`."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, hang_grace: float = HANG_GRACE_SECONDS) -> None:
         self.data_dir = data_dir
+        self.hang_grace = hang_grace
         self.envs_dir = data_dir / "envs"
         self.outputs_dir = data_dir / "outputs"
         self._environments: dict[str, Environment] = {}
@@ -305,7 +312,9 @@ class LocalRuntime(Runtime):
     async def start_replica(self, spec: PackageSpec) -> LocalReplica:
         environment = self._environments.get(spec.root) or await self.prepare(spec)
         self.outputs_dir.mkdir(parents=True, exist_ok=True)
-        replica = LocalReplica(spec, environment, self.outputs_dir, f"r-{uuid.uuid4().hex[:10]}")
+        replica = LocalReplica(
+            spec, environment, self.outputs_dir, f"r-{uuid.uuid4().hex[:10]}", self.hang_grace
+        )
         await replica.launch()
         return replica
 
