@@ -1,0 +1,87 @@
+"""Shared fixtures: a real local runtime whose model environments are built once per run."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ember.packages.loader import read_package
+from ember.packages.spec import PackageSpec
+from ember.runtime.base import PredictionEvent, PredictionRequest, PredictionResult, ReplicaState
+from ember.runtime.local import LocalReplica, LocalRuntime
+
+MODELS = Path(__file__).parent / "models"
+
+
+@pytest.fixture(scope="session")
+def ember_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data dir per test run, so uv environments (e.g. pillow for blur) build once."""
+    return tmp_path_factory.mktemp("ember-home")
+
+
+@pytest.fixture
+def runtime(ember_home: Path) -> LocalRuntime:
+    return LocalRuntime(ember_home)
+
+
+def model_path(kind: str, name: str) -> Path:
+    return MODELS / kind / name
+
+
+@dataclass
+class Run:
+    """What one prediction on a fresh replica produced."""
+
+    result: PredictionResult
+    events: list[PredictionEvent] = field(default_factory=list)
+    replica: LocalReplica | None = None
+
+    @property
+    def outputs(self) -> list[Any]:
+        return [e.data for e in self.events if e.type == "output"]
+
+
+async def start(runtime: LocalRuntime, spec: PackageSpec | str | Path) -> LocalReplica:
+    if not isinstance(spec, PackageSpec):
+        spec = read_package(spec)
+    replica = await runtime.start_replica(spec)
+    state = await replica.wait_started()
+    assert state == ReplicaState.READY, replica.setup_error
+    return replica
+
+
+async def predict(replica: LocalReplica, prediction_id: str = "p1", **request: Any) -> Run:
+    handle = replica.submit(PredictionRequest(id=prediction_id, **request))
+    events = [event async for event in handle.events()]
+    return Run(await handle.result(), events, replica)
+
+
+def run_once(runtime: LocalRuntime, path: str | Path, **request: Any) -> Run:
+    """Start a replica of `path`, run one prediction, stop the replica."""
+
+    async def go() -> Run:
+        replica = await start(runtime, path)
+        try:
+            return await predict(replica, **request)
+        finally:
+            await replica.stop()
+
+    return asyncio.run(go())
+
+
+@pytest.fixture(autouse=True)
+def _fresh_predictor_modules() -> Iterator[None]:
+    """Loaders import predictors in-process too (schema tests): forget them between tests."""
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        module = sys.modules.get(name)
+        origin = getattr(module, "__file__", "") or ""
+        if str(MODELS) in origin or str(MODELS.parent.parent / "examples") in origin:
+            del sys.modules[name]

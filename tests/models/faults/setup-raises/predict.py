@@ -1,0 +1,7 @@
+class Predictor:
+    def setup(self) -> None:
+        print("loading weights...")
+        raise RuntimeError("weights file is corrupt")
+
+    def predict(self) -> str:
+        return "never"
