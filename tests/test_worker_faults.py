@@ -101,6 +101,7 @@ def test_crash_mid_prediction_fails_it_with_the_reason(runtime):
         assert "exited with code -9" in crashed.result.error
         assert (await queued.result()).status in ("succeeded", "failed")
         assert replica.state == ReplicaState.STOPPED
+        assert not replica.scratch_dir.exists()  # its temp files went with it
 
     asyncio.run(go())
 

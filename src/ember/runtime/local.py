@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import uuid
@@ -46,9 +47,11 @@ class LocalReplica(Replica):
         environment: Environment,
         outputs_dir: Path,
         replica_id: str,
+        scratch_dir: Path,
         hang_grace: float = HANG_GRACE_SECONDS,
     ) -> None:
         self.id = replica_id
+        self.scratch_dir = scratch_dir
         self.hang_grace = hang_grace
         self.spec = spec
         self.environment = environment
@@ -80,6 +83,8 @@ class LocalReplica(Replica):
             EMBER_PACKAGE_SPEC=self.spec.model_dump_json(),
             EMBER_OUTPUTS_DIR=str(self.outputs_dir),
             PYTHONUNBUFFERED="1",
+            # A private temp folder, removed when the replica exits however it exits.
+            TMPDIR=str(self.scratch_dir),
         )
         if self.environment.shared_with_ember:
             # Ember's own interpreter: make sure it finds this very copy of ember.
@@ -91,6 +96,7 @@ class LocalReplica(Replica):
         return env
 
     async def launch(self) -> None:
+        self.scratch_dir.mkdir(parents=True, exist_ok=True)
         parent, child = socket.socketpair()
         try:
             self._process = await asyncio.create_subprocess_exec(
@@ -266,6 +272,7 @@ class LocalReplica(Replica):
     async def _on_exit(self) -> None:
         assert self._process is not None
         self.exit_code = await self._process.wait()
+        await asyncio.to_thread(shutil.rmtree, self.scratch_dir, True)
         if self._writer:
             self._writer.close()
         crashed = f"replica process exited with code {self.exit_code} while running this prediction"
@@ -312,8 +319,14 @@ class LocalRuntime(Runtime):
     async def start_replica(self, spec: PackageSpec) -> LocalReplica:
         environment = self._environments.get(spec.root) or await self.prepare(spec)
         self.outputs_dir.mkdir(parents=True, exist_ok=True)
+        replica_id = f"r-{uuid.uuid4().hex[:10]}"
         replica = LocalReplica(
-            spec, environment, self.outputs_dir, f"r-{uuid.uuid4().hex[:10]}", self.hang_grace
+            spec,
+            environment,
+            self.outputs_dir,
+            replica_id,
+            scratch_dir=self.data_dir / "scratch" / replica_id,
+            hang_grace=self.hang_grace,
         )
         await replica.launch()
         return replica

@@ -97,6 +97,16 @@ class Runner:
         jobs = list(self.active.values())
         return jobs[0].scope if len(jobs) == 1 else None
 
+    @staticmethod
+    def _scratch(job: Job) -> Path:
+        """The job's folder for fetched input files, created only if a file input needs it.
+
+        Under the replica's private TMPDIR, which its runtime removes when the replica exits,
+        so files survive neither a crash nor a kill. Not created eagerly: a mkdtemp/rmtree
+        pair costs more than the rest of a trivial prediction.
+        """
+        return Path(tempfile.gettempdir()) / f"inputs-{job.id}"
+
     def prepare(self, job: Job, scratch: Path) -> dict[str, Any] | None:
         """Validated keyword arguments, or None after reporting an input error."""
         try:
@@ -159,7 +169,7 @@ class Runner:
 
     def run_sync_job(self, job: Job) -> None:
         """Run one job on the calling (main) thread; signals may interrupt it."""
-        scratch = Path(tempfile.mkdtemp(prefix=f"ember-{job.id}-"))
+        scratch = self._scratch(job)
         encoder = OutputEncoder(self.outputs_dir / job.id)
         token = scope.enter(job.scope)
         with self._lock:
@@ -184,7 +194,8 @@ class Runner:
             with self._lock:
                 self.active.pop(job.id, None)
             scope.leave(token)
-            shutil.rmtree(scratch, ignore_errors=True)
+            if scratch.exists():
+                shutil.rmtree(scratch, ignore_errors=True)
 
     def call_user_code(self, job: Job, values: dict[str, Any], encoder: OutputEncoder) -> Any:
         """The only frame in which a serial prediction may be interrupted (see on_signal)."""
@@ -291,7 +302,7 @@ class Runner:
             slots.release()
 
     async def _run_with_slot(self, job: Job, pool: ThreadPoolExecutor) -> None:
-        scratch = Path(tempfile.mkdtemp(prefix=f"ember-{job.id}-"))
+        scratch = self._scratch(job)
         encoder = OutputEncoder(self.outputs_dir / job.id)
         token = scope.enter(job.scope)
         with self._lock:
@@ -322,7 +333,8 @@ class Runner:
             with self._lock:
                 self.active.pop(job.id, None)
             scope.leave(token)
-            shutil.rmtree(scratch, ignore_errors=True)
+            if scratch.exists():
+                shutil.rmtree(scratch, ignore_errors=True)
 
     def _threaded_call(self, job: Job, values: dict[str, Any], encoder: OutputEncoder) -> Any:
         token = scope.enter(job.scope)
