@@ -14,13 +14,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ember.packages.fetch import fetch
 from ember.packages.importing import load_attribute
 from ember.packages.native import predictor_from_target, read_requirements
 from ember.packages.predictor import Predictor, PredictorError, is_async_callable
-from ember.packages.spec import GpuSpec, PackageError, PackageSpec, Resources
+from ember.packages.spec import GpuSpec, PackageError, PackageSpec, Resources, read_manifest
 from ember.types import Path as EmberPath
 
 MANIFEST = "cog.yaml"
@@ -51,12 +49,7 @@ def _parse_environment(root: Path, entries: list[str]) -> dict[str, str]:
 
 
 def read_spec(root: Path) -> PackageSpec:
-    try:
-        config = yaml.safe_load((root / MANIFEST).read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise PackageError(f"{root / MANIFEST} is not valid YAML: {exc}") from exc
-    if not isinstance(config, dict):
-        raise PackageError(f"{root / MANIFEST} must be a mapping")
+    config = read_manifest(root / MANIFEST)
     build = config.get("build") or {}
     target = config.get("predict") or config.get("run")
     if not target:

@@ -13,12 +13,11 @@ import typing
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ember.packages.importing import load_attribute
 from ember.packages.predictor import Predictor, PredictorError, inputs_from_signature
-from ember.packages.spec import PackageError, PackageSpec, Resources
+from ember.packages.spec import PackageError, PackageSpec, Resources, read_manifest
 
 MANIFEST = "ember.yaml"
 
@@ -55,10 +54,7 @@ def read_requirements(root: Path, value: list[str] | str) -> list[str]:
 
 def read_spec(root: Path) -> PackageSpec:
     try:
-        raw = yaml.safe_load((root / MANIFEST).read_text()) or {}
-        manifest = EmberManifest.model_validate(raw)
-    except yaml.YAMLError as exc:
-        raise PackageError(f"{root / MANIFEST} is not valid YAML: {exc}") from exc
+        manifest = EmberManifest.model_validate(read_manifest(root / MANIFEST))
     except ValidationError as exc:
         raise PackageError(f"{root / MANIFEST} is invalid:\n{_describe(exc)}") from exc
     return PackageSpec(

@@ -8,8 +8,10 @@ worker, inside the package's environment, imports the predictor itself.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 PackageFormat = Literal["ember", "cog", "truss"]
@@ -17,6 +19,17 @@ PackageFormat = Literal["ember", "cog", "truss"]
 
 class PackageError(Exception):
     """A package that cannot be read or loaded; the message says what to fix."""
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A package's YAML file as a mapping, or a PackageError saying what is wrong with it."""
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise PackageError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(content, dict):
+        raise PackageError(f"{path} must be a mapping of settings")
+    return content
 
 
 class GpuSpec(BaseModel):

@@ -15,11 +15,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ember.packages.importing import load_attribute
 from ember.packages.predictor import Predictor
-from ember.packages.spec import PackageError, PackageSpec, Resources
+from ember.packages.spec import PackageError, PackageSpec, Resources, read_manifest
 
 MANIFEST = "config.yaml"
 
@@ -46,12 +44,7 @@ def _resources(raw: dict[str, Any]) -> Resources:
 
 
 def read_spec(root: Path) -> PackageSpec:
-    try:
-        config = yaml.safe_load((root / MANIFEST).read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise PackageError(f"{root / MANIFEST} is not valid YAML: {exc}") from exc
-    if not isinstance(config, dict):
-        raise PackageError(f"{root / MANIFEST} must be a mapping")
+    config = read_manifest(root / MANIFEST)
     requirements = [str(r) for r in config.get("requirements") or []]
     if config.get("requirements_file"):
         from ember.packages.native import read_requirements

@@ -167,35 +167,46 @@ class Runner:
 
     # -- serial mode ------------------------------------------------------------------
 
-    def run_sync_job(self, job: Job) -> None:
-        """Run one job on the calling (main) thread; signals may interrupt it."""
+    @contextlib.contextmanager
+    def _running(self, job: Job) -> Iterator[tuple[Path, OutputEncoder]]:
+        """A job's life in the worker: its scope, its place in `active`, its scratch files.
+
+        Set `job.thread_id` or `job.task` before entering, so `interrupt` never sees an active
+        job it cannot reach.
+        """
         scratch = self._scratch(job)
-        encoder = OutputEncoder(self.outputs_dir / job.id)
         token = scope.enter(job.scope)
         with self._lock:
             self.active[job.id] = job
-            job.thread_id = threading.get_ident()
-        timer = self._start_timer(job)
-        started = time.perf_counter()
         try:
-            values = self.prepare(job, scratch)
-            if values is None:
-                return
-            self.send({"ev": protocol.EV_STARTED, "id": job.id})
-            output, error = None, None
-            try:
-                output = self.call_user_code(job, values, encoder)
-            except BaseException as exc:  # every failure is reported
-                error = exc
-            self._finish(job, started, output, error)
+            yield scratch, OutputEncoder(self.outputs_dir / job.id)
         finally:
-            if timer:
-                timer.cancel()
             with self._lock:
                 self.active.pop(job.id, None)
             scope.leave(token)
             if scratch.exists():
                 shutil.rmtree(scratch, ignore_errors=True)
+
+    def run_sync_job(self, job: Job) -> None:
+        """Run one job on the calling (main) thread; signals may interrupt it."""
+        job.thread_id = threading.get_ident()
+        with self._running(job) as (scratch, encoder):
+            timer = self._start_timer(job)
+            started = time.perf_counter()
+            try:
+                values = self.prepare(job, scratch)
+                if values is None:
+                    return
+                self.send({"ev": protocol.EV_STARTED, "id": job.id})
+                output, error = None, None
+                try:
+                    output = self.call_user_code(job, values, encoder)
+                except BaseException as exc:  # every failure is reported
+                    error = exc
+                self._finish(job, started, output, error)
+            finally:
+                if timer:
+                    timer.cancel()
 
     def call_user_code(self, job: Job, values: dict[str, Any], encoder: OutputEncoder) -> Any:
         """The only frame in which a serial prediction may be interrupted (see on_signal)."""
@@ -302,14 +313,9 @@ class Runner:
             slots.release()
 
     async def _run_with_slot(self, job: Job, pool: ThreadPoolExecutor) -> None:
-        scratch = self._scratch(job)
-        encoder = OutputEncoder(self.outputs_dir / job.id)
-        token = scope.enter(job.scope)
-        with self._lock:
-            self.active[job.id] = job
-            job.task = asyncio.current_task()
-        started = time.perf_counter()
-        try:
+        job.task = asyncio.current_task()
+        with self._running(job) as (scratch, encoder):
+            started = time.perf_counter()
             values = self.prepare(job, scratch)
             if values is None:
                 return
@@ -329,12 +335,6 @@ class Runner:
             except BaseException as exc:  # every failure is reported
                 error = exc
             self._finish(job, started, output, error)
-        finally:
-            with self._lock:
-                self.active.pop(job.id, None)
-            scope.leave(token)
-            if scratch.exists():
-                shutil.rmtree(scratch, ignore_errors=True)
 
     def _threaded_call(self, job: Job, values: dict[str, Any], encoder: OutputEncoder) -> Any:
         token = scope.enter(job.scope)
