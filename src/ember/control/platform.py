@@ -1,0 +1,642 @@
+"""The control plane: models, versions, deployments and predictions, on top of a store and a
+runtime.
+
+The HTTP layer calls only this. A prediction's life: `create_prediction` validates it and hands
+it to the runner of its deployment (or of its version, for version-addressed predictions); the
+group-commit writer persists each state change; listeners (webhooks, in the HTTP layer) hear
+every event. After a crash, `recover` re-queues predictions that had not started and fails,
+with a reason, those that were running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import secrets
+import shutil
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ember.control.hardware import DEFAULT_HARDWARE, HARDWARE
+from ember.control.predictions import PredictionState, new_prediction_id
+from ember.control.runner import DeploymentRunner
+from ember.control.signing import UrlSigner
+from ember.control.validation import InputValidator
+from ember.packages.loader import read_package
+from ember.packages.spec import PackageSpec
+from ember.runtime.base import ReplicaState
+from ember.runtime.local import LocalRuntime
+from ember.store import models as records
+from ember.store.db import connect, migrate, sqlite_url
+from ember.store.repository import Store
+from ember.store.writer import GroupCommitWriter
+
+logger = logging.getLogger("ember.control")
+
+Listener = Callable[[PredictionState, str], None]
+Progress = Callable[[str], None]
+RECENT_LIMIT = 2000
+RESTART_REASON = (
+    "Ember restarted while this prediction was running; its replica was lost and the "
+    "prediction cannot be resumed. Run it again."
+)
+
+
+class NotFound(LookupError):
+    """No such model, version, deployment, prediction or file (HTTP 404)."""
+
+
+class Conflict(Exception):
+    """The request clashes with what exists (HTTP 409)."""
+
+
+class InvalidRequest(ValueError):
+    """The request is well-formed JSON but asks for something impossible (HTTP 422)."""
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or []
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a token's owner and scope."""
+
+    owner: str
+    scope: str
+    token_name: str
+
+
+@dataclass
+class Target:
+    """Where a prediction runs: a deployment's runner, or a version's own runner."""
+
+    runner: DeploymentRunner
+    model: str
+    version: records.Version
+    deployment: str | None
+
+
+class Platform:
+    def __init__(
+        self,
+        data_dir: Path,
+        database_url: str | None = None,
+        public_url: str = "http://127.0.0.1:8000",
+        admin_token: str | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.public_url = public_url.rstrip("/")
+        self.admin_token = admin_token
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.packages_dir = data_dir / "packages"
+        self.files_dir = data_dir / "files"
+        self.engine = connect(database_url or sqlite_url(data_dir))
+        self.store = Store(self.engine)
+        self.runtime = LocalRuntime(data_dir)
+        self.writer: GroupCommitWriter | None = None
+        self.listeners: list[Listener] = []
+        self.targets: dict[str, Target] = {}
+        self.live: dict[str, PredictionState] = {}
+        self.recent: collections.OrderedDict[str, PredictionState] = collections.OrderedDict()
+        self.signer = UrlSigner(b"")
+        self.webhook_secret = ""
+        self._validators: dict[str, InputValidator] = {}
+        self._principals: dict[str, Principal | None] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> str | None:
+        """Migrate, load secrets, recover unfinished predictions, start deployments.
+
+        Returns a newly created admin token the first time Ember starts (to print once).
+        """
+        await asyncio.to_thread(migrate, self.engine)
+        self.writer = GroupCommitWriter(self.store)
+        key = await asyncio.to_thread(
+            self.store.setting_or_create, "url_signing_key", lambda: secrets.token_hex(32)
+        )
+        self.signer = UrlSigner(bytes.fromhex(key))
+        self.webhook_secret = await asyncio.to_thread(
+            self.store.setting_or_create, "webhook_secret", _new_webhook_secret
+        )
+        first_token = None
+        if await asyncio.to_thread(self.store.count_tokens) == 0 and not self.admin_token:
+            _, first_token = await asyncio.to_thread(self.store.create_token, "admin", "ember")
+        await self._load_deployments()
+        await self.recover()
+        return first_token
+
+    async def stop(self) -> None:
+        """Drain running predictions, stop replicas, flush the database.
+
+        Predictions still waiting in a queue stay `starting` in the database and are picked up
+        again at the next start.
+        """
+        await asyncio.gather(*(t.runner.close(drain=True) for t in self.targets.values()))
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
+        if self.writer is not None:
+            await asyncio.to_thread(self.writer.close)
+        self.engine.dispose()
+
+    # -- authentication ---------------------------------------------------------------------
+
+    async def authenticate(self, token: str) -> Principal | None:
+        if self.admin_token and secrets.compare_digest(token, self.admin_token):
+            return Principal(owner="ember", scope="admin", token_name="EMBER_ADMIN_TOKEN")
+        if token in self._principals:
+            return self._principals[token]
+        record = await asyncio.to_thread(self.store.token_by_secret, token)
+        principal = Principal(record.owner, record.scope, record.name) if record else None
+        if len(self._principals) > 10_000:
+            self._principals.clear()
+        self._principals[token] = principal
+        return principal
+
+    async def create_token(self, name: str, owner: str, scope: str = "admin") -> str:
+        _, token = await asyncio.to_thread(self.store.create_token, name, owner, scope)
+        return token
+
+    # -- models and versions ----------------------------------------------------------------
+
+    async def model(self, owner: str, name: str) -> records.Model:
+        model = await asyncio.to_thread(self.store.model, owner, name)
+        if model is None:
+            raise NotFound(f"Model {owner}/{name} not found")
+        return model
+
+    async def models(self) -> list[records.Model]:
+        return list(await asyncio.to_thread(self.store.models))
+
+    async def create_model(self, owner: str, name: str, **fields: Any) -> records.Model:
+        _check_name(owner, "owner")
+        _check_name(name, "name")
+        if fields.get("hardware", DEFAULT_HARDWARE) not in HARDWARE:
+            raise InvalidRequest(f"unknown hardware {fields['hardware']!r}: see GET /v1/hardware")
+        if await asyncio.to_thread(self.store.model, owner, name) is not None:
+            raise Conflict(f"Model {owner}/{name} already exists")
+        return await asyncio.to_thread(self.store.create_model, owner=owner, name=name, **fields)
+
+    async def delete_model(self, owner: str, name: str) -> None:
+        model = await self.model(owner, name)
+        for deployment in await asyncio.to_thread(self.store.deployments):
+            release = await asyncio.to_thread(self.store.current_release, deployment)
+            if release.model_id == model.id:
+                raise Conflict(
+                    f"Model {owner}/{name} is used by deployment "
+                    f"{deployment.owner}/{deployment.name}: delete the deployment first"
+                )
+        for version in await asyncio.to_thread(self.store.versions, model.id):
+            await self._retire_runner(f"version:{version.id}")
+        await asyncio.to_thread(self.store.delete_model, model.id)
+
+    async def versions(self, model: records.Model) -> list[records.Version]:
+        return list(await asyncio.to_thread(self.store.versions, model.id))
+
+    async def version(self, version_id: str, model: records.Model | None = None) -> records.Version:
+        version = await asyncio.to_thread(self.store.version, version_id)
+        if version is None or (model is not None and version.model_id != model.id):
+            raise NotFound(f"Version {version_id} not found")
+        return version
+
+    async def create_version(
+        self, model: records.Model, archive: Path, progress: Progress = lambda line: None
+    ) -> records.Version:
+        """Unpack an uploaded package, build its environment, start it once to learn its schema.
+
+        The version id is the SHA-256 of the archive, so uploading the same package again
+        returns the existing version.
+        """
+        version_id = await asyncio.to_thread(_sha256_file, archive)
+        existing = await asyncio.to_thread(self.store.version, version_id)
+        if existing is not None and existing.model_id == model.id:
+            progress("this package is already version " + version_id[:12])
+            return existing
+        target = self.packages_dir / version_id
+        await asyncio.to_thread(_unpack, archive, target)
+        spec = read_package(target)
+        progress(f"package: {spec.format} predictor {spec.predictor}")
+        environment = await self.runtime.prepare(spec, progress)
+        progress(
+            "environment ready"
+            + ("" if environment.shared_with_ember else f" ({environment.key[:12]})")
+        )
+        progress("starting a replica to check setup and read the schema")
+        replica = await self.runtime.start_replica(spec)
+        try:
+            state = await replica.wait_started()
+            if state != ReplicaState.READY or replica.schema is None:
+                logs = replica.setup_logs.strip()
+                raise InvalidRequest(
+                    f"setup failed:\n{replica.setup_error}"
+                    + (f"\nsetup logs:\n{logs}" if logs else "")
+                )
+            schema = replica.schema
+        finally:
+            await replica.stop()
+        progress("setup succeeded")
+        return await asyncio.to_thread(
+            self.store.add_version,
+            model,
+            id=version_id,
+            package_dir=str(target),
+            spec=spec.model_dump(mode="json"),
+            openapi_schema=schema,
+            cog_version=f"ember-{spec.format}",
+        )
+
+    def validator(self, version: records.Version) -> InputValidator:
+        validator = self._validators.get(version.id)
+        if validator is None:
+            validator = self._validators[version.id] = InputValidator(version.openapi_schema)
+        return validator
+
+    # -- deployments ------------------------------------------------------------------------
+
+    async def deployment(self, owner: str, name: str) -> tuple[records.Deployment, records.Release]:
+        deployment = await asyncio.to_thread(self.store.deployment, owner, name)
+        if deployment is None:
+            raise NotFound(f"Deployment {owner}/{name} not found")
+        return deployment, await asyncio.to_thread(self.store.current_release, deployment)
+
+    async def deployments(self) -> list[tuple[records.Deployment, records.Release]]:
+        result = []
+        for deployment in await asyncio.to_thread(self.store.deployments):
+            release = await asyncio.to_thread(self.store.current_release, deployment)
+            result.append((deployment, release))
+        return result
+
+    async def create_deployment(
+        self,
+        owner: str,
+        name: str,
+        model_ref: str,
+        version_id: str,
+        hardware: str,
+        min_instances: int,
+        max_instances: int,
+        created_by: str,
+    ) -> tuple[records.Deployment, records.Release]:
+        _check_name(owner, "owner")
+        _check_name(name, "name")
+        if await asyncio.to_thread(self.store.deployment, owner, name) is not None:
+            raise Conflict(f"Deployment {owner}/{name} already exists")
+        model, version = await self._model_version(model_ref, version_id)
+        _check_scaling(hardware, min_instances, max_instances)
+        deployment, release = await asyncio.to_thread(
+            self.store.create_deployment,
+            owner,
+            name,
+            model_id=model.id,
+            version_id=version.id,
+            hardware=hardware,
+            min_instances=min_instances,
+            max_instances=max_instances,
+            created_by=created_by,
+        )
+        self._install_runner(deployment, release, model, version)
+        return deployment, release
+
+    async def update_deployment(
+        self, owner: str, name: str, created_by: str, **changes: Any
+    ) -> tuple[records.Deployment, records.Release]:
+        """PATCH: any of version, hardware, min_instances, max_instances; a new release."""
+        deployment, current = await self.deployment(owner, name)
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "version" in changes:
+            model = await asyncio.to_thread(self.store.model_by_id, current.model_id)
+            assert model is not None
+            version = await self.version(changes.pop("version"), model)
+            changes["version_id"] = version.id
+        _check_scaling(
+            changes.get("hardware", current.hardware),
+            changes.get("min_instances", current.min_instances),
+            changes.get("max_instances", current.max_instances),
+        )
+        release = await asyncio.to_thread(
+            self.store.add_release, deployment, created_by=created_by, **changes
+        )
+        if release.version_id != current.version_id:
+            version = await self.version(release.version_id)
+            model = await asyncio.to_thread(self.store.model_by_id, release.model_id)
+            assert model is not None
+            self._install_runner(deployment, release, model, version)
+        elif release.min_instances > 0:
+            self.targets[f"{owner}/{name}"].runner.ensure_replica()
+        return deployment, release
+
+    async def delete_deployment(self, owner: str, name: str) -> None:
+        deployment, _ = await self.deployment(owner, name)
+        await asyncio.to_thread(self.store.delete_deployment, deployment.id)
+        await self._retire_runner(f"{owner}/{name}")
+
+    def _install_runner(
+        self,
+        deployment: records.Deployment,
+        release: records.Release,
+        model: records.Model,
+        version: records.Version,
+    ) -> DeploymentRunner:
+        """A runner for the release's version; a previous runner drains in the background."""
+        key = f"{deployment.owner}/{deployment.name}"
+        old = self.targets.pop(key, None)
+        runner = self._new_runner(key, version)
+        if old is not None:
+            runner.queue.extend(old.runner.queue)
+            old.runner.queue.clear()
+            self._retire(old.runner)
+        self.targets[key] = Target(runner, f"{model.owner}/{model.name}", version, key)
+        if release.min_instances > 0:
+            runner.ensure_replica()
+        return runner
+
+    def _new_runner(self, key: str, version: records.Version) -> DeploymentRunner:
+        spec = PackageSpec.model_validate(version.spec)
+        return DeploymentRunner(key, spec, self.runtime, self._on_event, self.resolve_input)
+
+    def _retire(self, runner: DeploymentRunner) -> None:
+        task = asyncio.create_task(runner.close(drain=True))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _retire_runner(self, key: str) -> None:
+        target = self.targets.pop(key, None)
+        if target is not None:
+            for state in list(target.runner.queue):
+                target.runner.cancel(state)
+            await target.runner.close(drain=False)
+
+    async def _load_deployments(self) -> None:
+        for deployment, release in await self.deployments():
+            version = await self.version(release.version_id)
+            model = await asyncio.to_thread(self.store.model_by_id, release.model_id)
+            assert model is not None
+            self._install_runner(deployment, release, model, version)
+
+    async def _model_version(
+        self, model_ref: str, version_id: str | None
+    ) -> tuple[records.Model, records.Version]:
+        owner, _, name = model_ref.partition("/")
+        if not name:
+            raise InvalidRequest(f"model {model_ref!r} must look like owner/name")
+        model = await self.model(owner, name)
+        if version_id is None:
+            if model.latest_version_id is None:
+                raise InvalidRequest(f"Model {model_ref} has no versions yet: deploy a package")
+            version_id = model.latest_version_id
+        return model, await self.version(version_id, model)
+
+    # -- predictions ------------------------------------------------------------------------
+
+    async def target_for_model(self, owner: str, name: str) -> Target:
+        """A model's predictions run on its deployment of the same name, if any, else on
+        its latest version."""
+        target = self.targets.get(f"{owner}/{name}")
+        if target is not None:
+            return target
+        model, version = await self._model_version(f"{owner}/{name}", None)
+        return self._version_target(model, version)
+
+    def target_for_deployment(self, owner: str, name: str) -> Target:
+        target = self.targets.get(f"{owner}/{name}")
+        if target is None:
+            raise NotFound(f"Deployment {owner}/{name} not found")
+        return target
+
+    async def target_for_version(self, reference: str) -> Target:
+        """`version_id` or `owner/name:version_id`."""
+        model_ref, _, version_id = reference.rpartition(":")
+        target = self.targets.get(f"version:{version_id}")
+        if target is None:
+            version = await self.version(version_id)
+            model = await asyncio.to_thread(self.store.model_by_id, version.model_id)
+            assert model is not None
+            target = self._version_target(model, version)
+        if model_ref and model_ref != target.model:
+            raise NotFound(f"Version {version_id} does not belong to {model_ref}")
+        return target
+
+    def _version_target(self, model: records.Model, version: records.Version) -> Target:
+        key = f"version:{version.id}"
+        target = self.targets.get(key)
+        if target is None:
+            runner = self._new_runner(key, version)
+            target = self.targets[key] = Target(
+                runner, f"{model.owner}/{model.name}", version, None
+            )
+        return target
+
+    def new_prediction(
+        self, target: Target, input: dict[str, Any], owner: str, **fields: Any
+    ) -> PredictionState:
+        """Validate and describe a prediction (not yet accepted: see `accept`)."""
+        details = self.validator(target.version).errors(input)
+        if details:
+            raise InvalidRequest("Input validation failed", details)
+        schema = target.version.openapi_schema["components"]["schemas"]["Output"]
+        return PredictionState(
+            id=new_prediction_id(),
+            owner=owner,
+            model=target.model,
+            version_id=target.version.id,
+            input=input,
+            deployment=target.deployment,
+            streams_output=schema.get("x-cog-array-type") == "iterator",
+            **fields,
+        )
+
+    def accept(self, target: Target, state: PredictionState) -> None:
+        """Queue the prediction and schedule its first write (await `durable` to be sure)."""
+        self.live[state.id] = state
+        self._persist(state)
+        target.runner.submit(state)
+
+    async def durable(self, state: PredictionState) -> None:
+        """Wait until the prediction's current state is committed."""
+        assert self.writer is not None
+        await self.writer.durable(state.id, state.row)
+
+    def _persist(self, state: PredictionState) -> None:
+        assert self.writer is not None
+        self.writer.mark(state.id, state.row)
+
+    def _on_event(self, state: PredictionState, event: str) -> None:
+        if event in ("started", "done"):
+            self._persist(state)
+        if event == "done":
+            self.live.pop(state.id, None)
+            self.recent[state.id] = state
+            while len(self.recent) > RECENT_LIMIT:
+                self.recent.popitem(last=False)
+        for listener in self.listeners:
+            try:
+                listener(state, event)
+            except Exception:
+                logger.exception("prediction listener failed")
+
+    async def prediction(self, prediction_id: str) -> PredictionState:
+        state = self.live.get(prediction_id) or self.recent.get(prediction_id)
+        if state is not None:
+            return state
+        row = await asyncio.to_thread(self.store.prediction, prediction_id)
+        if row is None:
+            raise NotFound(f"Prediction {prediction_id} not found")
+        return PredictionState.from_row(row, self.runtime.outputs_dir / row.id)
+
+    async def predictions_page(
+        self, limit: int, before: tuple[Any, str] | None
+    ) -> list[PredictionState]:
+        rows = await asyncio.to_thread(self.store.predictions_page, limit, before)
+        return [
+            self.live.get(row.id)
+            or PredictionState.from_row(row, self.runtime.outputs_dir / row.id)
+            for row in rows
+        ]
+
+    async def cancel(self, prediction_id: str) -> PredictionState:
+        state = await self.prediction(prediction_id)
+        if state.terminal:
+            return state
+        for target in self.targets.values():
+            if target.runner.cancel(state):
+                break
+        return state
+
+    async def wait(self, state: PredictionState, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the prediction to end; True if it did."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await state.done.wait()
+        return state.terminal
+
+    def output_file(self, prediction_id: str, name: str) -> Path | None:
+        path = self.runtime.outputs_dir / prediction_id / name
+        if os.path.basename(name) != name or not path.is_file():
+            return None
+        return path
+
+    def resolve_input(self, value: Any) -> Any:
+        """Turn links to files uploaded to Ember into signed URLs a replica can download."""
+        if isinstance(value, dict):
+            return {k: self.resolve_input(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.resolve_input(v) for v in value]
+        prefix = f"{self.public_url}/v1/files/"
+        if isinstance(value, str) and value.startswith(prefix):
+            file_id = value[len(prefix) :].split("/", 1)[0].split("?", 1)[0]
+            return self.public_url + self.signer.sign(f"/v1/files/{file_id}/download")
+        return value
+
+    # -- uploaded files ---------------------------------------------------------------------
+
+    async def add_file(
+        self, owner: str, source: Path, name: str, content_type: str, metadata: dict[str, Any]
+    ) -> records.File:
+        """Keep an uploaded file (moved from `source`) for use as a prediction input."""
+        file_id = secrets.token_hex(12)
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        target = self.files_dir / file_id
+        digest = await asyncio.to_thread(_sha256_file, source)
+        await asyncio.to_thread(shutil.move, source, target)
+        return await asyncio.to_thread(
+            self.store.add_file,
+            id=file_id,
+            owner=owner,
+            name=os.path.basename(name) or "file",
+            content_type=content_type,
+            size=target.stat().st_size,
+            sha256=digest,
+            path=str(target),
+            file_metadata=metadata,
+        )
+
+    async def file(self, file_id: str) -> records.File:
+        record = await asyncio.to_thread(self.store.file, file_id)
+        if record is None:
+            raise NotFound(f"File {file_id} not found")
+        return record
+
+    async def files(self, owner: str) -> list[records.File]:
+        return list(await asyncio.to_thread(self.store.files, owner))
+
+    async def delete_file(self, file_id: str) -> None:
+        record = await self.file(file_id)
+        await asyncio.to_thread(self.store.delete_file, file_id)
+        Path(record.path).unlink(missing_ok=True)
+
+    # -- recovery ---------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Finish what a crash interrupted: re-queue waiting predictions, fail running ones."""
+        for row in await asyncio.to_thread(self.store.unfinished_predictions):
+            state = PredictionState.from_row(row, self.runtime.outputs_dir / row.id)
+            if row.status == "processing":
+                state.finish("failed", error=RESTART_REASON)
+                self._persist(state)
+                self._on_event(state, "done")
+                continue
+            try:
+                target = self.targets.get(state.deployment or "") or await self.target_for_version(
+                    state.version_id
+                )
+            except NotFound as exc:
+                state.finish("failed", error=f"{exc}: it was removed while Ember was down")
+                self._persist(state)
+                continue
+            self.live[state.id] = state
+            target.runner.submit(state)
+
+
+def _new_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _check_name(value: str, what: str) -> None:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,99}", value or ""):
+        raise InvalidRequest(f"{what} {value!r} must be lowercase letters, digits, '.', '_' or '-'")
+
+
+def _check_scaling(hardware: str, min_instances: int, max_instances: int) -> None:
+    if hardware not in HARDWARE:
+        raise InvalidRequest(f"unknown hardware {hardware!r}: see GET /v1/hardware")
+    if min_instances < 0 or max_instances < 1 or min_instances > max_instances:
+        raise InvalidRequest(
+            f"instances must satisfy 0 <= min_instances <= max_instances and max_instances >= 1 "
+            f"(got min {min_instances}, max {max_instances})"
+        )
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _unpack(archive: Path, target: Path) -> None:
+    """Extract a .tar.gz package safely (no absolute paths, no escaping links)."""
+    if target.exists():
+        shutil.rmtree(target)
+    staging = target.with_name(target.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        with tarfile.open(archive, "r:*") as bundle:
+            bundle.extractall(staging, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise InvalidRequest(f"the package archive cannot be unpacked: {exc}") from exc
+    staging.rename(target)

@@ -1,0 +1,188 @@
+"""A prediction while the platform holds it: its state, who is watching it, and its record.
+
+The state lives in memory from acceptance to completion; `row()` is what the group-commit
+writer persists, `subscribe()` feeds SSE streams, `done` wakes `Prefer: wait` requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import secrets
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_prediction_id() -> str:
+    """Replicate-style id: 26 lowercase letters and digits."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(26))
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@dataclass
+class StreamEvent:
+    """One SSE-worthy happening: output (an item), logs (text), or done (terminal)."""
+
+    kind: str
+    data: Any = None
+
+
+@dataclass
+class PredictionState:
+    id: str
+    owner: str
+    model: str
+    version_id: str
+    input: dict[str, Any]
+    deployment: str | None = None
+    status: str = "starting"
+    output: Any = None
+    logs: str = ""
+    error: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    source: str = "api"
+    stream: bool = False
+    streams_output: bool = False  # the version's output is an iterator
+    webhook: str | None = None
+    webhook_events_filter: list[str] | None = None
+    created_at: datetime.datetime = field(default_factory=utcnow)
+    started_at: datetime.datetime | None = None
+    completed_at: datetime.datetime | None = None
+    files_dir: Path | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _subscribers: list[asyncio.Queue[StreamEvent]] = field(default_factory=list, repr=False)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    # -- what happens to it -----------------------------------------------------------
+
+    def mark_started(self) -> None:
+        if self.status == "starting":
+            self.status = "processing"
+            self.started_at = utcnow()
+
+    def add_output(self, item: Any) -> None:
+        if not isinstance(self.output, list):
+            self.output = []
+        self.output.append(item)
+        self._publish(StreamEvent("output", item))
+
+    def add_logs(self, text: str) -> None:
+        self.logs += text
+        self._publish(StreamEvent("logs", text))
+
+    def finish(
+        self,
+        status: str,
+        output: Any = None,
+        error: str | None = None,
+        metrics: dict[str, Any] | None = None,
+    ) -> None:
+        if self.terminal:
+            return
+        self.status = status
+        if status == "succeeded":
+            self.output = output
+        self.error = error
+        if metrics:
+            self.metrics.update(metrics)
+        self.completed_at = utcnow()
+        if self.started_at:
+            self.metrics.setdefault(
+                "predict_time", (self.completed_at - self.started_at).total_seconds()
+            )
+        self.metrics["total_time"] = (self.completed_at - self.created_at).total_seconds()
+        self._publish(StreamEvent("done"))
+        self.done.set()
+
+    # -- watchers -----------------------------------------------------------------------
+
+    def subscribe(self) -> asyncio.Queue[StreamEvent]:
+        """Events from now on; a finished prediction yields only `done`."""
+        queue: asyncio.Queue[StreamEvent] = asyncio.Queue()
+        if self.terminal:
+            queue.put_nowait(StreamEvent("done"))
+        else:
+            self._subscribers.append(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[StreamEvent]) -> None:
+        if queue in self._subscribers:
+            self._subscribers.remove(queue)
+
+    def _publish(self, event: StreamEvent) -> None:
+        for queue in self._subscribers:
+            queue.put_nowait(event)
+        if event.kind == "done":
+            self._subscribers.clear()
+
+    # -- persistence --------------------------------------------------------------------
+
+    def row(self) -> dict[str, Any]:
+        """The record to persist; copies mutable parts (taken on the writer's thread)."""
+        output = list(self.output) if isinstance(self.output, list) else self.output
+        return {
+            "id": self.id,
+            "owner": self.owner,
+            "model": self.model,
+            "version_id": self.version_id,
+            "deployment": self.deployment,
+            "status": self.status,
+            "input": self.input,
+            "output": output,
+            "logs": self.logs,
+            "error": self.error,
+            "metrics": dict(self.metrics),
+            "source": self.source,
+            "stream": self.stream,
+            "webhook": self.webhook,
+            "webhook_events_filter": self.webhook_events_filter,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "completed_at": self.completed_at,
+        }
+
+    @classmethod
+    def from_row(cls, row: Any, files_dir: Path | None) -> PredictionState:
+        """A state rebuilt from a stored record (terminal ones are served as they are)."""
+        state = cls(
+            id=row.id,
+            owner=row.owner,
+            model=row.model,
+            version_id=row.version_id,
+            input=row.input,
+            deployment=row.deployment,
+            status=row.status,
+            output=row.output,
+            logs=row.logs or "",
+            error=row.error,
+            metrics=dict(row.metrics or {}),
+            source=row.source,
+            stream=row.stream,
+            webhook=row.webhook,
+            webhook_events_filter=row.webhook_events_filter,
+            created_at=_aware(row.created_at),
+            started_at=_aware(row.started_at),
+            completed_at=_aware(row.completed_at),
+            files_dir=files_dir,
+        )
+        if state.terminal:
+            state.done.set()
+        return state
+
+
+def _aware(value: datetime.datetime | None) -> datetime.datetime | None:
+    """SQLite hands datetimes back without their timezone; they were stored in UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=datetime.UTC)
+    return value
