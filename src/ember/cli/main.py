@@ -97,6 +97,44 @@ def run(
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    data_dir: DataDir = default_data_dir(),
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="EMBER_DATABASE_URL",
+            help="e.g. postgresql://user@127.0.0.1:5432/ember (default: SQLite in the data dir).",
+        ),
+    ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The URL clients reach Ember at (for links in responses), "
+            "e.g. https://ember.example.com behind a TLS proxy."
+        ),
+    ] = None,
+) -> None:
+    """Start the platform: Replicate-compatible API, control plane and local replicas.
+
+    Example: `ember serve --port 8000`, then point a client at it:
+    `replicate.Client(api_token=TOKEN, base_url="http://127.0.0.1:8000")`.
+    """
+    from ember.server import run as run_server
+
+    def announce(token: str | None, url: str) -> None:
+        if token:
+            err.print(
+                f"[bold]Admin token[/bold] (shown once, stored only as a hash):\n  {token}\n"
+                f"[dim]export EMBER_TOKEN={token}[/dim]"
+            )
+        err.print(f"[green]Ember is serving at {url}[/green]  (Ctrl-C drains and stops)")
+
+    run_server(host, port, data_dir, database_url, public_url, announce)
+
+
+@app.command()
 def schema(
     path: Annotated[Path, typer.Argument(help="Package folder (ember.yaml, cog.yaml or Truss).")],
     data_dir: DataDir = default_data_dir(),

@@ -1,0 +1,68 @@
+"""The HTTP gateway: Replicate's v1 API on top of the control plane."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from ember import __version__
+from ember.api import errors, serialize
+from ember.api.routes import account, deployments, files, models, predictions
+from ember.control.platform import Platform
+from ember.control.predictions import PredictionState
+from ember.control.webhooks import WebhookSender
+
+logger = logging.getLogger("ember.api")
+
+# Control-plane event → Replicate webhook event.
+WEBHOOK_EVENTS = {"started": "start", "output": "output", "logs": "logs", "done": "completed"}
+
+
+def webhook_listener(platform: Platform, sender: WebhookSender):  # type: ignore[no-untyped-def]
+    def on_event(state: PredictionState, event: str) -> None:
+        if state.webhook and event in WEBHOOK_EVENTS:
+            sender.notify(
+                state.id,
+                state.webhook,
+                state.webhook_events_filter,
+                WEBHOOK_EVENTS[event],
+                lambda: serialize.prediction(platform, state),
+            )
+
+    return on_event
+
+
+def create_app(platform: Platform, *, started: bool = False) -> FastAPI:
+    """The ASGI app. Its lifespan starts and stops the platform unless `started`."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not started:
+            await platform.start()
+        sender = WebhookSender(lambda: platform.webhook_secret)
+        platform.listeners.append(webhook_listener(platform, sender))
+        try:
+            yield
+        finally:
+            await platform.stop()
+            await sender.aclose()
+
+    app = FastAPI(
+        title="Ember",
+        version=__version__,
+        description="Serverless inference on your own machines, with Replicate's v1 API.",
+        lifespan=lifespan,
+    )
+    app.state.platform = platform
+    errors.install(app)
+    for module in (predictions, models, deployments, files, account):
+        app.include_router(module.router)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

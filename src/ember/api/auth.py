@@ -1,0 +1,23 @@
+"""Bearer tokens: every /v1 request names a token; its owner is who the request acts for."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from ember.api.errors import ApiError
+from ember.control.platform import Platform, Principal
+
+UNAUTHENTICATED = "You did not pass a valid authentication token"
+
+
+async def principal(request: Request) -> Principal:
+    """FastAPI dependency: the caller, or 401 in Replicate's words."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() not in ("bearer", "token") or not token.strip():
+        raise ApiError(401, UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
+    platform: Platform = request.app.state.platform
+    found = await platform.authenticate(token.strip())
+    if found is None:
+        raise ApiError(401, UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
+    return found

@@ -1,0 +1,34 @@
+"""Account, hardware and the webhook signing secret."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from ember.api import serialize
+from ember.api.auth import principal
+from ember.api.responses import json_response
+from ember.control.hardware import hardware_list
+from ember.control.platform import Platform, Principal
+
+router = APIRouter(prefix="/v1")
+Caller = Annotated[Principal, Depends(principal)]
+
+
+@router.get("/account")
+async def account(caller: Caller) -> Response:
+    return json_response(serialize.account(caller.owner))
+
+
+@router.get("/hardware")
+async def hardware(caller: Caller) -> Response:
+    return json_response(hardware_list())
+
+
+@router.get("/webhooks/default/secret")
+async def webhook_secret(request: Request, caller: Caller) -> Response:
+    """The secret that signs every webhook Ember sends (Standard Webhooks)."""
+    platform: Platform = request.app.state.platform
+    return json_response({"key": platform.webhook_secret})

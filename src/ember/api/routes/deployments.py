@@ -1,0 +1,89 @@
+"""Deployments: a named, configured way to run one version. Every PATCH is a new release."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+
+from ember.api import serialize
+from ember.api.auth import principal
+from ember.api.responses import json_response
+from ember.control.hardware import DEFAULT_HARDWARE
+from ember.control.platform import Platform, Principal
+
+router = APIRouter(prefix="/v1")
+Caller = Annotated[Principal, Depends(principal)]
+
+
+class DeploymentCreate(BaseModel):
+    name: str
+    model: str = Field(description="owner/name")
+    version: str | None = Field(default=None, description="defaults to the latest version")
+    hardware: str = DEFAULT_HARDWARE
+    min_instances: int = Field(default=0, ge=0, le=100)
+    max_instances: int = Field(default=1, ge=1, le=100)
+
+
+class DeploymentUpdate(BaseModel):
+    version: str | None = None
+    hardware: str | None = None
+    min_instances: int | None = Field(default=None, ge=0, le=100)
+    max_instances: int | None = Field(default=None, ge=1, le=100)
+
+
+async def _deploymentjson_response(platform: Platform, deployment, release) -> dict:  # type: ignore[no-untyped-def]
+    model = platform.target_for_deployment(deployment.owner, deployment.name).model
+    return serialize.deployment(deployment, release, model)
+
+
+@router.get("/deployments")
+async def list_deployments(request: Request, caller: Caller) -> Response:
+    platform: Platform = request.app.state.platform
+    items = [
+        await _deploymentjson_response(platform, d, r) for d, r in await platform.deployments()
+    ]
+    return json_response(serialize.page(items))
+
+
+@router.post("/deployments", status_code=201)
+async def create_deployment(request: Request, body: DeploymentCreate, caller: Caller) -> Response:
+    platform: Platform = request.app.state.platform
+    deployment, release = await platform.create_deployment(
+        caller.owner,
+        body.name,
+        body.model,
+        body.version,
+        body.hardware,
+        body.min_instances,
+        body.max_instances,
+        created_by=caller.owner,
+    )
+    return json_response(await _deploymentjson_response(platform, deployment, release), 201)
+
+
+@router.get("/deployments/{owner}/{name}")
+async def get_deployment(request: Request, owner: str, name: str, caller: Caller) -> Response:
+    platform: Platform = request.app.state.platform
+    deployment, release = await platform.deployment(owner, name)
+    return json_response(await _deploymentjson_response(platform, deployment, release))
+
+
+@router.patch("/deployments/{owner}/{name}")
+async def update_deployment(
+    request: Request, owner: str, name: str, body: DeploymentUpdate, caller: Caller
+) -> Response:
+    platform: Platform = request.app.state.platform
+    deployment, release = await platform.update_deployment(
+        owner, name, created_by=caller.owner, **body.model_dump(exclude_none=True)
+    )
+    return json_response(await _deploymentjson_response(platform, deployment, release))
+
+
+@router.delete("/deployments/{owner}/{name}", status_code=204)
+async def delete_deployment(request: Request, owner: str, name: str, caller: Caller) -> Response:
+    platform: Platform = request.app.state.platform
+    await platform.delete_deployment(owner, name)
+    return Response(status_code=204)

@@ -1,0 +1,109 @@
+"""Uploaded input files (POST /v1/files) and signed downloads of inputs and outputs."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Query, Request, UploadFile
+from starlette.responses import FileResponse, Response
+
+from ember.api import serialize
+from ember.api.auth import principal
+from ember.api.errors import ApiError
+from ember.api.responses import json_response
+from ember.control.platform import Platform, Principal
+
+router = APIRouter(prefix="/v1")
+Caller = Annotated[Principal, Depends(principal)]
+
+
+@router.post("/files", status_code=201)
+async def upload_file(
+    request: Request,
+    content: UploadFile,
+    caller: Caller,
+    filename: Annotated[str | None, Form()] = None,
+    type: Annotated[str | None, Form()] = None,
+    metadata: Annotated[str | None, Form()] = None,
+) -> Response:
+    """Upload a file (multipart field `content`) to use as a prediction input."""
+    platform: Platform = request.app.state.platform
+    try:
+        meta = json.loads(metadata) if metadata else {}
+    except json.JSONDecodeError:
+        raise ApiError(422, "metadata must be a JSON object") from None
+    if not isinstance(meta, dict):
+        raise ApiError(422, "metadata must be a JSON object")
+    spool = Path(tempfile.mkstemp(prefix="ember-file-")[1])
+    with spool.open("wb") as out:
+        while chunk := await content.read(1 << 20):
+            out.write(chunk)
+    record = await platform.add_file(
+        caller.owner,
+        spool,
+        filename or content.filename or "file",
+        type or content.content_type or "application/octet-stream",
+        meta,
+    )
+    return json_response(serialize.file(platform, record), 201)
+
+
+@router.get("/files")
+async def list_files(request: Request, caller: Caller) -> Response:
+    platform: Platform = request.app.state.platform
+    records = await platform.files(caller.owner)
+    return json_response(serialize.page([serialize.file(platform, r) for r in records]))
+
+
+@router.get("/files/{file_id}")
+async def get_file(request: Request, file_id: str, caller: Caller) -> Response:
+    platform: Platform = request.app.state.platform
+    return json_response(serialize.file(platform, await platform.file(file_id)))
+
+
+@router.delete("/files/{file_id}", status_code=204)
+async def delete_file(request: Request, file_id: str, caller: Caller) -> Response:
+    platform: Platform = request.app.state.platform
+    await platform.delete_file(file_id)
+    return Response(status_code=204)
+
+
+def _signed(request: Request, expires: str | None, signature: str | None) -> bool:
+    platform: Platform = request.app.state.platform
+    return platform.signer.verify(request.url.path, expires, signature)
+
+
+@router.get("/files/{file_id}/download")
+async def download_file(
+    request: Request,
+    file_id: str,
+    expires: Annotated[str | None, Query()] = None,
+    signature: Annotated[str | None, Query()] = None,
+) -> Response:
+    """The file's bytes: with a token, or with a signed link (how replicas fetch inputs)."""
+    platform: Platform = request.app.state.platform
+    if not _signed(request, expires, signature):
+        await principal(request)
+    record = await platform.file(file_id)
+    return FileResponse(record.path, media_type=record.content_type, filename=record.name)
+
+
+@router.get("/outputs/{prediction_id}/{name}")
+async def download_output(
+    request: Request,
+    prediction_id: str,
+    name: str,
+    expires: Annotated[str | None, Query()] = None,
+    signature: Annotated[str | None, Query()] = None,
+) -> Response:
+    """An output file of a prediction, by the signed URL given in its output."""
+    platform: Platform = request.app.state.platform
+    if not _signed(request, expires, signature):
+        await principal(request)
+    path = platform.output_file(prediction_id, name)
+    if path is None:
+        raise ApiError(404, f"prediction {prediction_id} has no output file {name!r}")
+    return FileResponse(path)

@@ -1,0 +1,153 @@
+"""Models and their versions. Uploading a package (an Ember extension: Replicate builds
+versions with `cog push`) creates a version: its environment is built and a replica is set up
+once to read its OpenAPI schema. Progress streams back as server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Request, UploadFile
+from pydantic import BaseModel, Field
+from starlette.responses import Response, StreamingResponse
+
+from ember.api import serialize
+from ember.api.auth import principal
+from ember.api.responses import json_response
+from ember.control.hardware import DEFAULT_HARDWARE
+from ember.control.platform import InvalidRequest, Platform, Principal
+from ember.packages.environment import EnvironmentBuildError, MissingSystemPackages
+from ember.packages.spec import PackageError
+
+router = APIRouter(prefix="/v1")
+Caller = Annotated[Principal, Depends(principal)]
+
+
+class ModelCreate(BaseModel):
+    owner: str
+    name: str
+    visibility: Literal["public", "private"] = "private"
+    hardware: str = DEFAULT_HARDWARE
+    description: str | None = Field(default=None, max_length=10_000)
+
+
+async def _modeljson_response(platform: Platform, record) -> dict:  # type: ignore[no-untyped-def]
+    latest = None
+    if record.latest_version_id:
+        latest = await platform.version(record.latest_version_id)
+    return serialize.model(platform, record, latest)
+
+
+@router.get("/models")
+async def list_models(request: Request, caller: Caller) -> Response:
+    platform: Platform = request.app.state.platform
+    records = await platform.models()
+    return json_response(serialize.page([await _modeljson_response(platform, m) for m in records]))
+
+
+@router.post("/models", status_code=201)
+async def create_model(request: Request, body: ModelCreate, caller: Caller) -> Response:
+    platform: Platform = request.app.state.platform
+    record = await platform.create_model(
+        body.owner,
+        body.name,
+        visibility=body.visibility,
+        hardware=body.hardware,
+        description=body.description,
+    )
+    return json_response(await _modeljson_response(platform, record), 201)
+
+
+@router.get("/models/{owner}/{name}")
+async def get_model(request: Request, owner: str, name: str, caller: Caller) -> Response:
+    platform: Platform = request.app.state.platform
+    return json_response(await _modeljson_response(platform, await platform.model(owner, name)))
+
+
+@router.delete("/models/{owner}/{name}", status_code=204)
+async def delete_model(request: Request, owner: str, name: str, caller: Caller) -> Response:
+    platform: Platform = request.app.state.platform
+    await platform.delete_model(owner, name)
+    return Response(status_code=204)
+
+
+@router.get("/models/{owner}/{name}/versions")
+async def list_versions(request: Request, owner: str, name: str, caller: Caller) -> Response:
+    platform: Platform = request.app.state.platform
+    model = await platform.model(owner, name)
+    return json_response(
+        serialize.page([serialize.version(v) for v in await platform.versions(model)])
+    )
+
+
+@router.get("/models/{owner}/{name}/versions/{version_id}")
+async def get_version(
+    request: Request, owner: str, name: str, version_id: str, caller: Caller
+) -> Response:
+    platform: Platform = request.app.state.platform
+    model = await platform.model(owner, name)
+    return json_response(serialize.version(await platform.version(version_id, model)))
+
+
+def _sse(kind: str, data: object) -> bytes:
+    text = data if isinstance(data, str) else orjson.dumps(data).decode()
+    return b"".join(f"event: {kind}\ndata: {line}\n".encode() for line in text.split("\n")) + b"\n"
+
+
+@router.post("/models/{owner}/{name}/versions", status_code=201)
+async def create_version(
+    request: Request, owner: str, name: str, package: UploadFile, caller: Caller
+) -> Response:
+    """Upload a package (.tar.gz of a folder with ember.yaml, cog.yaml or a Truss) as a new
+    version. With `Accept: text/event-stream` the build's progress streams as `log` events,
+    then a `version` or an `error` event."""
+    platform: Platform = request.app.state.platform
+    model = await platform.model(owner, name)
+    spool = Path(tempfile.mkstemp(prefix="ember-upload-", suffix=".tar.gz")[1])
+    with spool.open("wb") as out:
+        while chunk := await package.read(1 << 20):
+            out.write(chunk)
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+    async def build() -> dict:
+        try:
+            version = await platform.create_version(model, spool, lines.put_nowait)
+            return serialize.version(version)
+        finally:
+            spool.unlink(missing_ok=True)
+            lines.put_nowait(None)
+
+    task = asyncio.create_task(build())
+    if "text/event-stream" not in request.headers.get("accept", ""):
+        await _drain(lines)
+        return json_response(await _result(task), 201)
+
+    async def events() -> AsyncIterator[bytes]:
+        while (line := await lines.get()) is not None:
+            yield _sse("log", line)
+        try:
+            yield _sse("version", await task)
+        except (InvalidRequest, PackageError, MissingSystemPackages) as exc:
+            yield _sse("error", {"detail": str(exc)})
+        except EnvironmentBuildError as exc:
+            yield _sse("error", {"detail": f"{exc}\n{exc.log_tail}"})
+
+    return StreamingResponse(events(), media_type="text/event-stream", status_code=201)
+
+
+async def _drain(lines: asyncio.Queue[str | None]) -> None:
+    while await lines.get() is not None:
+        pass
+
+
+async def _result(task: asyncio.Task[dict]) -> dict:
+    try:
+        return await task
+    except (PackageError, MissingSystemPackages) as exc:
+        raise InvalidRequest(str(exc)) from exc
+    except EnvironmentBuildError as exc:
+        raise InvalidRequest(f"{exc}\n{exc.log_tail}") from exc

@@ -1,0 +1,253 @@
+"""Predictions: create (by model, deployment or version), get, list, cancel, stream.
+
+`Prefer: wait` (60 s) or `wait=n` (1-60) answers when the prediction ends; if time runs out
+the answer says `starting`, which is what makes `replicate.run` poll instead of returning a
+partial output. Without `Prefer: wait` the prediction is committed to the database before
+the 201 goes out, so an acknowledged prediction survives a crash.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Query, Request
+from pydantic import BaseModel, Field
+from starlette.responses import Response, StreamingResponse
+
+from ember.api import serialize
+from ember.api.auth import principal
+from ember.api.errors import ApiError
+from ember.api.responses import json_response
+from ember.control.platform import Platform, Principal, Target
+from ember.control.predictions import PredictionState
+
+router = APIRouter(prefix="/v1")
+Caller = Annotated[Principal, Depends(principal)]
+PAGE_SIZE = 100
+MAX_WAIT = 60
+WebhookEvent = Literal["start", "output", "logs", "completed"]
+
+
+class PredictionRequest(BaseModel):
+    input: dict[str, Any] = Field(default_factory=dict)
+    webhook: str | None = Field(default=None, max_length=2048)
+    webhook_events_filter: list[WebhookEvent] | None = None
+    stream: bool = False
+
+
+class VersionPredictionRequest(PredictionRequest):
+    version: str = Field(min_length=1, description="version id, or owner/name:version")
+
+
+def parse_prefer(header: str | None) -> tuple[float | None, bool | None]:
+    """(seconds to wait or None, inline files?) from a Prefer header."""
+    wait: float | None = None
+    inline: bool | None = None
+    for part in (header or "").split(","):
+        token = part.strip()
+        if not token:
+            continue
+        for item in token.split(";"):
+            key, _, value = item.strip().partition("=")
+            key = key.strip().lower()
+            if key == "wait":
+                if not value:
+                    wait = MAX_WAIT
+                elif re.fullmatch(r"\d{1,9}", value.strip()) and 1 <= int(value) <= MAX_WAIT:
+                    wait = int(value)
+                else:
+                    raise ApiError(
+                        400,
+                        f"Prefer: wait={value} is invalid: use `wait` or "
+                        f"`wait=N` with N between 1 and {MAX_WAIT} seconds",
+                    )
+            elif key == "files":
+                inline = value.strip() == "data-uri"
+    return wait, inline
+
+
+async def _create(
+    request: Request,
+    target: Target,
+    body: PredictionRequest,
+    caller: Principal,
+    prefer: str | None,
+) -> Response:
+    platform: Platform = request.app.state.platform
+    wait, inline = parse_prefer(prefer)
+    state = platform.new_prediction(
+        target,
+        body.input,
+        caller.owner,
+        stream=body.stream,
+        webhook=body.webhook,
+        webhook_events_filter=body.webhook_events_filter,
+    )
+    platform.accept(target, state)
+    headers = {}
+    if wait is None:
+        await platform.durable(state)
+        finished = False
+    else:
+        headers["Preference-Applied"] = f"wait={wait:g}"
+        finished = await platform.wait(state, wait)
+        await platform.durable(state)
+    payload = serialize.prediction(platform, state, inline if inline is not None else finished)
+    if wait is not None and not finished:
+        payload["status"] = "starting"  # makes replicate.run poll rather than stop early
+    headers["Location"] = payload["urls"]["get"]
+    return json_response(payload, 201, headers)
+
+
+@router.post("/predictions", status_code=201)
+async def create_prediction(
+    request: Request,
+    body: VersionPredictionRequest,
+    caller: Caller,
+    prefer: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Create a prediction for a model version."""
+    platform: Platform = request.app.state.platform
+    target = await platform.target_for_version(body.version)
+    return await _create(request, target, body, caller, prefer)
+
+
+@router.post("/models/{owner}/{name}/predictions", status_code=201)
+async def create_model_prediction(
+    request: Request,
+    owner: str,
+    name: str,
+    body: PredictionRequest,
+    caller: Caller,
+    prefer: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Create a prediction for a model (its deployment of the same name, or latest version)."""
+    platform: Platform = request.app.state.platform
+    target = await platform.target_for_model(owner, name)
+    return await _create(request, target, body, caller, prefer)
+
+
+@router.post("/deployments/{owner}/{name}/predictions", status_code=201)
+async def create_deployment_prediction(
+    request: Request,
+    owner: str,
+    name: str,
+    body: PredictionRequest,
+    caller: Caller,
+    prefer: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Create a prediction on a deployment."""
+    platform: Platform = request.app.state.platform
+    target = platform.target_for_deployment(owner, name)
+    return await _create(request, target, body, caller, prefer)
+
+
+@router.get("/predictions/{prediction_id}")
+async def get_prediction(
+    request: Request,
+    prediction_id: str,
+    caller: Caller,
+    prefer: Annotated[str | None, Header()] = None,
+) -> Response:
+    platform: Platform = request.app.state.platform
+    _, inline = parse_prefer(prefer)
+    state = await platform.prediction(prediction_id)
+    return json_response(serialize.prediction(platform, state, bool(inline)))
+
+
+@router.post("/predictions/{prediction_id}/cancel")
+async def cancel_prediction(request: Request, prediction_id: str, caller: Caller) -> Response:
+    platform: Platform = request.app.state.platform
+    state = await platform.cancel(prediction_id)
+    return json_response(serialize.prediction(platform, state))
+
+
+def _cursor(state: PredictionState) -> str:
+    raw = f"{state.created_at.isoformat()}|{state.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime.datetime, str]:
+    try:
+        created_at, _, prediction_id = base64.urlsafe_b64decode(cursor).decode().partition("|")
+        return datetime.datetime.fromisoformat(created_at), prediction_id
+    except ValueError:
+        raise ApiError(400, "invalid cursor: pass back the `next` URL as given") from None
+
+
+@router.get("/predictions")
+async def list_predictions(
+    request: Request, caller: Caller, cursor: Annotated[str | None, Query()] = None
+) -> Response:
+    """Predictions, newest first, 100 a page; `next` is the URL of the next page."""
+    platform: Platform = request.app.state.platform
+    before = _parse_cursor(cursor) if cursor else None
+    states = await platform.predictions_page(PAGE_SIZE + 1, before)
+    more = len(states) > PAGE_SIZE
+    states = states[:PAGE_SIZE]
+    next_url = None
+    if more:
+        next_url = f"{platform.public_url}/v1/predictions?cursor={_cursor(states[-1])}"
+    return json_response(
+        serialize.page([serialize.prediction(platform, s) for s in states], next_url)
+    )
+
+
+# -- server-sent events -----------------------------------------------------------------
+
+
+def _event(kind: str, data: str, event_id: int) -> bytes:
+    lines = [f"event: {kind}", f"id: {event_id}"]
+    lines += [f"data: {line}" for line in data.split("\n")] or ["data: "]
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def _item_text(platform: Platform, state: PredictionState, item: Any) -> str:
+    item = serialize.files_in(platform, state, item, inline=False)
+    return item if isinstance(item, str) else orjson.dumps(item).decode()
+
+
+async def _events(platform: Platform, state: PredictionState) -> AsyncIterator[bytes]:
+    queue = state.subscribe()
+    replay = list(state.output) if state.streams_output and isinstance(state.output, list) else []
+    event_id = 0
+    try:
+        for item in replay:
+            event_id += 1
+            yield _event("output", _item_text(platform, state, item), event_id)
+        while True:
+            event = await queue.get()
+            event_id += 1
+            if event.kind == "output":
+                yield _event("output", _item_text(platform, state, event.data), event_id)
+            elif event.kind == "logs":
+                yield _event("logs", event.data, event_id)
+            elif event.kind == "done":
+                if not state.streams_output and state.status == "succeeded":
+                    yield _event("output", _item_text(platform, state, state.output), event_id)
+                    event_id += 1
+                if state.status == "failed":
+                    yield _event("error", state.error or "prediction failed", event_id)
+                    event_id += 1
+                reason = {"reason": "canceled"} if state.status == "canceled" else {}
+                yield _event("done", orjson.dumps(reason).decode(), event_id)
+                return
+    finally:
+        state.unsubscribe(queue)
+
+
+@router.get("/predictions/{prediction_id}/stream")
+async def stream_prediction(request: Request, prediction_id: str, caller: Caller) -> Response:
+    """Server-sent events in Replicate's format: output, logs, error, done — each with an id."""
+    platform: Platform = request.app.state.platform
+    state = await platform.prediction(prediction_id)
+    return StreamingResponse(
+        _events(platform, state),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

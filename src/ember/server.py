@@ -1,0 +1,56 @@
+"""`ember serve`: the platform and its HTTP gateway in one process, on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import uvicorn
+
+from ember.api.app import create_app
+from ember.control.platform import Platform
+
+
+async def serve(
+    host: str,
+    port: int,
+    data_dir: Path,
+    database_url: str | None = None,
+    public_url: str | None = None,
+    announce: Callable[[str | None, str], None] = lambda token, url: None,
+) -> None:
+    """Start the platform, tell `announce` the first admin token (if just made) and the URL,
+    then serve until SIGINT/SIGTERM, which drains running predictions before exiting."""
+    url = public_url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    platform = Platform(
+        data_dir, database_url, public_url=url, admin_token=os.environ.get("EMBER_ADMIN_TOKEN")
+    )
+    first_token = await platform.start()
+    app = create_app(platform, started=True)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+    )
+    server = uvicorn.Server(config)
+    announce(first_token, url)
+    await server.serve()
+
+
+def run(
+    host: str,
+    port: int,
+    data_dir: Path,
+    database_url: str | None,
+    public_url: str | None,
+    announce: Callable[[str | None, str], None],
+) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(host, port, data_dir, database_url, public_url, announce))
