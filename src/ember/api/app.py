@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from ember import __version__
 from ember.api import errors, serialize
-from ember.api.routes import account, deployments, files, models, predictions
+from ember.api.routes import account, deployments, files, models, predictions, tokens
 from ember.control.platform import Platform
 from ember.control.predictions import PredictionState
 from ember.control.webhooks import WebhookSender
@@ -58,7 +58,7 @@ def create_app(platform: Platform, *, started: bool = False) -> FastAPI:
     )
     app.state.platform = platform
     errors.install(app)
-    for module in (predictions, models, deployments, files, account):
+    for module in (predictions, models, deployments, files, account, tokens):
         app.include_router(module.router)
 
     @app.get("/health", include_in_schema=False)

@@ -11,7 +11,6 @@ with a reason, those that were running.
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import contextlib
 import hashlib
@@ -31,6 +30,7 @@ from ember.control.predictions import PredictionState, new_prediction_id
 from ember.control.runner import DeploymentRunner
 from ember.control.signing import UrlSigner
 from ember.control.validation import InputValidator
+from ember.control.webhooks import new_signing_secret
 from ember.packages.loader import read_package
 from ember.packages.spec import PackageSpec
 from ember.runtime.base import ReplicaState
@@ -128,7 +128,7 @@ class Platform:
         )
         self.signer = UrlSigner(bytes.fromhex(key))
         self.webhook_secret = await asyncio.to_thread(
-            self.store.setting_or_create, "webhook_secret", _new_webhook_secret
+            self.store.setting_or_create, "webhook_secret", new_signing_secret
         )
         first_token = None
         if await asyncio.to_thread(self.store.count_tokens) == 0 and not self.admin_token:
@@ -596,10 +596,6 @@ class Platform:
                 continue
             self.live[state.id] = state
             target.runner.submit(state)
-
-
-def _new_webhook_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def _check_name(value: str, what: str) -> None:

@@ -1,0 +1,121 @@
+"""A real `ember serve` process for API tests, on SQLite or on a fresh PostgreSQL database."""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import psycopg
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+TOKEN = "test-admin-token"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped afterwards."""
+    name = "ember_test_" + secrets.token_hex(6)
+    with psycopg.connect(f"{POSTGRES}/test", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{POSTGRES}/{name}"
+    finally:
+        with psycopg.connect(f"{POSTGRES}/test", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def package_archive(path: Path) -> bytes:
+    """A package folder as the .tar.gz `ember deploy` uploads."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as bundle:
+        bundle.add(
+            path, arcname=".", filter=lambda info: None if "__pycache__" in info.name else info
+        )
+    return buffer.getvalue()
+
+
+class EmberServer:
+    """Start, kill and restart `ember serve` on a free port with a given data dir and DB."""
+
+    def __init__(self, data_dir: Path, database_url: str | None = None) -> None:
+        self.data_dir = data_dir
+        self.database_url = database_url
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / "server.log"
+
+    def start(self, timeout: float = 30.0) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "ember",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
+        if self.database_url:
+            command += ["--database-url", self.database_url]
+        env = {**os.environ, "EMBER_ADMIN_TOKEN": TOKEN}
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ember serve exited:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError(f"ember serve did not come up:\n{self.log_path.read_text()}")
+
+    def kill(self) -> None:
+        """kill -9: no draining, no flushing."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def client(self, token: str = TOKEN) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+        )
+
+    def deploy(self, package: Path, owner: str, name: str) -> dict:
+        """Create the model (if needed) and upload `package` as its new version."""
+        with self.client() as client:
+            client.post("/v1/models", json={"owner": owner, "name": name})
+            response = client.post(
+                f"/v1/models/{owner}/{name}/versions",
+                files={"package": ("package.tar.gz", package_archive(package))},
+            )
+            assert response.status_code == 201, response.text
+            return response.json()
