@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up Ember and run the example model in a real replica, streaming its output.
+# Set up Ember and start the platform on http://127.0.0.1:8000 with examples/hello deployed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ember run examples/hello -i name="${1:-world}" -i style=pirate -i repeat=2
+exec .venv/bin/ember serve --deploy examples/hello "$@"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -21,6 +22,8 @@ async def serve(
     database_url: str | None = None,
     public_url: str | None = None,
     announce: Callable[[str | None, str], None] = lambda token, url: None,
+    deploy: Sequence[Path] = (),
+    progress: Callable[[str], None] = lambda line: None,
 ) -> None:
     """Start the platform, tell `announce` the first admin token (if just made) and the URL,
     then serve until SIGINT/SIGTERM, which drains running predictions before exiting."""
@@ -29,6 +32,8 @@ async def serve(
         data_dir, database_url, public_url=url, admin_token=os.environ.get("EMBER_ADMIN_TOKEN")
     )
     first_token = await platform.start()
+    for folder in deploy:
+        await platform.deploy_folder(folder, "ember", progress)
     app = create_app(platform, started=True)
     config = uvicorn.Config(
         app,
@@ -44,13 +49,8 @@ async def serve(
     await server.serve()
 
 
-def run(
-    host: str,
-    port: int,
-    data_dir: Path,
-    database_url: str | None,
-    public_url: str | None,
-    announce: Callable[[str | None, str], None],
-) -> None:
+def run(**options: Any) -> None:
+    """Blocking form of `serve` for the command line (same keyword arguments)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(host, port, data_dir, database_url, public_url, announce))
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    asyncio.run(serve(**options))

@@ -20,6 +20,7 @@ import re
 import secrets
 import shutil
 import tarfile
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,6 +256,27 @@ class Platform:
             openapi_schema=schema,
             cog_version=f"ember-{spec.format}",
         )
+
+    async def deploy_folder(
+        self, folder: Path, owner: str, progress: Progress = lambda line: None
+    ) -> tuple[records.Deployment, records.Release]:
+        """Deploy a local package folder as model and deployment `owner/<its name>`: the
+        model is created if needed, the folder becomes a version, the deployment follows it."""
+        spec = read_package(folder)
+        name = spec.name
+        model = await asyncio.to_thread(self.store.model, owner, name)
+        if model is None:
+            model = await self.create_model(owner, name)
+        archive = Path(await asyncio.to_thread(_pack, folder))
+        try:
+            version = await self.create_version(model, archive, progress)
+        finally:
+            archive.unlink(missing_ok=True)
+        if await asyncio.to_thread(self.store.deployment, owner, name) is None:
+            return await self.create_deployment(
+                owner, name, f"{owner}/{name}", version.id, DEFAULT_HARDWARE, 0, 1, owner
+            )
+        return await self.update_deployment(owner, name, owner, version=version.id)
 
     def validator(self, version: records.Version) -> InputValidator:
         validator = self._validators.get(version.id)
@@ -619,6 +641,18 @@ def _sha256_file(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _pack(folder: Path) -> str:
+    """A package folder as a .tar.gz (what `ember deploy` uploads); returns its path."""
+    handle, path = tempfile.mkstemp(prefix="ember-package-", suffix=".tar.gz")
+    os.close(handle)
+    skip = {"__pycache__", ".git", ".venv"}
+    with tarfile.open(path, "w:gz") as bundle:
+        bundle.add(
+            folder, arcname=".", filter=lambda i: None if skip & set(Path(i.name).parts) else i
+        )
+    return path
 
 
 def _unpack(archive: Path, target: Path) -> None:
