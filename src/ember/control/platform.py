@@ -32,6 +32,7 @@ from ember.control.runner import DeploymentRunner
 from ember.control.signing import UrlSigner
 from ember.control.validation import InputValidator
 from ember.control.webhooks import new_signing_secret
+from ember.packages.archive import write_archive
 from ember.packages.loader import read_package
 from ember.packages.spec import PackageSpec
 from ember.runtime.base import ReplicaState
@@ -216,12 +217,16 @@ class Platform:
     ) -> records.Version:
         """Unpack an uploaded package, build its environment, start it once to learn its schema.
 
-        The version id is the SHA-256 of the archive, so uploading the same package again
-        returns the existing version.
+        The version id is a hash of the model's name and the archive, so uploading the same
+        package to the same model again returns the existing version, and the same package
+        uploaded to two models makes two versions.
         """
-        version_id = await asyncio.to_thread(_sha256_file, archive)
+        archive_digest = await asyncio.to_thread(_sha256_file, archive)
+        version_id = hashlib.sha256(
+            f"{model.owner}/{model.name}\n{archive_digest}".encode()
+        ).hexdigest()
         existing = await asyncio.to_thread(self.store.version, version_id)
-        if existing is not None and existing.model_id == model.id:
+        if existing is not None:
             progress("this package is already version " + version_id[:12])
             return existing
         target = self.packages_dir / version_id
@@ -644,14 +649,10 @@ def _sha256_file(path: Path) -> str:
 
 
 def _pack(folder: Path) -> str:
-    """A package folder as a .tar.gz (what `ember deploy` uploads); returns its path."""
+    """A package folder as a .tar.gz in a temporary file; returns its path."""
     handle, path = tempfile.mkstemp(prefix="ember-package-", suffix=".tar.gz")
-    os.close(handle)
-    skip = {"__pycache__", ".git", ".venv"}
-    with tarfile.open(path, "w:gz") as bundle:
-        bundle.add(
-            folder, arcname=".", filter=lambda i: None if skip & set(Path(i.name).parts) else i
-        )
+    with os.fdopen(handle, "wb") as target:
+        write_archive(folder, target)
     return path
 
 

@@ -5,6 +5,8 @@ once to read its OpenAPI schema. Progress streams back as server-sent events."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from ember.packages.environment import EnvironmentBuildError, MissingSystemPacka
 from ember.packages.spec import PackageError
 
 router = APIRouter(prefix="/v1")
+logger = logging.getLogger("ember.api")
 Caller = Annotated[Principal, Depends(principal)]
 
 
@@ -95,7 +98,8 @@ async def get_version(
 
 def _sse(kind: str, data: object) -> bytes:
     text = data if isinstance(data, str) else orjson.dumps(data).decode()
-    return b"".join(f"event: {kind}\ndata: {line}\n".encode() for line in text.split("\n")) + b"\n"
+    lines = re.split(r"\r\n|\r|\n", text)
+    return (f"event: {kind}\n" + "".join(f"data: {line}\n" for line in lines) + "\n").encode()
 
 
 @router.post("/models/{owner}/{name}/versions", status_code=201)
@@ -135,6 +139,9 @@ async def create_version(
             yield _sse("error", {"detail": str(exc)})
         except EnvironmentBuildError as exc:
             yield _sse("error", {"detail": f"{exc}\n{exc.log_tail}"})
+        except Exception as exc:  # the stream must end with an error event, never just stop
+            logger.exception("building a version of %s/%s failed", owner, name)
+            yield _sse("error", {"detail": f"the build failed unexpectedly: {exc}"})
 
     return StreamingResponse(events(), media_type="text/event-stream", status_code=201)
 

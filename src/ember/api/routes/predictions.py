@@ -201,9 +201,13 @@ async def list_predictions(
 # -- server-sent events -----------------------------------------------------------------
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
 def _event(kind: str, data: str, event_id: int) -> bytes:
+    """One SSE event; data split on every line ending SSE knows (a bare \r ends a line too)."""
     lines = [f"event: {kind}", f"id: {event_id}"]
-    lines += [f"data: {line}" for line in data.split("\n")] or ["data: "]
+    lines += [f"data: {line}" for line in _LINE_BREAK.split(data)]
     return ("\n".join(lines) + "\n\n").encode()
 
 
@@ -215,8 +219,12 @@ def _item_text(platform: Platform, state: PredictionState, item: Any) -> str:
 async def _events(platform: Platform, state: PredictionState) -> AsyncIterator[bytes]:
     queue = state.subscribe()
     replay = list(state.output) if state.streams_output and isinstance(state.output, list) else []
+    logs_so_far = state.logs
     event_id = 0
     try:
+        if logs_so_far:  # what was logged before this client connected
+            event_id += 1
+            yield _event("logs", logs_so_far, event_id)
         for item in replay:
             event_id += 1
             yield _event("output", _item_text(platform, state, item), event_id)
