@@ -14,6 +14,7 @@ from ember.cli.console import err, out
 from ember.cli.inputs import InputSyntaxError
 from ember.cli.local_run import RunFailed, package_schema, run_prediction
 from ember.packages.environment import EnvironmentBuildError, MissingSystemPackages
+from ember.packages.loader import read_package
 from ember.packages.spec import PackageError
 from ember.runtime.local import default_data_dir
 
@@ -115,6 +116,10 @@ def serve(
             "e.g. https://ember.example.com behind a TLS proxy."
         ),
     ] = None,
+    deploy: Annotated[
+        list[Path] | None,
+        typer.Option(help="Deploy this package folder at start as ember/<its name>; repeatable."),
+    ] = None,
 ) -> None:
     """Start the platform: Replicate-compatible API, control plane and local replicas.
 
@@ -130,8 +135,23 @@ def serve(
                 f"[dim]export EMBER_TOKEN={token}[/dim]"
             )
         err.print(f"[green]Ember is serving at {url}[/green]  (Ctrl-C drains and stops)")
+        for folder in deploy or []:
+            name = read_package(folder).name
+            err.print(f"  ember/{name}: POST {url}/v1/deployments/ember/{name}/predictions")
 
-    run_server(host, port, data_dir, database_url, public_url, announce)
+    def progress(line: str) -> None:
+        err.print(f"[dim]  {line}[/dim]", highlight=False)
+
+    run_server(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        database_url=database_url,
+        public_url=public_url,
+        announce=announce,
+        deploy=deploy or [],
+        progress=progress,
+    )
 
 
 @app.command()
@@ -145,3 +165,153 @@ def schema(
     """
     document = _run_guarded(package_schema(path, data_dir))
     print(json.dumps(document, indent=2))
+
+
+# -- commands that talk to a running `ember serve` ---------------------------------------------
+
+ServerUrl = Annotated[
+    str,
+    typer.Option(
+        "--url", envvar="EMBER_URL", help="The Ember server to talk to.", show_envvar=True
+    ),
+]
+ApiToken = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="EMBER_TOKEN",
+        help="API token (`ember serve` prints the admin token).",
+        show_default=False,
+    ),
+]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _remote(url: str, token: str | None, command: str, *args: object) -> None:
+    """Run `ember.cli.remote.<command>(client, *args)`, turning failures into messages."""
+    from ember.cli import remote
+    from ember.cli.client import Client, CommandFailed
+
+    try:
+        with Client(url, token) as client:
+            getattr(remote, command)(client, *args)
+    except CommandFailed as exc:
+        raise _fail(str(exc), exc.code) from None
+
+
+@app.command("deploy")
+def deploy_package(
+    path: Annotated[Path, typer.Argument(help="Package folder (ember.yaml, cog.yaml or Truss).")],
+    name: Annotated[
+        str, typer.Option("--name", "-n", help="owner/name; owner is your account (e.g. ember).")
+    ],
+    min_instances: Annotated[
+        int | None, typer.Option(min=0, max=100, help="Replicas kept running (0: scale to zero).")
+    ] = None,
+    max_instances: Annotated[
+        int | None, typer.Option(min=1, max=100, help="Most replicas at once.")
+    ] = None,
+    hardware: Annotated[
+        str | None, typer.Option(help="Hardware SKU, e.g. cpu or gpu-h100 (default cpu).")
+    ] = None,
+    url: ServerUrl = DEFAULT_URL,
+    token: ApiToken = None,
+) -> None:
+    """Upload a package to an Ember server as a new version and deploy it (create or update).
+
+    Example: `ember deploy ./hello --name ember/hello --min-instances 1`
+    """
+    _remote(url, token, "deploy", path, name, min_instances, max_instances, hardware)
+
+
+@app.command()
+def predict(
+    name: Annotated[str, typer.Argument(help="owner/name of a deployment or model.")],
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="An input as key=value; @file reads a local file; repeat a key for a list.",
+        ),
+    ] = None,
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", "-o", help="Where output files are downloaded.")
+    ] = Path("."),
+    url: ServerUrl = DEFAULT_URL,
+    token: ApiToken = None,
+) -> None:
+    """Run a prediction on a deployment (or model) of an Ember server, streaming its output.
+
+    Example: `ember predict ember/hello -i text=world -i image=@cat.png -o out/`
+    """
+    _remote(url, token, "predict", name, inputs or [], output_dir)
+
+
+@app.command("ls")
+def list_deployments(url: ServerUrl = DEFAULT_URL, token: ApiToken = None) -> None:
+    """List the server's deployments, and its models that have none.
+
+    Example: `ember ls --url http://127.0.0.1:8000`
+    """
+    _remote(url, token, "ls")
+
+
+@app.command()
+def logs(
+    prediction_id: Annotated[str, typer.Argument(help="The prediction's id.")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new logs until it ends.")
+    ] = False,
+    url: ServerUrl = DEFAULT_URL,
+    token: ApiToken = None,
+) -> None:
+    """Print a prediction's logs.
+
+    Example: `ember logs 4dhb7hve3b18pjbvxyif7fkesr -f`
+    """
+    _remote(url, token, "logs", prediction_id, follow)
+
+
+@app.command()
+def rm(
+    name: Annotated[str, typer.Argument(help="owner/name of the deployment and model.")],
+    url: ServerUrl = DEFAULT_URL,
+    token: ApiToken = None,
+) -> None:
+    """Delete the deployment owner/name (if any) and the model owner/name with its versions.
+
+    Example: `ember rm ember/hello`
+    """
+    _remote(url, token, "rm", name)
+
+
+token_app = typer.Typer(
+    help="API tokens for people and automation (needs an admin token).\n\n"
+    "Example: `ember token create --name ci --scope deploy`",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="What the token is for.")] = "ember-cli",
+    owner: Annotated[
+        str | None, typer.Option(help="The account it acts for (default: yours).")
+    ] = None,
+    scope: Annotated[
+        str,
+        typer.Option(help="admin (may also create tokens), deploy or predict."),
+    ] = "admin",
+    url: ServerUrl = DEFAULT_URL,
+    token: ApiToken = None,
+) -> None:
+    """Create an API token; it is printed once and never shown again.
+
+    Example: `ember token create --name ci --scope deploy`
+    """
+    if scope not in ("admin", "deploy", "predict"):
+        raise _fail(f"--scope must be admin, deploy or predict, not {scope!r}", 2)
+    _remote(url, token, "token_create", name, owner, scope)

@@ -1,0 +1,583 @@
+"""The commands that talk to a running `ember serve`: deploy, predict, ls, logs, rm, token.
+
+Each function takes a `Client` and raises `CommandFailed` (with an exit status) when it cannot
+finish; `main.py` turns that into a message. Program output goes to stdout (prediction output,
+tables, a new token); progress, logs and hints go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import unquote, urlparse
+
+from rich.console import Console
+from rich.live import Live
+from rich.measure import Measurement
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from ember.cli.client import ApiError, Client, CommandFailed
+from ember.cli.console import err, out
+from ember.cli.inputs import InputSyntaxError, parse_inputs
+from ember.cli.local_run import _output_kind, _print_value
+from ember.packages.archive import write_archive
+
+NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
+TERMINAL = ("succeeded", "failed", "canceled")
+# Version build lines worth keeping on screen; the rest (uv's chatter) only pass the spinner.
+IMPORTANT = re.compile(
+    r"^(package:|environment ready|setup succeeded|this package is already|"
+    r"Building Python environment|Waiting for another)"
+)
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    owner, _, name = ref.partition("/")
+    if not (NAME.fullmatch(owner) and NAME.fullmatch(name)):
+        raise CommandFailed(
+            f"{ref!r} is not owner/name: use lowercase letters, digits, '.', '_' or '-', "
+            "e.g. ember/hello-world",
+            2,
+        )
+    return owner, name
+
+
+# -- progress display ---------------------------------------------------------------------
+
+
+@contextmanager
+def spinner(title: str) -> Iterator[Callable[[str], None]]:
+    """A transient spinner on stderr; the yielded function shows a line next to the title."""
+    widget = Spinner("dots", text=Text(title, style="bold"))
+    with Live(widget, console=err, transient=True, refresh_per_second=12):
+
+        def report(line: str) -> None:
+            widget.update(text=Text.assemble((title, "bold"), "  ", (line.strip()[:100], "dim")))
+
+        yield report
+
+
+# -- deploy ---------------------------------------------------------------------------------
+
+
+def _account(client: Client) -> str:
+    return client.get("/v1/account")["username"]
+
+
+def _upload(client: Client, owner: str, name: str, archive: IO[bytes]) -> dict[str, Any]:
+    """Upload a package as a new version, showing the build's progress; the version."""
+    version: dict[str, Any] | None = None
+    error: str | None = None
+    recent: deque[str] = deque(maxlen=20)
+    files = {"package": ("package.tar.gz", archive, "application/gzip")}
+    with (
+        spinner(f"Building {owner}/{name}") as report,
+        client.events("POST", f"/v1/models/{owner}/{name}/versions", files=files) as events,
+    ):
+        for kind, data in events:
+            if kind == "log":
+                report(data)
+                recent.append(data)
+                if IMPORTANT.match(data):
+                    err.print(Text.assemble(("  ", ""), (data, "dim")), highlight=False)
+            elif kind == "version":
+                version = json.loads(data)
+            elif kind == "error":
+                try:
+                    error = json.loads(data).get("detail") or data
+                except ValueError:
+                    error = data
+    if error is not None:
+        raise CommandFailed(f"the package did not build:\n{error}")
+    if version is None:
+        tail = "\n".join(recent)
+        raise CommandFailed(
+            "the server ended the upload without a version or an error"
+            + (f"; its last lines:\n{tail}" if tail else "")
+        )
+    return version
+
+
+def _example_input(schema: dict[str, Any] | None) -> dict[str, Any]:
+    """A plausible `input=` for the snippet: required inputs with placeholders."""
+    component = (schema or {}).get("components", {}).get("schemas", {}).get("Input", {})
+    props: dict[str, Any] = component.get("properties", {})
+    names = [n for n in component.get("required", []) if n in props]
+    if not names and props:
+        names = sorted(props, key=lambda n: props[n].get("x-order", 0))[:1]
+    placeholder = {"integer": 1, "number": 1.0, "boolean": True, "array": [], "object": {}}
+    example: dict[str, Any] = {}
+    for n in names:
+        prop = props[n]
+        if "default" in prop:
+            example[n] = prop["default"]
+        elif prop.get("format") == "uri":
+            example[n] = f"https://example.com/{n}.png"
+        else:
+            example[n] = placeholder.get(prop.get("type", "string"), "hello")
+    return example
+
+
+def deploy(
+    client: Client,
+    path: Path,
+    ref: str,
+    min_instances: int | None,
+    max_instances: int | None,
+    hardware: str | None,
+) -> None:
+    owner, name = split_ref(ref)
+    if not path.is_dir():
+        raise CommandFailed(f"{path} is not a folder: give the package folder to deploy", 2)
+    if not any((path / f).is_file() for f in ("ember.yaml", "cog.yaml", "config.yaml")):
+        raise CommandFailed(
+            f"{path} has no ember.yaml, cog.yaml or Truss config.yaml: is it a package folder?", 2
+        )
+    account = _account(client)
+    if owner != account:
+        raise CommandFailed(
+            f"deployments are created under your account {account!r}, not {owner!r}: "
+            f"use --name {account}/{name}, or a token of the account {owner!r}",
+            2,
+        )
+
+    body: dict[str, Any] = {"owner": owner, "name": name}
+    if hardware:
+        body["hardware"] = hardware
+    created = client.post("/v1/models", json=body, ok=(409,))
+    if isinstance(created, dict):
+        err.print(f"[green]✓[/green] created model {owner}/{name}", highlight=False)
+
+    with tempfile.TemporaryFile() as archive:
+        count = write_archive(path, archive)
+        size = archive.tell()
+        archive.seek(0)
+        err.print(f"[dim]uploading {path} ({count} files, {size / 1024:.1f} KiB)[/dim]")
+        version = _upload(client, owner, name, archive)
+    vid = version["id"]
+    err.print(f"[green]✓[/green] version {vid[:12]}", highlight=False)
+
+    existing = client.find(f"/v1/deployments/{owner}/{name}")
+    scaling = {
+        k: v
+        for k, v in (
+            ("hardware", hardware),
+            ("min_instances", min_instances),
+            ("max_instances", max_instances),
+        )
+        if v is not None
+    }
+    if existing is None:
+        min_n = min_instances if min_instances is not None else 0
+        max_n = max_instances if max_instances is not None else max(1, min_n)
+        deployment = client.post(
+            "/v1/deployments",
+            json={
+                "name": name,
+                "model": f"{owner}/{name}",
+                "version": vid,
+                "hardware": hardware or "cpu",
+                "min_instances": min_n,
+                "max_instances": max_n,
+            },
+        )
+        what = "created deployment"
+    else:
+        release = existing["current_release"]
+        if release["model"] != f"{owner}/{name}":
+            raise CommandFailed(
+                f"deployment {owner}/{name} runs model {release['model']}, not {owner}/{name}: "
+                f"remove it first with `ember rm {owner}/{name}`"
+            )
+        config = release["configuration"]
+        changes = {k: v for k, v in scaling.items() if config.get(k) != v}
+        if release["version"] != vid:
+            changes["version"] = vid
+        if changes:
+            deployment = client.patch(f"/v1/deployments/{owner}/{name}", json=changes)
+            what = "updated deployment"
+        else:
+            deployment, what = existing, "deployment already runs this version:"
+    release = deployment["current_release"]
+    config = release["configuration"]
+    err.print(
+        f"[green]✓[/green] {what} {owner}/{name} [dim](release {release['number']}, "
+        f"{config['hardware']}, instances {config['min_instances']}-{config['max_instances']})"
+        "[/dim]",
+        highlight=False,
+    )
+
+    endpoint = f"{client.url}/v1/deployments/{owner}/{name}/predictions"
+    example = _example_input(version.get("openapi_schema"))
+    flags = "".join(
+        f" -i {k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in example.items()
+    )
+    out.print()
+    out.print(Text.assemble(("Endpoint  ", "bold"), f"POST {endpoint}"), soft_wrap=True)
+    out.print(Text.assemble(("Try it    ", "bold"), f"ember predict {owner}/{name}{flags}"))
+    snippet = (
+        "import os\n"
+        "import replicate\n\n"
+        f'client = replicate.Client(api_token=os.environ["EMBER_TOKEN"], base_url="{client.url}")\n'
+        f'deployment = client.deployments.get("{owner}/{name}")\n'
+        f"prediction = deployment.predictions.create(input={example!r})\n"
+        "prediction.wait()\n"
+        "print(prediction.output)"
+    )
+    out.print("\n[dim]From Python (pip install replicate):[/dim]", highlight=False)
+    out.print(snippet, markup=False, highlight=False, soft_wrap=True)
+
+
+# -- predict and logs -------------------------------------------------------------------------
+
+
+class LogJoiner:
+    """Logs known from a GET plus the stream's `logs` events, without repeating any.
+
+    The stream is opened before the GET, so its first chunks may already be in the GET's
+    logs: they are held while they could still be the end of those logs, then dropped if
+    they are.
+    """
+
+    def __init__(self, known: str) -> None:
+        self.known = known
+        self.tail = known[-65536:]
+        self.held: list[str] = []
+        self.matching = bool(known)
+        self.text = known
+
+    def feed(self, chunk: str) -> str:
+        if not self.matching:
+            self.text += chunk
+            return chunk
+        self.held.append(chunk)
+        if "".join(self.held) in self.tail and len(self.held) < 200:
+            return ""
+        return self.flush()
+
+    def flush(self) -> str:
+        """Stop matching; the held chunks that are not the end of the known logs."""
+        held, self.held, self.matching = self.held, [], False
+        drop = max(
+            (j for j in range(len(held) + 1) if self.known.endswith("".join(held[:j]))),
+            default=0,
+        )
+        new = "".join(held[drop:])
+        self.text += new
+        return new
+
+
+def is_output_url(value: Any) -> bool:
+    return isinstance(value, str) and "/v1/outputs/" in urlparse(value).path
+
+
+def _has_output_url(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_has_output_url(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_output_url(v) for v in value)
+    return is_output_url(value)
+
+
+def download_outputs(client: Client, value: Any, output_dir: Path) -> Any:
+    """Download every output file URL in `value` into output_dir; the value with paths."""
+    if isinstance(value, dict):
+        return {k: download_outputs(client, v, output_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [download_outputs(client, v, output_dir) for v in value]
+    if not is_output_url(value):
+        return value
+    output_dir.mkdir(parents=True, exist_ok=True)
+    filename = Path(unquote(urlparse(value).path)).name or "output"
+    target, n = output_dir / filename, 1
+    while target.exists():
+        target = output_dir / f"{Path(filename).stem}-{n}{Path(filename).suffix}"
+        n += 1
+    with target.open("wb") as handle:
+        client.download(value, handle)
+    return str(target)
+
+
+def _item(data: str, schema: dict[str, Any] | None) -> Any:
+    """One streamed output item: its text, or the JSON value it stands for."""
+    output = (schema or {}).get("components", {}).get("schemas", {}).get("Output", {})
+    if output.get("items", {}).get("type") == "string":
+        return data
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _follow(
+    client: Client,
+    prediction: dict[str, Any],
+    on_output: Callable[[str], None] | None,
+    on_logs: Callable[[str], None],
+    waiting: str | None = None,
+) -> dict[str, Any]:
+    """Follow a prediction's event stream to its end; the final prediction."""
+    urls = prediction["urls"]
+    with client.events("GET", urls["stream"]) as events:
+        current = client.get(urls["get"])
+        joiner = LogJoiner(current.get("logs") or "")
+        if joiner.known:
+            on_logs(joiner.known)
+        # A finished prediction's stream replays streamed output, then ends at once.
+        title = waiting if current["status"] not in TERMINAL else None
+        with _waiting(title) as first_event:
+            for kind, data in events:
+                first_event()
+                if kind == "logs":
+                    if text := joiner.feed(data):
+                        on_logs(text)
+                elif kind == "output" and on_output is not None:
+                    on_output(data)
+                elif kind == "done":
+                    break
+        if text := joiner.flush():
+            on_logs(text)
+    final = client.get(urls["get"])
+    deadline = time.monotonic() + 10
+    while final["status"] not in TERMINAL and time.monotonic() < deadline:
+        time.sleep(0.1)
+        final = client.get(urls["get"])
+    logs = final.get("logs") or ""
+    if logs.startswith(joiner.text) and len(logs) > len(joiner.text):
+        on_logs(logs[len(joiner.text) :])  # anything the stream did not carry
+    return final
+
+
+@contextmanager
+def _waiting(title: str | None) -> Iterator[Callable[[], None]]:
+    """A spinner until the first event arrives (terminals only)."""
+    if title is None or not err.is_terminal:
+        yield lambda: None
+        return
+    live = Live(Spinner("dots", text=Text(title, style="bold")), console=err, transient=True)
+    live.start()
+
+    def stop() -> None:
+        if live.is_started:
+            live.stop()
+
+    try:
+        yield stop
+    finally:
+        stop()
+
+
+def _print_logs(text: str) -> None:
+    """Logs exactly as written (a "\r" still redraws a progress line), dim on a terminal."""
+    sys.stderr.write(f"\x1b[2m{text}\x1b[0m" if err.is_terminal else text)
+    sys.stderr.flush()
+
+
+def _inputs_hint(schema: dict[str, Any] | None) -> str:
+    component = (schema or {}).get("components", {}).get("schemas", {}).get("Input", {})
+    props: dict[str, Any] = component.get("properties", {})
+    required = set(component.get("required", []))
+    parts = []
+    for n in sorted(props, key=lambda n: props[n].get("x-order", 0)):
+        kind = props[n].get("type") or ("choice" if "allOf" in props[n] else "value")
+        parts.append(f"{n} ({kind}{', required' if n in required else ''})")
+    return "its inputs: " + ", ".join(parts) if parts else "it takes no inputs"
+
+
+def predict(client: Client, ref: str, raw_inputs: list[str], output_dir: Path) -> None:
+    owner, name = split_ref(ref)
+    deployment = client.find(f"/v1/deployments/{owner}/{name}")
+    if deployment is not None:
+        release = deployment["current_release"]
+        version = client.get(f"/v1/models/{release['model']}/versions/{release['version']}")
+        create = f"/v1/deployments/{owner}/{name}/predictions"
+    else:
+        model = client.find(f"/v1/models/{owner}/{name}")
+        if model is None:
+            raise CommandFailed(
+                f"no deployment or model named {owner}/{name}: see `ember ls`, or deploy one "
+                f"with `ember deploy PATH --name {owner}/{name}`"
+            )
+        version = model.get("latest_version")
+        if not version:
+            raise CommandFailed(
+                f"model {owner}/{name} has no versions yet: "
+                f"upload one with `ember deploy PATH --name {owner}/{name}`"
+            )
+        create = f"/v1/models/{owner}/{name}/predictions"
+    schema = version.get("openapi_schema")
+    try:
+        inputs = parse_inputs(raw_inputs, schema)
+    except InputSyntaxError as exc:
+        raise CommandFailed(str(exc), 2) from None
+
+    try:
+        prediction = client.post(create, json={"input": inputs, "stream": True})
+    except ApiError as exc:
+        if exc.status == 422:
+            raise CommandFailed(f"{exc}\n{owner}/{name}: {_inputs_hint(schema)}", 2) from None
+        raise
+    streams, concatenates = _output_kind(schema)
+    printed: list[bool] = []  # one per streamed item shown; True where text was written inline
+
+    def on_output(data: str) -> None:
+        if not streams:
+            return  # the whole output comes with the final state
+        item = _item(data, schema)
+        if concatenates and isinstance(item, str):
+            _write(item)
+            printed.append(bool(item))
+        elif not _has_output_url(item):
+            _print_value(item)
+            printed.append(False)
+
+    try:
+        final = _follow(client, prediction, on_output, _print_logs, f"Running {owner}/{name}")
+    except KeyboardInterrupt:
+        client.post(prediction["urls"]["cancel"])
+        raise CommandFailed(f"canceled prediction {prediction['id']}", 130) from None
+    if concatenates and any(printed):
+        _write("\n")
+
+    status = final["status"]
+    if status == "succeeded":
+        output = final.get("output")
+        if _has_output_url(output):
+            output = download_outputs(client, output, output_dir)
+            _print_value(output)
+        elif not streams or (not printed and output not in (None, [])):
+            _print_value("".join(map(str, output)) if concatenates else output)
+        predict_time = (final.get("metrics") or {}).get("predict_time")
+        timing = (
+            f", predict_time {predict_time:.3f}s" if isinstance(predict_time, int | float) else ""
+        )
+        err.print(f"[dim]prediction {final['id']}{timing}[/dim]", highlight=False)
+    elif status == "canceled":
+        raise CommandFailed(f"prediction {final['id']} was canceled", 1)
+    else:
+        raise CommandFailed(
+            f"prediction {final['id']} failed: {final.get('error') or 'no error given'}\n"
+            f"See its logs again with `ember logs {final['id']}`."
+        )
+
+
+def logs(client: Client, prediction_id: str, follow: bool) -> None:
+    if not prediction_id or "/" in prediction_id:
+        raise CommandFailed(f"{prediction_id!r} is not a prediction id", 2)
+    try:
+        prediction = client.get(f"/v1/predictions/{prediction_id}")
+    except ApiError as exc:
+        if exc.status == 404:
+            raise CommandFailed(
+                f"no prediction {prediction_id}: copy the id `ember predict` printed"
+            ) from None
+        raise
+    if follow and prediction["status"] not in TERMINAL:
+        final = _follow(client, prediction, None, _write)
+    else:
+        _write(prediction.get("logs") or "")
+        final = prediction
+    note = f"prediction {final['id']}: {final['status']}"
+    if final.get("error"):
+        note += f" ({final['error']})"
+    err.print(f"[dim]{note}[/dim]", highlight=False)
+
+
+# -- ls, rm, token ----------------------------------------------------------------------------
+
+
+def ls(client: Client) -> None:
+    deployments = list(client.pages("/v1/deployments"))
+    models = list(client.pages("/v1/models"))
+    deployed = {d["current_release"]["model"] for d in deployments}
+    if not deployments and not models:
+        err.print("Nothing here yet: deploy a package with `ember deploy PATH --name OWNER/NAME`.")
+        return
+    if deployments:
+        table = Table(title="Deployments", title_justify="left", title_style="bold")
+        for column in ("name", "model", "version", "hardware", "min/max", "release"):
+            table.add_column(
+                column,
+                justify="right" if column == "release" else "left",
+                overflow="fold" if column in ("name", "model") else "ellipsis",
+            )
+        for d in sorted(deployments, key=lambda d: (d["owner"], d["name"])):
+            release = d["current_release"]
+            config = release["configuration"]
+            table.add_row(
+                f"{d['owner']}/{d['name']}",
+                release["model"],
+                (release.get("version") or "")[:12],
+                config["hardware"],
+                f"{config['min_instances']}/{config['max_instances']}",
+                str(release["number"]),
+            )
+        _print_table(table)
+    rest = [m for m in models if f"{m['owner']}/{m['name']}" not in deployed]
+    if rest:
+        table = Table(title="Models without a deployment", title_justify="left", title_style="bold")
+        for column in ("name", "latest version", "hardware"):
+            table.add_column(column, overflow="fold" if column == "name" else "ellipsis")
+        for m in sorted(rest, key=lambda m: (m["owner"], m["name"])):
+            latest = (m.get("latest_version") or {}).get("id")
+            table.add_row(
+                f"{m['owner']}/{m['name']}", latest[:12] if latest else "-", m["hardware"]
+            )
+        _print_table(table)
+
+
+def _print_table(table: Table) -> None:
+    """Fit a terminal; into a pipe or file, print whole names however wide that makes it."""
+    if out.is_terminal:
+        out.print(table)
+    else:
+        natural = Measurement.get(out, out.options.update_width(10_000), table).maximum
+        width = max(out.width, natural)
+        Console(file=out.file, width=width).print(table)
+
+
+def rm(client: Client, ref: str) -> None:
+    owner, name = split_ref(ref)
+    removed = []
+    for kind, path in (
+        ("deployment", f"/v1/deployments/{owner}/{name}"),
+        ("model", f"/v1/models/{owner}/{name}"),
+    ):
+        response = client.delete(path, ok=(404,))
+        if response is None:
+            removed.append(kind)
+            err.print(f"[green]✓[/green] removed {kind} {owner}/{name}", highlight=False)
+        else:
+            err.print(f"[dim]no {kind} {owner}/{name}[/dim]", highlight=False)
+    if not removed:
+        raise CommandFailed(f"nothing named {owner}/{name} to remove: see `ember ls`")
+
+
+def token_create(client: Client, name: str, owner: str | None, scope: str) -> None:
+    body: dict[str, Any] = {"name": name, "scope": scope}
+    if owner:
+        body["owner"] = owner
+    created = client.post("/v1/tokens", json=body)
+    err.print(
+        f"[green]✓[/green] token [bold]{created['name']}[/bold] for account "
+        f"[bold]{created['owner']}[/bold], scope {created['scope']}. "
+        "It is shown only now (Ember keeps just its hash):",
+        highlight=False,
+    )
+    out.print(created["token"], markup=False, highlight=False, soft_wrap=True)
+    err.print(f"[dim]export EMBER_TOKEN={created['token']}[/dim]", highlight=False, soft_wrap=True)
