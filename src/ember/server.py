@@ -31,10 +31,10 @@ async def serve(
     platform = Platform(
         data_dir, database_url, public_url=url, admin_token=os.environ.get("EMBER_ADMIN_TOKEN")
     )
+    app = create_app(platform, started=True)
     first_token = await platform.start()
     for folder in deploy:
         await platform.deploy_folder(folder, "ember", progress)
-    app = create_app(platform, started=True)
     config = uvicorn.Config(
         app,
         host=host,

@@ -36,14 +36,19 @@ def webhook_listener(platform: Platform, sender: WebhookSender):  # type: ignore
 
 
 def create_app(platform: Platform, *, started: bool = False) -> FastAPI:
-    """The ASGI app. Its lifespan starts and stops the platform unless `started`."""
+    """The ASGI app. Its lifespan starts the platform unless `started`, and stops it.
+
+    Create it before starting the platform yourself, so webhooks hear what recovery does.
+    """
+
+    # Listening starts now, before the platform starts: its recovery already has news to send.
+    sender = WebhookSender(lambda: platform.webhook_secret)
+    platform.listeners.append(webhook_listener(platform, sender))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not started:
             await platform.start()
-        sender = WebhookSender(lambda: platform.webhook_secret)
-        platform.listeners.append(webhook_listener(platform, sender))
         try:
             yield
         finally:

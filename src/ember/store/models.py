@@ -106,6 +106,7 @@ class Prediction(Base):
     metrics: Mapped[dict] = mapped_column(JSON, default=dict)
     source: Mapped[str] = mapped_column(String(20), default="api")
     stream: Mapped[bool] = mapped_column(Boolean, default=False)
+    streams_output: Mapped[bool] = mapped_column(Boolean, default=False)
     webhook: Mapped[str | None] = mapped_column(Text, nullable=True)
     webhook_events_filter: Mapped[list | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))

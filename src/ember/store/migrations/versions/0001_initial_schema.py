@@ -70,6 +70,7 @@ def upgrade() -> None:
         sa.Column("metrics", sa.JSON(), nullable=False),
         sa.Column("source", sa.String(length=20), nullable=False),
         sa.Column("stream", sa.Boolean(), nullable=False),
+        sa.Column("streams_output", sa.Boolean(), nullable=False),
         sa.Column("webhook", sa.Text(), nullable=True),
         sa.Column("webhook_events_filter", sa.JSON(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
