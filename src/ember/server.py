@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+import uvloop
 
 from ember.api.app import create_app
 from ember.control.platform import Platform
@@ -53,4 +54,6 @@ def run(**options: Any) -> None:
     """Blocking form of `serve` for the command line (same keyword arguments)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    asyncio.run(serve(**options))
+    # uvicorn picks uvloop only in Server.run(); serving from our own loop, ask for it here.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(**options))

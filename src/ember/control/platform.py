@@ -47,6 +47,7 @@ logger = logging.getLogger("ember.control")
 Listener = Callable[[PredictionState, str], None]
 Progress = Callable[[str], None]
 RECENT_LIMIT = 2000
+CANCEL_SETTLE_SECONDS = 1.0
 RESTART_REASON = (
     "Ember restarted while this prediction was running; its replica was lost and the "
     "prediction cannot be resumed. Run it again."
@@ -484,14 +485,19 @@ class Platform:
         )
 
     def accept(self, target: Target, state: PredictionState) -> None:
-        """Queue the prediction and schedule its first write (await `durable` to be sure)."""
+        """Queue the prediction. Nothing is written yet: see `acknowledge`."""
         self.live[state.id] = state
-        self._persist(state)
         target.runner.submit(state)
 
-    async def durable(self, state: PredictionState) -> None:
-        """Wait until the prediction's current state is committed."""
+    async def acknowledge(self, state: PredictionState) -> None:
+        """Make the prediction durable before a client is told it exists.
+
+        From then on its state changes are written too. A `Prefer: wait` prediction answered
+        with its result is only ever written once, when it ends: until the answer goes out
+        nobody has been promised anything, so a crash before then loses nothing acknowledged.
+        """
         assert self.writer is not None
+        state.acknowledged = True
         await self.writer.durable(state.id, state.row)
 
     def _persist(self, state: PredictionState) -> None:
@@ -499,7 +505,7 @@ class Platform:
         self.writer.mark(state.id, state.row)
 
     def _on_event(self, state: PredictionState, event: str) -> None:
-        if event in ("started", "done"):
+        if event == "done" or (event == "started" and state.acknowledged):
             self._persist(state)
         if event == "done":
             self.live.pop(state.id, None)
@@ -538,6 +544,9 @@ class Platform:
         for target in self.targets.values():
             if target.runner.cancel(state):
                 break
+        # A prediction waiting inside a replica, or one that stops promptly, is canceled a
+        # round trip later: answer with that outcome rather than the state before it.
+        await self.wait(state, CANCEL_SETTLE_SECONDS)
         return state
 
     async def wait(self, state: PredictionState, timeout: float) -> bool:

@@ -19,8 +19,11 @@ from typing import Any
 from ember.control.predictions import PredictionState
 from ember.packages.spec import PackageSpec
 from ember.runtime.base import (
+    Listener,
+    PredictionEvent,
     PredictionHandle,
     PredictionRequest,
+    PredictionResult,
     Replica,
     ReplicaState,
     ReplicaUnavailable,
@@ -28,6 +31,7 @@ from ember.runtime.base import (
 )
 
 logger = logging.getLogger("ember.control")
+PREFETCH = 1
 
 # (prediction, event) with event in: started, output, logs, done
 OnEvent = Callable[[PredictionState, str], None]
@@ -53,7 +57,6 @@ class DeploymentRunner:
         self.running: dict[str, tuple[PredictionState, PredictionHandle]] = {}
         self.last_setup_error: str | None = None
         self._starting: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
     # -- intake -------------------------------------------------------------------------
@@ -116,10 +119,13 @@ class DeploymentRunner:
     # -- dispatch -------------------------------------------------------------------------
 
     def _capacity(self) -> int:
+        """Free slots, plus one queued in the worker: the replica starts its next prediction
+        the moment one ends instead of idling for a round trip through this loop. Canceling
+        a prediction queued there still works (the worker withdraws it)."""
         replica = self.replica
         if replica is None or replica.state != ReplicaState.READY:
             return 0
-        return replica.max_concurrency - len(self.running)
+        return replica.max_concurrency + PREFETCH - len(self.running)
 
     def _pump(self) -> None:
         """Hand waiting predictions to the replica while it has free slots."""
@@ -138,36 +144,36 @@ class DeploymentRunner:
                         input=self.resolve_input(state.input),
                         context={"deployment": self.name},
                         timeout=self.spec.timeout,
-                    )
+                    ),
+                    self._listener(state),
                 )
             except ReplicaUnavailable:
                 self.queue.appendleft(state)
                 self.ensure_replica()
                 return
             self.running[state.id] = (state, handle)
-            task = asyncio.create_task(self._follow(state, handle))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
 
-    async def _follow(self, state: PredictionState, handle: PredictionHandle) -> None:
-        """Mirror a running prediction's events into its state."""
-        try:
-            async for event in handle.events():
-                if event.type == "started":
-                    state.mark_started()
-                    self.on_event(state, "started")
-                elif event.type == "output":
-                    state.add_output(event.data)
-                    self.on_event(state, "output")
-                elif event.type == "log":
-                    state.add_logs(event.data)
-                    self.on_event(state, "logs")
-            result = await handle.result()
-            state.files_dir = result.files_dir
-            self._finish(state, result.status, result.output, result.error, result.metrics)
-        finally:
-            self.running.pop(state.id, None)
-            self._pump()
+    def _listener(self, state: PredictionState) -> Listener:
+        """Mirror a running prediction's events into its state, as the replica reports them
+        (no task per prediction: each event is handled where the replica reads it)."""
+
+        def on_event(event: PredictionEvent | PredictionResult) -> None:
+            if isinstance(event, PredictionResult):
+                self.running.pop(state.id, None)
+                state.files_dir = event.files_dir
+                self._finish(state, event.status, event.output, event.error, event.metrics)
+                self._pump()
+            elif event.type == "started":
+                state.mark_started()
+                self.on_event(state, "started")
+            elif event.type == "output":
+                state.add_output(event.data)
+                self.on_event(state, "output")
+            elif event.type == "log":
+                state.add_logs(event.data)
+                self.on_event(state, "logs")
+
+        return on_event
 
     def _finish(
         self,
@@ -191,5 +197,3 @@ class DeploymentRunner:
                 await self._starting
         if self.replica is not None:
             await self.replica.stop(drain=drain)
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -27,17 +27,33 @@ def _nullable_to_json_schema(node: Any) -> Any:
     return result
 
 
+def _inline_refs(node: Any, components: dict[str, Any]) -> Any:
+    """Replace `#/components/schemas/X` references by their targets, once, so validation
+    does not resolve references on every request (most of its cost otherwise)."""
+    if isinstance(node, list):
+        return [_inline_refs(item, components) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node and node["$ref"].startswith(REF_PREFIX):
+        target = components[node["$ref"][len(REF_PREFIX) :]]
+        rest = {k: v for k, v in node.items() if k != "$ref"}
+        return _inline_refs({**target, **rest}, components)
+    return {key: _inline_refs(value, components) for key, value in node.items()}
+
+
+REF_PREFIX = "#/components/schemas/"
+
+
 class InputValidator:
     def __init__(self, openapi_schema: dict[str, Any]) -> None:
         components = copy.deepcopy(openapi_schema.get("components", {}).get("schemas", {}))
-        root = {
-            "$ref": "#/components/schemas/Input",
-            "components": {"schemas": _nullable_to_json_schema(components)},
-        }
-        self._validator = jsonschema.Draft202012Validator(root)
+        schema = _inline_refs(components.get("Input", {"type": "object"}), components)
+        self._validator = jsonschema.Draft202012Validator(_nullable_to_json_schema(schema))
 
     def errors(self, value: Any) -> list[dict[str, Any]]:
         """Cog-style error details; empty when the input is valid."""
+        if self._validator.is_valid(value):  # the common case, without building error objects
+            return []
         details = []
         for error in self._validator.iter_errors(value):
             path = list(error.absolute_path)

@@ -12,6 +12,7 @@ import abc
 import asyncio
 import datetime
 import enum
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 
 from ember.packages.spec import PackageSpec
 from ember.worker.outputs import FILE_KEY
+
+logger = logging.getLogger("ember.runtime")
 
 
 class ReplicaState(enum.StrEnum):
@@ -68,12 +71,25 @@ class PredictionResult:
     files_dir: Path | None = None
 
 
-class PredictionHandle:
-    """One submitted prediction: iterate its events, await its result, or cancel it."""
+Listener = Callable[["PredictionEvent | PredictionResult"], None]
 
-    def __init__(self, request: PredictionRequest, cancel: Callable[[str], None]) -> None:
+
+class PredictionHandle:
+    """One submitted prediction: iterate its events, await its result, or cancel it.
+
+    With a `listener`, every event and then the result are also handed to it the moment the
+    replica reports them, with no task or queue hop in between (the control plane's hot path).
+    """
+
+    def __init__(
+        self,
+        request: PredictionRequest,
+        cancel: Callable[[str], None],
+        listener: Listener | None = None,
+    ) -> None:
         self.request = request
         self._cancel = cancel
+        self._listener = listener
         self._events: asyncio.Queue[PredictionEvent | None] = asyncio.Queue()
         self._result: asyncio.Future[PredictionResult] = asyncio.get_running_loop().create_future()
         self.logs: list[str] = []
@@ -96,6 +112,7 @@ class PredictionHandle:
         elif event.type == "started":
             self.started_at = utcnow()
         self._events.put_nowait(event)
+        self._tell(event)
 
     def finish(self, result: PredictionResult) -> None:
         if not self._result.done():
@@ -104,6 +121,15 @@ class PredictionHandle:
             result.completed_at = result.completed_at or utcnow()
             self._result.set_result(result)
             self._events.put_nowait(None)
+            self._tell(result)
+
+    def _tell(self, event: PredictionEvent | PredictionResult) -> None:
+        """Hand an event to the listener; its failure must not break the replica's reader."""
+        if self._listener is not None:
+            try:
+                self._listener(event)
+            except Exception:
+                logger.exception("listener of prediction %s failed", self.id)
 
     async def events(self) -> AsyncIterator[PredictionEvent]:
         """Events until the prediction ends (the result is then ready)."""
@@ -138,7 +164,9 @@ class Replica(abc.ABC):
         """Wait until setup ends: READY, or SETUP_FAILED / STOPPED with `setup_error` set."""
 
     @abc.abstractmethod
-    def submit(self, request: PredictionRequest) -> PredictionHandle:
+    def submit(
+        self, request: PredictionRequest, listener: Listener | None = None
+    ) -> PredictionHandle:
         """Start a prediction. Beyond max_concurrency the worker queues it in order."""
 
     @abc.abstractmethod

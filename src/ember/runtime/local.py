@@ -24,6 +24,7 @@ import ember
 from ember.packages.environment import Environment, ensure_environment, require_system_packages
 from ember.packages.spec import PackageSpec
 from ember.runtime.base import (
+    Listener,
     PredictionEvent,
     PredictionHandle,
     PredictionRequest,
@@ -154,12 +155,14 @@ class LocalReplica(Replica):
     def in_flight(self) -> int:
         return len(self._handles)
 
-    def submit(self, request: PredictionRequest) -> PredictionHandle:
+    def submit(
+        self, request: PredictionRequest, listener: Listener | None = None
+    ) -> PredictionHandle:
         if self.state not in (ReplicaState.STARTING, ReplicaState.READY):
             raise ReplicaUnavailable(f"replica {self.id} is {self.state.value}")
         if request.id in self._handles:
             raise ValueError(f"prediction {request.id} is already running on replica {self.id}")
-        handle = PredictionHandle(request, self.cancel)
+        handle = PredictionHandle(request, self.cancel, listener)
         self._handles[request.id] = handle
         self._send(
             {

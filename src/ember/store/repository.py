@@ -33,6 +33,13 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.session = sessionmaker(engine, expire_on_commit=False)
+        # Built once: constructing this statement costs more than executing it.
+        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+        insert = dialect.insert(Prediction)
+        self._upsert = insert.on_conflict_do_update(
+            index_elements=["id"],
+            set_={c: insert.excluded[c] for c in PREDICTION_COLUMNS if c != "id"},
+        )
 
     # -- settings and tokens ----------------------------------------------------------
 
@@ -186,14 +193,8 @@ class Store:
         rows = list(rows)
         if not rows:
             return
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(Prediction)
-        statement = statement.on_conflict_do_update(
-            index_elements=["id"],
-            set_={c: statement.excluded[c] for c in PREDICTION_COLUMNS if c != "id"},
-        )
         with self.engine.begin() as connection:
-            connection.execute(statement, rows)
+            connection.execute(self._upsert, rows)
 
     def prediction(self, prediction_id: str) -> Prediction | None:
         with self.session() as session:

@@ -44,13 +44,29 @@ class ProtocolError(Exception):
     """The peer sent something that is not a frame of this protocol."""
 
 
+try:  # orjson where installed (Ember's own environment); model environments use json
+    import orjson
+except ImportError:
+    orjson = None  # type: ignore[assignment]
+
+
+def _json_dumps(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def encode(message: dict[str, Any]) -> bytes:
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    if orjson is not None:
+        try:
+            body = orjson.dumps(message)
+        except TypeError:  # e.g. integers beyond 64 bits, which json handles
+            body = _json_dumps(message)
+    else:
+        body = _json_dumps(message)
     return HEADER.pack(len(body)) + body
 
 
 def decode(body: bytes) -> dict[str, Any]:
-    message = json.loads(body)
+    message = orjson.loads(body) if orjson is not None else json.loads(body)
     if not isinstance(message, dict):
         raise ProtocolError(f"expected a JSON object, got {type(message).__name__}")
     return message

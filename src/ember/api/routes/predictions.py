@@ -31,6 +31,18 @@ Caller = Annotated[Principal, Depends(principal)]
 PAGE_SIZE = 100
 MAX_WAIT = 60
 WebhookEvent = Literal["start", "output", "logs", "completed"]
+PREFER_PARAMETER = {
+    "parameters": [
+        {
+            "name": "Prefer",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "`wait` (60 s) or `wait=N` (1-60): answer when the prediction ends; "
+            "`files=data-uri` or `files=url` for output files",
+        }
+    ]
+}
 
 
 class PredictionRequest(BaseModel):
@@ -76,10 +88,10 @@ async def _create(
     target: Target,
     body: PredictionRequest,
     caller: Principal,
-    prefer: str | None,
 ) -> Response:
     platform: Platform = request.app.state.platform
-    wait, inline = parse_prefer(prefer)
+    # Read directly: a declared Header() parameter costs a dependency-resolution pass.
+    wait, inline = parse_prefer(request.headers.get("prefer"))
     state = platform.new_prediction(
         target,
         body.input,
@@ -91,12 +103,13 @@ async def _create(
     platform.accept(target, state)
     headers = {}
     if wait is None:
-        await platform.durable(state)
+        await platform.acknowledge(state)
         finished = False
     else:
         headers["Preference-Applied"] = f"wait={wait:g}"
         finished = await platform.wait(state, wait)
-        await platform.durable(state)
+        if not finished:
+            await platform.acknowledge(state)
     payload = serialize.prediction(platform, state, inline if inline is not None else finished)
     if wait is not None and not finished:
         payload["status"] = "starting"  # makes replicate.run poll rather than stop early
@@ -104,47 +117,46 @@ async def _create(
     return json_response(payload, 201, headers)
 
 
-@router.post("/predictions", status_code=201)
+@router.post("/predictions", status_code=201, openapi_extra=PREFER_PARAMETER)
 async def create_prediction(
     request: Request,
     body: VersionPredictionRequest,
     caller: Caller,
-    prefer: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Create a prediction for a model version."""
     platform: Platform = request.app.state.platform
     target = await platform.target_for_version(body.version)
-    return await _create(request, target, body, caller, prefer)
+    return await _create(request, target, body, caller)
 
 
-@router.post("/models/{owner}/{name}/predictions", status_code=201)
+@router.post("/models/{owner}/{name}/predictions", status_code=201, openapi_extra=PREFER_PARAMETER)
 async def create_model_prediction(
     request: Request,
     owner: str,
     name: str,
     body: PredictionRequest,
     caller: Caller,
-    prefer: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Create a prediction for a model (its deployment of the same name, or latest version)."""
     platform: Platform = request.app.state.platform
     target = await platform.target_for_model(owner, name)
-    return await _create(request, target, body, caller, prefer)
+    return await _create(request, target, body, caller)
 
 
-@router.post("/deployments/{owner}/{name}/predictions", status_code=201)
+@router.post(
+    "/deployments/{owner}/{name}/predictions", status_code=201, openapi_extra=PREFER_PARAMETER
+)
 async def create_deployment_prediction(
     request: Request,
     owner: str,
     name: str,
     body: PredictionRequest,
     caller: Caller,
-    prefer: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Create a prediction on a deployment."""
     platform: Platform = request.app.state.platform
     target = platform.target_for_deployment(owner, name)
-    return await _create(request, target, body, caller, prefer)
+    return await _create(request, target, body, caller)
 
 
 @router.get("/predictions/{prediction_id}")
