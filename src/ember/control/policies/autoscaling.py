@@ -1,0 +1,139 @@
+"""How many replicas a deployment should have: metrics and a clock in, a number out.
+
+The shape follows Knative's KPA (a stable window and a short panic window over observed
+concurrency) with Ray Serve's per-direction delays, adapted to paid accelerators:
+
+- At zero with requests waiting, start at once (Knative's activator: the first request is the
+  signal). Nothing is refused while a replica starts; requests wait in the deployment's queue.
+- Scale out fast: the panic window (6 s) reacts to bursts; a higher count applies after
+  `scale_up_delay` (0 by default).
+- Scale in slowly: a lower count must be wanted continuously for `scale_down_delay`, and
+  while panicking the count never falls.
+- Scale to zero only after the deployment has been idle for its keep-alive (learned from its
+  idle gaps, or `idle_timeout`), and pre-warm one replica when the learned windows expect the
+  next request.
+- Floors: `min_instances` and keep-warm windows; ceiling: `max_instances`.
+
+Pure: no I/O and no clock of its own, so it is tested with a fake clock and replayed on traces
+by the simulator in bench/ exactly as the live controller runs it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+STABLE_WINDOW = 60.0  # seconds of concurrency averaged for steady decisions (Knative, Baseten)
+PANIC_WINDOW = 6.0  # 10% of the stable window (Knative)
+PANIC_THRESHOLD = 2.0  # panic when the short window wants twice the replicas there are
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a deployment looked like at one moment."""
+
+    time: float
+    in_flight: int  # running on replicas
+    queued: int  # waiting in the deployment's queue
+    replicas: int  # ready + starting
+
+
+@dataclass(frozen=True)
+class Decision:
+    replicas: int
+    reason: str
+    panic: bool = False
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The bounds a decision must respect at this moment."""
+
+    floor: int  # max(min_instances, keep-warm windows, pre-warm)
+    ceiling: int  # max_instances
+    target: float  # concurrency one replica should carry
+    scale_up_delay: float
+    scale_down_delay: float
+    keepalive: float  # seconds idle before scaling to zero
+
+
+class Autoscaler:
+    """The policy's memory for one deployment: recent observations and pending wishes."""
+
+    def __init__(self) -> None:
+        self._samples: deque[tuple[float, int]] = deque()
+        self._up_since: float | None = None
+        self._down_since: float | None = None
+        self._panic_until: float | None = None
+        self.last_busy: float | None = None
+        self.current = 0
+
+    def observe(self, observation: Observation) -> None:
+        demand = observation.in_flight + observation.queued
+        self._samples.append((observation.time, demand))
+        while self._samples and self._samples[0][0] < observation.time - STABLE_WINDOW:
+            self._samples.popleft()
+        if demand > 0:
+            self.last_busy = observation.time
+        self.current = observation.replicas
+
+    def _average(self, now: float, window: float) -> float:
+        values = [demand for time, demand in self._samples if time >= now - window]
+        return sum(values) / len(values) if values else 0.0
+
+    def idle_for(self, now: float) -> float:
+        """Seconds since the deployment last had work (infinite if it never had any)."""
+        return math.inf if self.last_busy is None else now - self.last_busy
+
+    def decide(self, now: float, limits: Limits) -> Decision:
+        current = self.current
+        demand_now = self._samples[-1][1] if self._samples else 0
+        stable = math.ceil(self._average(now, STABLE_WINDOW) / limits.target)
+        panic_wish = math.ceil(self._average(now, PANIC_WINDOW) / limits.target)
+
+        if current == 0 and demand_now > 0:
+            # Scale from zero at once: the waiting request is the signal (activator).
+            wanted = max(1, math.ceil(demand_now / limits.target))
+            return self._bounded(wanted, limits, "requests waiting at zero replicas", now)
+
+        if panic_wish >= PANIC_THRESHOLD * max(1, current):
+            self._panic_until = now + STABLE_WINDOW
+        panicking = self._panic_until is not None and now < self._panic_until
+        wanted = max(stable, panic_wish, current) if panicking else stable
+
+        if wanted == 0 and current > 0 and self.idle_for(now) < limits.keepalive:
+            wanted = 1  # idle, but within the keep-alive: keep one warm
+        decision = self._bounded(wanted, limits, "demand", now, panicking)
+        return self._apply_delays(decision, limits, now)
+
+    def _bounded(
+        self, wanted: int, limits: Limits, reason: str, now: float, panic: bool = False
+    ) -> Decision:
+        if wanted < limits.floor:
+            return Decision(limits.floor, "floor (min instances, keep-warm or pre-warm)", panic)
+        if wanted > limits.ceiling:
+            return Decision(limits.ceiling, f"{reason}, capped by max_instances", panic)
+        return Decision(wanted, reason, panic)
+
+    def _apply_delays(self, decision: Decision, limits: Limits, now: float) -> Decision:
+        current = self.current
+        if decision.replicas > current:
+            self._down_since = None
+            self._up_since = self._up_since if self._up_since is not None else now
+            if now - self._up_since >= limits.scale_up_delay:
+                return decision
+            return Decision(current, "scale-up delay", decision.panic)
+        if decision.replicas < current:
+            self._up_since = None
+            if decision.panic:
+                return Decision(current, "no scale-down while panicking", True)
+            self._down_since = self._down_since if self._down_since is not None else now
+            to_zero = decision.replicas == 0
+            delay = 0.0 if to_zero else limits.scale_down_delay  # zero waits for keep-alive
+            if now - self._down_since >= delay:
+                reason = "idle past keep-alive" if to_zero else decision.reason
+                return Decision(decision.replicas, reason, decision.panic)
+            return Decision(current, "scale-down delay", decision.panic)
+        self._up_since = self._down_since = None
+        return decision
