@@ -71,6 +71,15 @@ def test_scale_to_zero_only_after_the_keepalive():
     assert run(scaler, 121.0, 0, 0, 1, bounds) == 0
 
 
+def test_idle_past_keepalive_goes_to_zero_even_right_after_a_burst():
+    scaler = Autoscaler()
+    bounds = limits(keepalive=2.0, scale_down_delay=0.0)
+    for t in range(5):
+        assert run(scaler, float(t), 4, 20, 4, bounds) == 4  # a burst, panic mode
+    assert run(scaler, 5.0, 0, 0, 4, bounds) == 4  # just went idle: keep-alive runs
+    assert run(scaler, 7.5, 0, 0, 4, bounds) == 0  # idle 3.5 s > 2 s: the windows don't matter
+
+
 def test_floor_and_ceiling_always_win():
     scaler = Autoscaler()
     assert run(scaler, 0.0, 0, 0, 0, limits(floor=2)) == 2

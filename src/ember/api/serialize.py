@@ -108,8 +108,11 @@ def account(owner: str) -> dict:
     return {"type": "organization", "username": owner, "name": owner, "github_url": None}
 
 
-def deployment(record: records.Deployment, release: records.Release, model_ref: str) -> dict:
+def deployment(
+    record: records.Deployment, release: records.Release, model_ref: str, status: dict
+) -> dict:
     return {
+        "status": status,
         "owner": record.owner,
         "name": record.name,
         "current_release": {
@@ -122,6 +125,7 @@ def deployment(record: records.Deployment, release: records.Release, model_ref: 
                 "hardware": release.hardware,
                 "min_instances": release.min_instances,
                 "max_instances": release.max_instances,
+                **(release.scaling or {}),
             },
         },
     }

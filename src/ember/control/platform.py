@@ -26,9 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from ember.control.hardware import DEFAULT_HARDWARE, HARDWARE
 from ember.control.predictions import PredictionState, new_prediction_id
 from ember.control.runner import DeploymentRunner
+from ember.control.scaling import ScalingSettings
 from ember.control.signing import UrlSigner
 from ember.control.validation import InputValidator
 from ember.control.webhooks import new_signing_secret
@@ -315,13 +318,14 @@ class Platform:
         min_instances: int,
         max_instances: int,
         created_by: str,
+        scaling: dict[str, Any] | None = None,
     ) -> tuple[records.Deployment, records.Release]:
         _check_name(owner, "owner")
         _check_name(name, "name")
         if await asyncio.to_thread(self.store.deployment, owner, name) is not None:
             raise Conflict(f"Deployment {owner}/{name} already exists")
         model, version = await self._model_version(model_ref, version_id)
-        _check_scaling(hardware, min_instances, max_instances)
+        settings = scaling_settings(hardware, min_instances, max_instances, scaling or {})
         deployment, release = await asyncio.to_thread(
             self.store.create_deployment,
             owner,
@@ -329,8 +333,9 @@ class Platform:
             model_id=model.id,
             version_id=version.id,
             hardware=hardware,
-            min_instances=min_instances,
-            max_instances=max_instances,
+            min_instances=settings.min_instances,
+            max_instances=settings.max_instances,
+            scaling=_extra_settings(settings),
             created_by=created_by,
         )
         self._install_runner(deployment, release, model, version)
@@ -339,19 +344,23 @@ class Platform:
     async def update_deployment(
         self, owner: str, name: str, created_by: str, **changes: Any
     ) -> tuple[records.Deployment, records.Release]:
-        """PATCH: any of version, hardware, min_instances, max_instances; a new release."""
+        """PATCH: version, hardware or any scaling setting; a new release. Scaling changes
+        apply live; a new version gets new replicas while the old ones drain."""
         deployment, current = await self.deployment(owner, name)
         changes = {k: v for k, v in changes.items() if v is not None}
+        scaling = {**(current.scaling or {}), **changes.pop("scaling", {})}
         if "version" in changes:
             model = await asyncio.to_thread(self.store.model_by_id, current.model_id)
             assert model is not None
             version = await self.version(changes.pop("version"), model)
             changes["version_id"] = version.id
-        _check_scaling(
+        settings = scaling_settings(
             changes.get("hardware", current.hardware),
             changes.get("min_instances", current.min_instances),
             changes.get("max_instances", current.max_instances),
+            scaling,
         )
+        changes["scaling"] = _extra_settings(settings)
         release = await asyncio.to_thread(
             self.store.add_release, deployment, created_by=created_by, **changes
         )
@@ -360,8 +369,8 @@ class Platform:
             model = await asyncio.to_thread(self.store.model_by_id, release.model_id)
             assert model is not None
             self._install_runner(deployment, release, model, version)
-        elif release.min_instances > 0:
-            self.targets[f"{owner}/{name}"].runner.ensure_replica()
+        else:
+            self.targets[f"{owner}/{name}"].runner.update_settings(settings)
         return deployment, release
 
     async def delete_deployment(self, owner: str, name: str) -> None:
@@ -379,19 +388,23 @@ class Platform:
         """A runner for the release's version; a previous runner drains in the background."""
         key = f"{deployment.owner}/{deployment.name}"
         old = self.targets.pop(key, None)
-        runner = self._new_runner(key, version)
+        runner = self._new_runner(key, version, release_settings(release))
         if old is not None:
             runner.queue.extend(old.runner.queue)
             old.runner.queue.clear()
             self._retire(old.runner)
         self.targets[key] = Target(runner, f"{model.owner}/{model.name}", version, key)
-        if release.min_instances > 0:
-            runner.ensure_replica()
+        runner.start()
+        runner.wake()  # queued predictions moved over, or min_instances: act now
         return runner
 
-    def _new_runner(self, key: str, version: records.Version) -> DeploymentRunner:
+    def _new_runner(
+        self, key: str, version: records.Version, settings: ScalingSettings | None = None
+    ) -> DeploymentRunner:
         spec = PackageSpec.model_validate(version.spec)
-        return DeploymentRunner(key, spec, self.runtime, self._on_event, self.resolve_input)
+        return DeploymentRunner(
+            key, spec, self.runtime, self._on_event, self.resolve_input, settings
+        )
 
     def _retire(self, runner: DeploymentRunner) -> None:
         task = asyncio.create_task(runner.close(drain=True))
@@ -485,9 +498,10 @@ class Platform:
         )
 
     def accept(self, target: Target, state: PredictionState) -> None:
-        """Queue the prediction. Nothing is written yet: see `acknowledge`."""
-        self.live[state.id] = state
+        """Queue the prediction (QueueFull beyond the queue limit). Nothing is written yet:
+        see `acknowledge`."""
         target.runner.submit(state)
+        self.live[state.id] = state
 
     async def acknowledge(self, state: PredictionState) -> None:
         """Make the prediction durable before a client is told it exists.
@@ -639,14 +653,32 @@ def _check_name(value: str, what: str) -> None:
         raise InvalidRequest(f"{what} {value!r} must be lowercase letters, digits, '.', '_' or '-'")
 
 
-def _check_scaling(hardware: str, min_instances: int, max_instances: int) -> None:
+def scaling_settings(
+    hardware: str, min_instances: int, max_instances: int, extra: dict[str, Any]
+) -> ScalingSettings:
+    """A release's scaling settings, validated, or InvalidRequest saying what is wrong."""
     if hardware not in HARDWARE:
         raise InvalidRequest(f"unknown hardware {hardware!r}: see GET /v1/hardware")
-    if min_instances < 0 or max_instances < 1 or min_instances > max_instances:
-        raise InvalidRequest(
-            f"instances must satisfy 0 <= min_instances <= max_instances and max_instances >= 1 "
-            f"(got min {min_instances}, max {max_instances})"
+    try:
+        return ScalingSettings(min_instances=min_instances, max_instances=max_instances, **extra)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'scaling'}: {e['msg']}" for e in exc.errors()
         )
+        raise InvalidRequest(f"invalid scaling settings: {problems}") from None
+
+
+def release_settings(release: records.Release) -> ScalingSettings:
+    return ScalingSettings(
+        min_instances=release.min_instances,
+        max_instances=release.max_instances,
+        **(release.scaling or {}),
+    )
+
+
+def _extra_settings(settings: ScalingSettings) -> dict[str, Any]:
+    """What the release stores beside its min/max columns (only values set explicitly)."""
+    return settings.model_dump(exclude={"min_instances", "max_instances"}, exclude_unset=True)
 
 
 def _sha256_file(path: Path) -> str:

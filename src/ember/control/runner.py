@@ -1,10 +1,15 @@
-"""Runs one deployment's predictions: a FIFO of accepted predictions and the replica that
-serves them.
+"""Runs one deployment: a FIFO of accepted predictions, the replicas that serve them, and the
+control loop that decides how many replicas there should be.
 
-Requests beyond the replica's concurrency wait here, in order, instead of being refused
-(Cog answers 409); a prediction canceled while waiting never reaches a replica. The replica
-starts on the first request (or at deploy) and is started again after it dies. Everything
-the runner learns is reported through `on_event`, so it knows nothing of storage or HTTP.
+- Requests wait here, in order, instead of being refused (Cog answers 409). At zero replicas
+  the first request starts one at once (Knative's activator); beyond `queue_limit` waiting
+  requests, `submit` raises QueueFull (the API answers 429 with Retry-After).
+- Each prediction goes to the ready replica with the fewest outstanding predictions.
+- Every tick (and at once when a request finds no replica), the pure policy in
+  `policies/autoscaling.py` turns the observed demand into a replica count; scale-in drains
+  (the replica takes nothing new and finishes what it holds).
+- Everything the runner learns is reported through `on_event`: it knows nothing of storage
+  or HTTP.
 """
 
 from __future__ import annotations
@@ -12,11 +17,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import datetime
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
+from ember.control.policies.autoscaling import Autoscaler, Decision, Limits, Observation
+from ember.control.policies.keepalive import IdleHistory
 from ember.control.predictions import PredictionState
+from ember.control.scaling import DEFAULT_IDLE_TIMEOUT, ScalingSettings, keep_warm_floor
 from ember.packages.spec import PackageSpec
 from ember.runtime.base import (
     Listener,
@@ -32,10 +42,23 @@ from ember.runtime.base import (
 
 logger = logging.getLogger("ember.control")
 PREFETCH = 1
+TICK_SECONDS = 1.0
 
 # (prediction, event) with event in: started, output, logs, done
 OnEvent = Callable[[PredictionState, str], None]
 ResolveInput = Callable[[dict[str, Any]], dict[str, Any]]
+ALIVE = (ReplicaState.STARTING, ReplicaState.READY)
+
+
+class QueueFull(Exception):
+    """More predictions are waiting than the deployment's queue_limit allows."""
+
+    def __init__(self, name: str, limit: int) -> None:
+        super().__init__(
+            f"deployment {name} has {limit} predictions waiting (its queue_limit): "
+            "retry shortly, or raise max_instances or queue_limit"
+        )
+        self.retry_after = 1
 
 
 class DeploymentRunner:
@@ -46,23 +69,39 @@ class DeploymentRunner:
         runtime: Runtime,
         on_event: OnEvent,
         resolve_input: ResolveInput = lambda value: value,
+        settings: ScalingSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.spec = spec
         self.runtime = runtime
         self.on_event = on_event
         self.resolve_input = resolve_input
+        self.settings = settings or ScalingSettings()
+        self.clock = clock
         self.queue: collections.deque[PredictionState] = collections.deque()
-        self.replica: Replica | None = None
+        self.replicas: list[Replica] = []
         self.running: dict[str, tuple[PredictionState, PredictionHandle]] = {}
+        self.autoscaler = Autoscaler()
+        self.history = IdleHistory()  # learned per deployment: idle gaps before requests
+        self._idle_since: float | None = None
+        self.last_decision = Decision(0, "not started")
         self.last_setup_error: str | None = None
-        self._starting: asyncio.Task[None] | None = None
+        self._pending_starts = 0
+        self._background: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.Task[None] | None = None
         self._closed = False
 
     # -- intake -------------------------------------------------------------------------
 
     def submit(self, state: PredictionState) -> None:
         """Accept a prediction; it runs when a replica slot is free."""
+        if len(self.queue) >= self.settings.queue_limit:
+            raise QueueFull(self.name, self.settings.queue_limit)
+        if self._idle_since is not None and not self.outstanding:
+            self.history.record(max(0.0, self.clock() - self._idle_since))
+            self._idle_since = None
         self.queue.append(state)
         self._pump()
 
@@ -82,74 +121,64 @@ class DeploymentRunner:
     def outstanding(self) -> int:
         return len(self.queue) + len(self.running)
 
-    # -- replica --------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """Replicas by state, queue and the last scaling decision (for the API and `ember ls`)."""
+        counts = collections.Counter(r.state.value.lower() for r in self.replicas)
+        return {
+            "replicas": {
+                "starting": counts["starting"] + self._pending_starts,
+                "ready": counts["ready"],
+            },
+            "queued": len(self.queue),
+            "running": len(self.running),
+            "scaling": {
+                "desired": self.last_decision.replicas,
+                "reason": self.last_decision.reason,
+            },
+        }
 
-    def ensure_replica(self) -> None:
-        """Start a replica unless one is running or starting."""
-        if self._closed or self._starting is not None:
-            return
-        if self.replica is not None and self.replica.state in (
-            ReplicaState.STARTING,
-            ReplicaState.READY,
-        ):
-            return
-        self._starting = asyncio.create_task(self._start_replica())
+    def update_settings(self, settings: ScalingSettings) -> None:
+        """Change scaling live: the next tick (now) applies it."""
+        self.settings = settings
+        self.wake()
 
-    async def _start_replica(self) -> None:
-        try:
-            replica = await self.runtime.start_replica(self.spec)
-            self.replica = replica
-            state = await replica.wait_started()
-            if state != ReplicaState.READY:
-                self.last_setup_error = replica.setup_error or f"replica ended {state.value}"
-                logger.error("%s: replica failed to start:\n%s", self.name, self.last_setup_error)
-                self._fail_queue(f"the model failed to start: {self.last_setup_error}")
-        except Exception as exc:  # environment build, spawn failures
-            self.last_setup_error = str(exc)
-            logger.exception("%s: cannot start a replica", self.name)
-            self._fail_queue(f"the model failed to start: {exc}")
-        finally:
-            self._starting = None
-        self._pump()
+    # -- routing ------------------------------------------------------------------------
 
-    def _fail_queue(self, reason: str) -> None:
-        while self.queue:
-            self._finish(self.queue.popleft(), "failed", error=reason)
-
-    # -- dispatch -------------------------------------------------------------------------
-
-    def _capacity(self) -> int:
-        """Free slots, plus one queued in the worker: the replica starts its next prediction
-        the moment one ends instead of idling for a round trip through this loop. Canceling
-        a prediction queued there still works (the worker withdraws it)."""
-        replica = self.replica
-        if replica is None or replica.state != ReplicaState.READY:
-            return 0
-        return replica.max_concurrency + PREFETCH - len(self.running)
+    def _route(self) -> Replica | None:
+        """The ready replica with the fewest outstanding predictions and a free slot (plus one
+        queued inside the worker, so it starts its next prediction without a round trip)."""
+        best: Replica | None = None
+        for replica in self.replicas:
+            if replica.state != ReplicaState.READY:
+                continue
+            if replica.in_flight >= replica.max_concurrency + PREFETCH:
+                continue
+            if best is None or replica.in_flight < best.in_flight:
+                best = replica
+        return best
 
     def _pump(self) -> None:
-        """Hand waiting predictions to the replica while it has free slots."""
-        if not self.queue:
-            return
-        if self._capacity() <= 0:
-            self.ensure_replica()
-            return
-        while self.queue and self._capacity() > 0:
+        """Hand waiting predictions to replicas while they have free slots."""
+        while self.queue:
+            replica = self._route()
+            if replica is None:
+                if not self._alive():
+                    self.wake()  # a request at zero replicas: decide now, not at the next tick
+                return
             state = self.queue.popleft()
-            assert self.replica is not None
             try:
-                handle = self.replica.submit(
+                handle = replica.submit(
                     PredictionRequest(
                         id=state.id,
                         input=self.resolve_input(state.input),
                         context={"deployment": self.name},
-                        timeout=self.spec.timeout,
+                        timeout=self.settings.request_timeout or self.spec.timeout,
                     ),
                     self._listener(state),
                 )
             except ReplicaUnavailable:
                 self.queue.appendleft(state)
-                self.ensure_replica()
+                self.wake()
                 return
             self.running[state.id] = (state, handle)
 
@@ -160,6 +189,8 @@ class DeploymentRunner:
         def on_event(event: PredictionEvent | PredictionResult) -> None:
             if isinstance(event, PredictionResult):
                 self.running.pop(state.id, None)
+                if not self.outstanding:
+                    self._idle_since = self.clock()
                 state.files_dir = event.files_dir
                 self._finish(state, event.status, event.output, event.error, event.metrics)
                 self._pump()
@@ -186,14 +217,128 @@ class DeploymentRunner:
         state.finish(status, output, error, metrics)
         self.on_event(state, "done")
 
+    # -- the control loop -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin deciding replica counts (min_instances and keep-warm apply from now)."""
+        if self._loop is None:
+            self._loop = asyncio.create_task(self._control_loop())
+
+    def wake(self) -> None:
+        self._wake.set()
+        self.start()
+
+    async def _control_loop(self) -> None:
+        while not self._closed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TICK_SECONDS):
+                    await self._wake.wait()
+            self._wake.clear()
+            if self._closed:
+                return
+            try:
+                self.tick(self.clock())
+            except Exception:
+                logger.exception("%s: scaling decision failed", self.name)
+
+    def _alive(self) -> list[Replica]:
+        self.replicas = [r for r in self.replicas if r.state in ALIVE]
+        return self.replicas
+
+    def limits(self, now: float, now_wall: datetime.datetime | None = None) -> Limits:
+        """The policy's bounds now: floors from min_instances, keep-warm windows and the
+        learned pre-warm window; the keep-alive from `idle_timeout` or the learned windows."""
+        settings = self.settings
+        moment = now_wall or datetime.datetime.now(datetime.UTC)
+        slots = next((r.max_concurrency for r in self.replicas), self.spec.max_concurrency)
+        floor = max(settings.min_instances, keep_warm_floor(settings.windows, moment))
+        if settings.idle_timeout is not None:
+            keepalive = settings.idle_timeout
+        else:
+            windows = self.history.windows(DEFAULT_IDLE_TIMEOUT)
+            if windows.prewarm > 0:
+                # Unload after each burst; be warm again just before the next is expected.
+                keepalive = 0.0
+                if windows.warm_at(self.autoscaler.idle_for(now)):
+                    floor = max(floor, 1)
+            else:
+                keepalive = windows.keepalive
+        return Limits(
+            floor=min(floor, settings.max_instances),
+            ceiling=settings.max_instances,
+            target=float(settings.target_concurrency or slots),
+            scale_up_delay=settings.scale_up_delay,
+            scale_down_delay=settings.scale_down_delay,
+            keepalive=keepalive,
+        )
+
+    def tick(self, now: float) -> Decision:
+        """Observe, decide, and start or drain replicas to match."""
+        alive = self._alive()
+        self.autoscaler.observe(
+            Observation(now, len(self.running), len(self.queue), len(alive) + self._pending_starts)
+        )
+        decision = self.autoscaler.decide(now, self.limits(now))
+        self.last_decision = decision
+        have = len(alive) + self._pending_starts
+        for _ in range(decision.replicas - have):
+            self._spawn(self._start_replica())
+        if decision.replicas < have:
+            self._drain(have - decision.replicas)
+        return decision
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _start_replica(self) -> None:
+        self._pending_starts += 1
+        replica: Replica | None = None
+        try:
+            replica = await self.runtime.start_replica(self.spec)
+            if self._closed:
+                await replica.stop(drain=False)
+                return
+            self.replicas.append(replica)
+        except Exception as exc:  # environment build, spawn failures
+            self.last_setup_error = str(exc)
+            logger.exception("%s: cannot start a replica", self.name)
+        finally:
+            self._pending_starts -= 1
+        if replica is not None:
+            state = await replica.wait_started()
+            if state == ReplicaState.READY:
+                self.last_setup_error = None
+            else:
+                self.last_setup_error = replica.setup_error or f"replica ended {state.value}"
+                logger.error("%s: replica failed to start:\n%s", self.name, self.last_setup_error)
+        if not self._alive() and not self._pending_starts and self.last_setup_error:
+            self._fail_queue(f"the model failed to start: {self.last_setup_error}")
+        self._pump()
+
+    def _drain(self, count: int) -> None:
+        """Stop `count` replicas, the least busy first; in-flight predictions finish."""
+        victims = sorted(self.replicas, key=lambda r: (r.state == ReplicaState.READY, r.in_flight))
+        for replica in victims[:count]:
+            self.replicas.remove(replica)
+            self._spawn(replica.stop(drain=True))
+
+    def _fail_queue(self, reason: str) -> None:
+        while self.queue:
+            self._finish(self.queue.popleft(), "failed", error=reason)
+
     # -- shutdown -------------------------------------------------------------------------
 
     async def close(self, drain: bool = True) -> None:
-        """Stop taking work; finish (drain) or cancel what runs; stop the replica."""
+        """Stop deciding; finish (drain) or cut what runs; stop every replica."""
         self._closed = True
-        if self._starting is not None:
-            self._starting.cancel()
+        self._wake.set()
+        if self._loop is not None:
+            self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._starting
-        if self.replica is not None:
-            await self.replica.stop(drain=drain)
+                await self._loop
+        replicas, self.replicas = self.replicas, []
+        await asyncio.gather(*(r.stop(drain=drain) for r in replicas))
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

@@ -84,6 +84,7 @@ class Release(Base):
     hardware: Mapped[str] = mapped_column(String(50))
     min_instances: Mapped[int] = mapped_column(Integer, default=0)
     max_instances: Mapped[int] = mapped_column(Integer, default=1)
+    scaling: Mapped[dict] = mapped_column(JSON, default=dict)  # the other ScalingSettings
     created_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
     __table_args__ = (

@@ -161,6 +161,7 @@ class Store:
                     "hardware",
                     "min_instances",
                     "max_instances",
+                    "scaling",
                     "created_by",
                 )
             }

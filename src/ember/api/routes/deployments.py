@@ -18,7 +18,22 @@ router = APIRouter(prefix="/v1")
 Caller = Annotated[Principal, Depends(principal)]
 
 
-class DeploymentCreate(BaseModel):
+class ScalingFields(BaseModel):
+    """Ember's scaling settings beyond Replicate's min/max instances (see control/scaling.py)."""
+
+    target_concurrency: int | None = Field(default=None, ge=1, le=10_000)
+    scale_up_delay: float | None = Field(default=None, ge=0, le=3600)
+    scale_down_delay: float | None = Field(default=None, ge=0, le=3600)
+    idle_timeout: float | None = Field(default=None, ge=0, le=24 * 3600)
+    queue_limit: int | None = Field(default=None, ge=0, le=1_000_000)
+    keep_warm: list[str] | None = Field(default=None, description='e.g. ["mon-fri 08:00-19:00=1"]')
+    request_timeout: float | None = Field(default=None, gt=0, le=24 * 3600)
+
+    def scaling(self) -> dict[str, object]:
+        return self.model_dump(include=set(ScalingFields.model_fields), exclude_none=True)
+
+
+class DeploymentCreate(ScalingFields):
     name: str
     model: str = Field(description="owner/name")
     version: str | None = Field(default=None, description="defaults to the latest version")
@@ -27,7 +42,7 @@ class DeploymentCreate(BaseModel):
     max_instances: int = Field(default=1, ge=1, le=100)
 
 
-class DeploymentUpdate(BaseModel):
+class DeploymentUpdate(ScalingFields):
     version: str | None = None
     hardware: str | None = None
     min_instances: int | None = Field(default=None, ge=0, le=100)
@@ -35,8 +50,8 @@ class DeploymentUpdate(BaseModel):
 
 
 async def _deploymentjson_response(platform: Platform, deployment, release) -> dict:  # type: ignore[no-untyped-def]
-    model = platform.target_for_deployment(deployment.owner, deployment.name).model
-    return serialize.deployment(deployment, release, model)
+    target = platform.target_for_deployment(deployment.owner, deployment.name)
+    return serialize.deployment(deployment, release, target.model, target.runner.status())
 
 
 @router.get("/deployments")
@@ -60,6 +75,7 @@ async def create_deployment(request: Request, body: DeploymentCreate, caller: Ca
         body.min_instances,
         body.max_instances,
         created_by=caller.owner,
+        scaling=body.scaling(),
     )
     return json_response(await _deploymentjson_response(platform, deployment, release), 201)
 
@@ -77,7 +93,14 @@ async def update_deployment(
 ) -> Response:
     platform: Platform = request.app.state.platform
     deployment, release = await platform.update_deployment(
-        owner, name, created_by=caller.owner, **body.model_dump(exclude_none=True)
+        owner,
+        name,
+        created_by=caller.owner,
+        version=body.version,
+        hardware=body.hardware,
+        min_instances=body.min_instances,
+        max_instances=body.max_instances,
+        scaling=body.scaling(),
     )
     return json_response(await _deploymentjson_response(platform, deployment, release))
 

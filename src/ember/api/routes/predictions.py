@@ -25,6 +25,7 @@ from ember.api.errors import ApiError
 from ember.api.responses import json_response
 from ember.control.platform import Platform, Principal, Target
 from ember.control.predictions import PredictionState
+from ember.control.runner import QueueFull
 
 router = APIRouter(prefix="/v1")
 Caller = Annotated[Principal, Depends(principal)]
@@ -100,7 +101,10 @@ async def _create(
         webhook=body.webhook,
         webhook_events_filter=body.webhook_events_filter,
     )
-    platform.accept(target, state)
+    try:
+        platform.accept(target, state)
+    except QueueFull as exc:
+        raise ApiError(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
     headers = {}
     if wait is None:
         await platform.acknowledge(state)

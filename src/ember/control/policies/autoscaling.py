@@ -97,6 +97,13 @@ class Autoscaler:
             wanted = max(1, math.ceil(demand_now / limits.target))
             return self._bounded(wanted, limits, "requests waiting at zero replicas", now)
 
+        if demand_now == 0 and self.idle_for(now) >= limits.keepalive:
+            # No work at all for the whole keep-alive: whatever the windows still average,
+            # nothing is left to serve, so stop paying for replicas.
+            self._panic_until = None
+            decision = self._bounded(0, limits, "idle past keep-alive", now)
+            return self._apply_delays(decision, limits, now)
+
         if panic_wish >= PANIC_THRESHOLD * max(1, current):
             self._panic_until = now + STABLE_WINDOW
         panicking = self._panic_until is not None and now < self._panic_until

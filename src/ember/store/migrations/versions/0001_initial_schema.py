@@ -121,6 +121,7 @@ def upgrade() -> None:
         sa.Column("hardware", sa.String(length=50), nullable=False),
         sa.Column("min_instances", sa.Integer(), nullable=False),
         sa.Column("max_instances", sa.Integer(), nullable=False),
+        sa.Column("scaling", sa.JSON(), nullable=False),
         sa.Column("created_by", sa.String(length=100), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["deployment_id"], ["deployments.id"], ondelete="CASCADE"),

@@ -1,0 +1,140 @@
+"""Scaling with real processes: from zero and back, bursts up to max_instances, live settings,
+queue limits. A real `ember serve`, real replicas, real HTTP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from conftest import model_path
+from server import EmberServer
+
+SLEEPER = model_path("faults", "sync")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmberServer]:
+    instance = EmberServer(tmp_path_factory.mktemp("ember-scaling"))
+    instance.start()
+    instance.deploy(SLEEPER, "ember", "sleeper")
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+def create(api: httpx.Client, name: str, **settings: object) -> None:
+    response = api.post(
+        "/v1/deployments", json={"name": name, "model": "ember/sleeper", **settings}
+    )
+    assert response.status_code == 201, response.text
+
+
+def status(api: httpx.Client, name: str) -> dict:
+    return api.get(f"/v1/deployments/ember/{name}").json()["status"]
+
+
+def wait_for(check, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+def predict(server: EmberServer, name: str, **inputs: object) -> dict:
+    with server.client() as api:
+        response = api.post(
+            f"/v1/deployments/ember/{name}/predictions",
+            json={"input": inputs},
+            headers={"Prefer": "wait=60"},
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
+
+
+def test_a_request_at_zero_is_held_not_refused(server: EmberServer) -> None:
+    with server.client() as api:
+        create(api, "zero")
+        assert status(api, "zero")["replicas"] == {"starting": 0, "ready": 0}
+    result = predict(server, "zero", mode="ok")
+    assert result["status"] == "succeeded" and result["output"] == "ok"
+
+
+def test_burst_scales_out_to_max_and_back_to_zero(server: EmberServer) -> None:
+    with server.client() as api:
+        create(api, "burst", max_instances=4, idle_timeout=1, scale_down_delay=0)
+        with ThreadPoolExecutor(50) as pool:
+            futures = [
+                pool.submit(predict, server, "burst", mode="sleep", seconds=0.5) for _ in range(50)
+            ]
+            wait_for(lambda: status(api, "burst")["replicas"]["ready"] == 4)
+            results = [f.result() for f in futures]
+        assert all(r["status"] == "succeeded" for r in results)
+        assert status(api, "burst")["replicas"]["ready"] <= 4
+        # idle past idle_timeout: back to zero, in-flight work long finished
+        wait_for(lambda: status(api, "burst")["replicas"] == {"starting": 0, "ready": 0})
+
+
+def test_scale_in_never_cuts_an_in_flight_prediction(server: EmberServer) -> None:
+    with server.client() as api:
+        create(api, "drain", max_instances=2, idle_timeout=0.5, scale_down_delay=0)
+        with ThreadPoolExecutor(4) as pool:
+            long = pool.submit(predict, server, "drain", mode="sleep", seconds=4)
+            short = [pool.submit(predict, server, "drain", mode="ok") for _ in range(3)]
+            assert all(f.result()["status"] == "succeeded" for f in short)
+            result = long.result()
+        assert result["status"] == "succeeded", result["error"]
+        assert result["metrics"]["predict_time"] >= 4
+
+
+def test_min_instances_changed_live_takes_effect(server: EmberServer) -> None:
+    with server.client() as api:
+        create(api, "warm")
+        assert status(api, "warm")["replicas"]["ready"] == 0
+        response = api.patch("/v1/deployments/ember/warm", json={"min_instances": 1})
+        assert response.status_code == 200, response.text
+        assert response.json()["current_release"]["configuration"]["min_instances"] == 1
+        wait_for(lambda: status(api, "warm")["replicas"]["ready"] == 1)
+        api.patch("/v1/deployments/ember/warm", json={"min_instances": 0, "idle_timeout": 0.5})
+        wait_for(lambda: status(api, "warm")["replicas"]["ready"] == 0)
+
+
+def test_queue_overflow_answers_429_with_retry_after(server: EmberServer) -> None:
+    with server.client() as api:
+        create(api, "small", queue_limit=1)
+        first = api.post(
+            "/v1/deployments/ember/small/predictions",
+            json={"input": {"mode": "sleep", "seconds": 3}},
+        )
+        assert first.status_code == 201
+        statuses = []
+        for _ in range(4):  # the replica takes one (+1 prefetched); the queue holds one more
+            response = api.post(
+                "/v1/deployments/ember/small/predictions",
+                json={"input": {"mode": "sleep", "seconds": 3}},
+            )
+            statuses.append(response.status_code)
+            if response.status_code == 429:
+                body = response.json()
+                assert body["status"] == 429 and "queue_limit" in body["detail"]
+                assert response.headers["Retry-After"] == "1"
+        assert 429 in statuses
+
+
+def test_invalid_scaling_settings_are_a_clear_422(server: EmberServer) -> None:
+    with server.client() as api:
+        response = api.post(
+            "/v1/deployments",
+            json={"name": "bad", "model": "ember/sleeper", "keep_warm": ["mon-fri 8-19=1"]},
+        )
+        assert response.status_code == 422
+        assert "keep-warm window" in str(response.json()["detail"])
+        response = api.post(
+            "/v1/deployments",
+            json={"name": "bad", "model": "ember/sleeper", "min_instances": 3, "max_instances": 2},
+        )
+        assert response.status_code == 422
+        assert "cannot exceed" in response.json()["detail"]
