@@ -138,3 +138,19 @@ def test_invalid_scaling_settings_are_a_clear_422(server: EmberServer) -> None:
         )
         assert response.status_code == 422
         assert "cannot exceed" in response.json()["detail"]
+
+
+def test_metrics_report_predictions_replicas_starts_and_scaling(server: EmberServer) -> None:
+    with server.client() as api:
+        create(api, "metered", idle_timeout=30)
+        assert predict(server, "metered", mode="ok")["status"] == "succeeded"
+        text = httpx.get(f"{server.url}/metrics").text
+    assert 'ember_predictions_total{deployment="ember/metered",status="succeeded"} 1.0' in text
+    assert 'ember_prediction_queue_seconds_count{deployment="ember/metered"} 1.0' in text
+    assert 'ember_replicas{deployment="ember/metered",state="ready"} 1.0' in text
+    assert (
+        'ember_replica_starts_total{deployment="ember/metered",outcome="ready",tier="cold"}' in text
+    )
+    for phase in ("spawn", "load", "setup", "ready"):
+        assert f'phase="{phase}"' in text
+    assert 'ember_scale_events_total{deployment="ember/metered",direction="up"} 1.0' in text

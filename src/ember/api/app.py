@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
 
 from ember import __version__
 from ember.api import errors, serialize
@@ -69,5 +71,10 @@ def create_app(platform: Platform, *, started: bool = False) -> FastAPI:
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus metrics (text format): predictions, latencies, replicas, scaling."""
+        return Response(generate_latest(platform.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

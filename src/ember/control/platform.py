@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ember.control.hardware import DEFAULT_HARDWARE, HARDWARE
+from ember.control.metrics import Metrics
 from ember.control.predictions import PredictionState, new_prediction_id
 from ember.control.runner import DeploymentRunner
 from ember.control.scaling import ScalingSettings
@@ -110,7 +111,8 @@ class Platform:
         self.store = Store(self.engine)
         self.runtime = LocalRuntime(data_dir)
         self.writer: GroupCommitWriter | None = None
-        self.listeners: list[Listener] = []
+        self.metrics = Metrics(lambda: [(k, t.runner.status()) for k, t in self.targets.items()])
+        self.listeners: list[Listener] = [self.metrics.on_prediction]
         self.targets: dict[str, Target] = {}
         self.live: dict[str, PredictionState] = {}
         self.recent: collections.OrderedDict[str, PredictionState] = collections.OrderedDict()
@@ -403,7 +405,13 @@ class Platform:
     ) -> DeploymentRunner:
         spec = PackageSpec.model_validate(version.spec)
         return DeploymentRunner(
-            key, spec, self.runtime, self._on_event, self.resolve_input, settings
+            key,
+            spec,
+            self.runtime,
+            self._on_event,
+            self.resolve_input,
+            settings,
+            on_replica_event=self.metrics.on_replica_event,
         )
 
     def _retire(self, runner: DeploymentRunner) -> None:

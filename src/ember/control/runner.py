@@ -48,6 +48,8 @@ TICK_SECONDS = 1.0
 OnEvent = Callable[[PredictionState, str], None]
 ResolveInput = Callable[[dict[str, Any]], dict[str, Any]]
 ALIVE = (ReplicaState.STARTING, ReplicaState.READY)
+# (deployment, kind, data): kind "scale" {direction, count} or "start" {tier, ok, phases}
+OnReplicaEvent = Callable[[str, str, dict[str, Any]], None]
 
 
 class QueueFull(Exception):
@@ -71,6 +73,7 @@ class DeploymentRunner:
         resolve_input: ResolveInput = lambda value: value,
         settings: ScalingSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_replica_event: OnReplicaEvent = lambda deployment, kind, data: None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -79,6 +82,7 @@ class DeploymentRunner:
         self.resolve_input = resolve_input
         self.settings = settings or ScalingSettings()
         self.clock = clock
+        self.on_replica_event = on_replica_event
         self.queue: collections.deque[PredictionState] = collections.deque()
         self.replicas: list[Replica] = []
         self.running: dict[str, tuple[PredictionState, PredictionHandle]] = {}
@@ -281,9 +285,16 @@ class DeploymentRunner:
         decision = self.autoscaler.decide(now, self.limits(now))
         self.last_decision = decision
         have = len(alive) + self._pending_starts
-        for _ in range(decision.replicas - have):
-            self._spawn(self._start_replica())
+        if decision.replicas > have:
+            self.on_replica_event(
+                self.name, "scale", {"direction": "up", "count": decision.replicas - have}
+            )
+            for _ in range(decision.replicas - have):
+                self._spawn(self._start_replica())
         if decision.replicas < have:
+            self.on_replica_event(
+                self.name, "scale", {"direction": "down", "count": have - decision.replicas}
+            )
             self._drain(have - decision.replicas)
         return decision
 
@@ -295,8 +306,10 @@ class DeploymentRunner:
     async def _start_replica(self) -> None:
         self._pending_starts += 1
         replica: Replica | None = None
+        began = time.perf_counter()
         try:
             replica = await self.runtime.start_replica(self.spec)
+            spawned = time.perf_counter()
             if self._closed:
                 await replica.stop(drain=False)
                 return
@@ -308,6 +321,16 @@ class DeploymentRunner:
             self._pending_starts -= 1
         if replica is not None:
             state = await replica.wait_started()
+            phases = {
+                "spawn": spawned - began,
+                **replica.start_phases(),
+                "ready": time.perf_counter() - began,
+            }
+            self.on_replica_event(
+                self.name,
+                "start",
+                {"tier": "cold", "ok": state == ReplicaState.READY, "phases": phases},
+            )
             if state == ReplicaState.READY:
                 self.last_setup_error = None
             else:

@@ -159,6 +159,10 @@ class Replica(abc.ABC):
     def in_flight(self) -> int:
         """Predictions submitted and not finished."""
 
+    def start_phases(self) -> dict[str, float]:
+        """Seconds spent in each start phase the replica measured itself (e.g. load, setup)."""
+        return {}
+
     @abc.abstractmethod
     async def wait_started(self) -> ReplicaState:
         """Wait until setup ends: READY, or SETUP_FAILED / STOPPED with `setup_error` set."""

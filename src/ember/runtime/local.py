@@ -120,6 +120,10 @@ class LocalReplica(Replica):
             asyncio.create_task(self._read_loop(reader)),
         ]
 
+    def start_phases(self) -> dict[str, float]:
+        """The worker's own timings: `load` (importing the predictor), `setup`."""
+        return {key.removesuffix("_time"): value for key, value in self.timings.items()}
+
     async def wait_started(self) -> ReplicaState:
         await self._started.wait()
         return self.state

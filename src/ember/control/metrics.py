@@ -1,0 +1,153 @@
+"""Prometheus metrics: what each deployment serves, how long it waits and runs, how its
+replicas start and how it scales. Names follow Prometheus conventions and, where the idea is
+the same, vLLM's (`*_seconds` histograms, `*_total` counters).
+
+Fed by the control plane's events (never by polling) except the gauges (replicas by state,
+queue length), which are read from the runners when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ember.control.predictions import PredictionState
+
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+)
+START_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+def deployment_label(state: PredictionState) -> str:
+    """Deployment predictions by deployment name; version predictions by model."""
+    return state.deployment or state.model
+
+
+class _Gauges(Collector):
+    """Replicas by state and queue lengths, read at scrape time."""
+
+    def __init__(self, source: Callable[[], Iterable[tuple[str, dict[str, Any]]]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        replicas = GaugeMetricFamily(
+            "ember_replicas", "Replicas of a deployment by state", labels=["deployment", "state"]
+        )
+        queued = GaugeMetricFamily(
+            "ember_queue_length", "Predictions waiting for a replica", labels=["deployment"]
+        )
+        running = GaugeMetricFamily(
+            "ember_predictions_running", "Predictions on replicas", labels=["deployment"]
+        )
+        desired = GaugeMetricFamily(
+            "ember_replicas_desired", "The scaling policy's last decision", labels=["deployment"]
+        )
+        for name, status in self._source():
+            for state, count in status["replicas"].items():
+                replicas.add_metric([name, state], count)
+            queued.add_metric([name], status["queued"])
+            running.add_metric([name], status["running"])
+            desired.add_metric([name], status["scaling"]["desired"])
+        yield from (replicas, queued, running, desired)
+
+
+class Metrics:
+    def __init__(
+        self, status: Callable[[], Iterable[tuple[str, dict[str, Any]]]] = lambda: ()
+    ) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["deployment"]
+        self.predictions = Counter(
+            "ember_predictions",
+            "Predictions finished, by outcome",
+            [*labels, "status"],
+            registry=self.registry,
+        )
+        self.queue_time = Histogram(
+            "ember_prediction_queue_seconds",
+            "From acceptance until a replica started it",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.predict_time = Histogram(
+            "ember_prediction_predict_seconds",
+            "Time inside predict()",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.total_time = Histogram(
+            "ember_prediction_e2e_seconds",
+            "From acceptance to completion",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.replica_starts = Counter(
+            "ember_replica_starts",
+            "Replica starts (cold starts), by tier and outcome",
+            [*labels, "tier", "outcome"],
+            registry=self.registry,
+        )
+        self.start_phase = Histogram(
+            "ember_replica_start_phase_seconds",
+            "Duration of each phase of a replica start: spawn, load (imports), setup, ready",
+            [*labels, "tier", "phase"],
+            buckets=START_BUCKETS,
+            registry=self.registry,
+        )
+        self.scale_events = Counter(
+            "ember_scale_events",
+            "Replicas started (up) or drained (down) by the autoscaler",
+            [*labels, "direction"],
+            registry=self.registry,
+        )
+        self.registry.register(_Gauges(status))
+
+    def on_prediction(self, state: PredictionState, event: str) -> None:
+        """A platform listener: record finished predictions."""
+        if event != "done":
+            return
+        name = deployment_label(state)
+        self.predictions.labels(name, state.status).inc()
+        if state.started_at is not None:
+            queued = (state.started_at - state.created_at).total_seconds()
+            self.queue_time.labels(name).observe(max(0.0, queued))
+        if "predict_time" in state.metrics:
+            self.predict_time.labels(name).observe(float(state.metrics["predict_time"]))
+        if state.completed_at is not None:
+            total = (state.completed_at - state.created_at).total_seconds()
+            self.total_time.labels(name).observe(max(0.0, total))
+
+    def on_replica_event(self, deployment: str, kind: str, data: dict[str, Any]) -> None:
+        """A runner's replica news: `scale` {direction, count} or `start` {tier, ok, phases}."""
+        if kind == "scale":
+            self.scale_events.labels(deployment, data["direction"]).inc(data["count"])
+        elif kind == "start":
+            outcome = "ready" if data["ok"] else "failed"
+            self.replica_starts.labels(deployment, data["tier"], outcome).inc()
+            for phase, seconds in data["phases"].items():
+                self.start_phase.labels(deployment, data["tier"], phase).observe(seconds)
