@@ -199,29 +199,183 @@ def _remote(url: str, token: str | None, command: str, *args: object) -> None:
         raise _fail(str(exc), exc.code) from None
 
 
+# Scaling flags, shared by `ember deploy` and `ember scale` (defaults: ember.control.scaling).
+SCALING = "Scaling"
+MinInstances = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        max=100,
+        help="Replicas kept running (0: scale to zero; default 0).",
+        rich_help_panel=SCALING,
+    ),
+]
+MaxInstances = Annotated[
+    int | None,
+    typer.Option(
+        min=1, max=100, help="Most replicas at once (default 1).", rich_help_panel=SCALING
+    ),
+]
+TargetConcurrency = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        max=10_000,
+        help="Predictions one replica should carry (default: the model's concurrency).",
+        rich_help_panel=SCALING,
+    ),
+]
+ScaleUpDelay = Annotated[
+    float | None,
+    typer.Option(
+        min=0,
+        max=3600,
+        help="Seconds demand must last before adding replicas (default 0).",
+        rich_help_panel=SCALING,
+    ),
+]
+ScaleDownDelay = Annotated[
+    float | None,
+    typer.Option(
+        min=0,
+        max=3600,
+        help="Seconds demand must stay low before removing replicas (default 60).",
+        rich_help_panel=SCALING,
+    ),
+]
+IdleTimeout = Annotated[
+    float | None,
+    typer.Option(
+        min=0,
+        max=24 * 3600,
+        help="Seconds without work before scaling to zero (default: learned, else 300).",
+        rich_help_panel=SCALING,
+    ),
+]
+QueueLimit = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        max=1_000_000,
+        help="Predictions that may wait; beyond it, 429 (default 10000).",
+        rich_help_panel=SCALING,
+    ),
+]
+KeepWarm = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--keep-warm",
+        help='A window of replicas kept warm, UTC, e.g. "mon-fri 08:00-19:00=1"; repeatable '
+        "(replaces the windows).",
+        rich_help_panel=SCALING,
+        show_default=False,
+    ),
+]
+NoKeepWarm = Annotated[
+    bool,
+    typer.Option("--no-keep-warm", help="Remove every keep-warm window.", rich_help_panel=SCALING),
+]
+RequestTimeout = Annotated[
+    float | None,
+    typer.Option(
+        max=24 * 3600,
+        help="Seconds a prediction may run once a replica has it, > 0 (default: the package's).",
+        rich_help_panel=SCALING,
+    ),
+]
+
+
+def _scaling(
+    keep_warm: list[str] | None, no_keep_warm: bool, **settings: object
+) -> dict[str, object]:
+    """The scaling settings given on the command line, by API field."""
+    if keep_warm and no_keep_warm:
+        raise _fail("--keep-warm and --no-keep-warm contradict each other: give one", 2)
+    given = {k: v for k, v in settings.items() if v is not None}
+    if no_keep_warm:
+        given["keep_warm"] = []
+    elif keep_warm:
+        given["keep_warm"] = keep_warm
+    return given
+
+
 @app.command("deploy")
 def deploy_package(
     path: Annotated[Path, typer.Argument(help="Package folder (ember.yaml, cog.yaml or Truss).")],
     name: Annotated[
         str, typer.Option("--name", "-n", help="owner/name; owner is your account (e.g. ember).")
     ],
-    min_instances: Annotated[
-        int | None, typer.Option(min=0, max=100, help="Replicas kept running (0: scale to zero).")
-    ] = None,
-    max_instances: Annotated[
-        int | None, typer.Option(min=1, max=100, help="Most replicas at once.")
-    ] = None,
+    min_instances: MinInstances = None,
+    max_instances: MaxInstances = None,
     hardware: Annotated[
         str | None, typer.Option(help="Hardware SKU, e.g. cpu or gpu-h100 (default cpu).")
     ] = None,
+    target_concurrency: TargetConcurrency = None,
+    scale_up_delay: ScaleUpDelay = None,
+    scale_down_delay: ScaleDownDelay = None,
+    idle_timeout: IdleTimeout = None,
+    queue_limit: QueueLimit = None,
+    keep_warm: KeepWarm = None,
+    no_keep_warm: NoKeepWarm = False,
+    request_timeout: RequestTimeout = None,
     url: ServerUrl = DEFAULT_URL,
     token: ApiToken = None,
 ) -> None:
     """Upload a package to an Ember server as a new version and deploy it (create or update).
 
-    Example: `ember deploy ./hello --name ember/hello --min-instances 1`
+    Scaling flags left out keep their current value (or the default, for a new deployment);
+    change them later without a new version with `ember scale`.
+
+    Example: `ember deploy ./hello --name ember/hello --keep-warm "mon-fri 08:00-19:00=1"`
     """
-    _remote(url, token, "deploy", path, name, min_instances, max_instances, hardware)
+    scaling = _scaling(
+        keep_warm,
+        no_keep_warm,
+        target_concurrency=target_concurrency,
+        scale_up_delay=scale_up_delay,
+        scale_down_delay=scale_down_delay,
+        idle_timeout=idle_timeout,
+        queue_limit=queue_limit,
+        request_timeout=request_timeout,
+    )
+    _remote(url, token, "deploy", path, name, min_instances, max_instances, hardware, scaling)
+
+
+@app.command()
+def scale(
+    name: Annotated[str, typer.Argument(help="owner/name of the deployment.")],
+    min_instances: MinInstances = None,
+    max_instances: MaxInstances = None,
+    target_concurrency: TargetConcurrency = None,
+    scale_up_delay: ScaleUpDelay = None,
+    scale_down_delay: ScaleDownDelay = None,
+    idle_timeout: IdleTimeout = None,
+    queue_limit: QueueLimit = None,
+    keep_warm: KeepWarm = None,
+    no_keep_warm: NoKeepWarm = False,
+    request_timeout: RequestTimeout = None,
+    url: ServerUrl = DEFAULT_URL,
+    token: ApiToken = None,
+) -> None:
+    """Change how a deployment scales, live (a new release, same version and replicas);
+    then print its settings, defaults marked, and its replicas and queue. With no flags,
+    just print them.
+
+    Example: `ember scale ember/hello --min-instances 1 --keep-warm "mon-fri 08:00-19:00=1"`
+    """
+    changes = _scaling(
+        keep_warm,
+        no_keep_warm,
+        min_instances=min_instances,
+        max_instances=max_instances,
+        target_concurrency=target_concurrency,
+        scale_up_delay=scale_up_delay,
+        scale_down_delay=scale_down_delay,
+        idle_timeout=idle_timeout,
+        queue_limit=queue_limit,
+        request_timeout=request_timeout,
+    )
+    _remote(url, token, "scale", name, changes)
 
 
 @app.command()

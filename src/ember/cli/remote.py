@@ -1,4 +1,4 @@
-"""The commands that talk to a running `ember serve`: deploy, predict, ls, logs, rm, token.
+"""The commands that talk to a running `ember serve`: deploy, scale, predict, ls, logs, rm, token.
 
 Each function takes a `Client` and raises `CommandFailed` (with an exit status) when it cannot
 finish; `main.py` turns that into a message. Program output goes to stdout (prediction output,
@@ -30,6 +30,7 @@ from ember.cli.client import ApiError, Client, CommandFailed
 from ember.cli.console import err, out
 from ember.cli.inputs import InputSyntaxError, parse_inputs
 from ember.cli.local_run import _output_kind, _print_value
+from ember.control.scaling import DEFAULT_IDLE_TIMEOUT, ScalingSettings, parse_keep_warm
 from ember.packages.archive import write_archive
 
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
@@ -135,8 +136,16 @@ def deploy(
     min_instances: int | None,
     max_instances: int | None,
     hardware: str | None,
+    scaling: dict[str, Any] | None = None,
 ) -> None:
+    """`scaling`: Ember's other scaling settings by field name (target_concurrency, ...)."""
     owner, name = split_ref(ref)
+    scaling = dict(scaling or {})
+    for window in scaling.get("keep_warm") or []:
+        try:  # before the upload, so a typo costs no build
+            parse_keep_warm(window)
+        except ValueError as exc:
+            raise CommandFailed(f"--keep-warm: {exc}", 2) from None
     if not path.is_dir():
         raise CommandFailed(f"{path} is not a folder: give the package folder to deploy", 2)
     if not any((path / f).is_file() for f in ("ember.yaml", "cog.yaml", "config.yaml")):
@@ -168,21 +177,25 @@ def deploy(
     err.print(f"[green]✓[/green] version {vid[:12]}", highlight=False)
 
     existing = client.find(f"/v1/deployments/{owner}/{name}")
-    scaling = {
+    wanted = {
         k: v
         for k, v in (
             ("hardware", hardware),
             ("min_instances", min_instances),
             ("max_instances", max_instances),
+            *scaling.items(),
         )
         if v is not None
     }
     if existing is None:
         min_n = min_instances if min_instances is not None else 0
         max_n = max_instances if max_instances is not None else max(1, min_n)
-        deployment = client.post(
+        deployment = _settings_request(
+            client,
+            "POST",
             "/v1/deployments",
-            json={
+            {
+                **scaling,
                 "name": name,
                 "model": f"{owner}/{name}",
                 "version": vid,
@@ -190,6 +203,7 @@ def deploy(
                 "min_instances": min_n,
                 "max_instances": max_n,
             },
+            f"version {vid[:12]} is uploaded, but the deployment was not created",
         )
         what = "created deployment"
     else:
@@ -199,12 +213,17 @@ def deploy(
                 f"deployment {owner}/{name} runs model {release['model']}, not {owner}/{name}: "
                 f"remove it first with `ember rm {owner}/{name}`"
             )
-        config = release["configuration"]
-        changes = {k: v for k, v in scaling.items() if config.get(k) != v}
+        changes = _changed(release["configuration"], wanted)
         if release["version"] != vid:
             changes["version"] = vid
         if changes:
-            deployment = client.patch(f"/v1/deployments/{owner}/{name}", json=changes)
+            deployment = _settings_request(
+                client,
+                "PATCH",
+                f"/v1/deployments/{owner}/{name}",
+                changes,
+                f"version {vid[:12]} is uploaded, but the deployment was not updated",
+            )
             what = "updated deployment"
         else:
             deployment, what = existing, "deployment already runs this version:"
@@ -212,7 +231,8 @@ def deploy(
     config = release["configuration"]
     err.print(
         f"[green]✓[/green] {what} {owner}/{name} [dim](release {release['number']}, "
-        f"{config['hardware']}, instances {config['min_instances']}-{config['max_instances']})"
+        f"{config['hardware']}, instances {config['min_instances']}-{config['max_instances']}"
+        f"{''.join(f', {k} {_show(k, config[k])}' for k in EXTRA_SETTINGS if k in config)})"
         "[/dim]",
         highlight=False,
     )
@@ -236,6 +256,169 @@ def deploy(
     )
     out.print("\n[dim]From Python (pip install replicate):[/dim]", highlight=False)
     out.print(snippet, markup=False, highlight=False, soft_wrap=True)
+
+
+# -- scale ----------------------------------------------------------------------------------
+
+# The settings `ember scale` and `ember deploy` change, by API field, with their flags.
+FLAGS = {
+    "min_instances": "--min-instances",
+    "max_instances": "--max-instances",
+    "target_concurrency": "--target-concurrency",
+    "scale_up_delay": "--scale-up-delay",
+    "scale_down_delay": "--scale-down-delay",
+    "idle_timeout": "--idle-timeout",
+    "queue_limit": "--queue-limit",
+    "keep_warm": "--keep-warm",
+    "request_timeout": "--request-timeout",
+}
+# Beyond Replicate's hardware/min/max: stored only when set, else ScalingSettings' default.
+EXTRA_SETTINGS = [k for k in FLAGS if k not in ("min_instances", "max_instances")]
+SECONDS = ("scale_up_delay", "scale_down_delay", "idle_timeout", "request_timeout")
+# What a default of None means (the field's default comes from the model or from history).
+UNSET_MEANS = {
+    "target_concurrency": "the model's concurrency",
+    "idle_timeout": f"learned, else {DEFAULT_IDLE_TIMEOUT:g}s",
+    "request_timeout": "the package's timeout",
+}
+
+
+def _show(field: str, value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(value) or "none"
+    if field in SECONDS and isinstance(value, int | float):
+        return f"{value:g}s"
+    return str(value)
+
+
+def _default_value(field: str) -> Any:
+    """ScalingSettings' default for a field (None where the model or history decides)."""
+    return ScalingSettings.model_fields[field].get_default(call_default_factory=True)
+
+
+def _default(field: str) -> str:
+    value = _default_value(field)
+    return UNSET_MEANS.get(field, "none") if value is None else _show(field, value)
+
+
+def _same(field: str, current: Any, wanted: Any) -> bool:
+    if field == "keep_warm":
+        try:  # the server stores windows normalized ("mon-fri" as "mon,tue,wed,thu,fri")
+            wanted = [str(parse_keep_warm(w)) for w in wanted]
+        except ValueError:
+            return False  # let the server say what is wrong
+        return list(current or []) == wanted
+    if current is None:
+        return False
+    return bool(current == wanted)
+
+
+def _changed(config: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """The wanted settings that differ from a release's configuration (an unset one counts as
+    its default, so asking for the default again changes nothing)."""
+    changes = {}
+    for field, value in wanted.items():
+        current = config.get(field)
+        if current is None and field in ScalingSettings.model_fields:
+            current = _default_value(field)
+        if not _same(field, current, value):
+            changes[field] = value
+    return changes
+
+
+def _settings_request(
+    client: Client, method: str, path: str, body: dict[str, Any], context: str | None = None
+) -> dict[str, Any]:
+    """POST or PATCH a deployment; settings the server refuses (422) exit 2 with its reason."""
+    try:
+        return client.request(method, path, json=body)
+    except ApiError as exc:
+        if exc.status == 422:
+            raise CommandFailed(f"{exc}" + (f"\n({context})" if context else ""), 2) from None
+        raise
+
+
+def scale(client: Client, ref: str, changes: dict[str, Any]) -> None:
+    """Change a deployment's scaling settings (only those given); then show them and its
+    live status. With no changes, just show them."""
+    owner, name = split_ref(ref)
+    path = f"/v1/deployments/{owner}/{name}"
+    deployment = client.find(path)
+    if deployment is None:
+        raise CommandFailed(
+            f"no deployment {owner}/{name}: see `ember ls`, or create it with "
+            f"`ember deploy PATH --name {owner}/{name}`"
+        )
+    if changes:
+        config = deployment["current_release"]["configuration"]
+        needed = _changed(config, changes)
+        if needed:
+            deployment = _settled(client, path, _settings_request(client, "PATCH", path, needed))
+            release = deployment["current_release"]
+            config = release["configuration"]
+            what = ", ".join(f"{k} {_show(k, config.get(k, []))}" for k in needed)
+            err.print(
+                f"[green]✓[/green] {owner}/{name}: {what} [dim](release {release['number']}, "
+                "applies live)[/dim]",
+                highlight=False,
+            )
+        else:
+            err.print(f"[dim]{owner}/{name} already has these settings: nothing changed[/dim]")
+    _print_table(settings_table(deployment))
+
+
+def _settled(client: Client, path: str, deployment: dict[str, Any]) -> dict[str, Any]:
+    """The deployment once its control loop has acted on new settings (at most ~2 s): the
+    PATCH answers before the next tick, so its status may still want what the old ones did."""
+    deadline = time.monotonic() + 2
+    while True:
+        config = deployment["current_release"]["configuration"]
+        desired = ((deployment.get("status") or {}).get("scaling") or {}).get("desired")
+        if not isinstance(desired, int) or time.monotonic() > deadline:
+            return deployment
+        if config["min_instances"] <= desired <= config["max_instances"]:
+            return deployment
+        time.sleep(0.1)
+        deployment = client.get(path)
+
+
+def settings_table(deployment: dict[str, Any]) -> Table:
+    """A deployment's scaling settings (unset ones with their default) and live status."""
+    release = deployment["current_release"]
+    config = release["configuration"]
+    table = Table(
+        title=f"{deployment['owner']}/{deployment['name']}  [dim]release {release['number']}, "
+        f"model {release['model']}[/dim]",
+        title_justify="left",
+        title_style="bold",
+    )
+    table.add_column("setting")
+    table.add_column("value", overflow="fold")
+    table.add_column("change with", style="dim")
+    table.add_row("hardware", str(config.get("hardware", "-")), "ember deploy --hardware")
+    for field, flag in FLAGS.items():
+        if config.get(field) is None:
+            value = Text.assemble(_default(field), (" (default)", "dim"))
+        else:
+            value = Text(_show(field, config[field]))
+        table.add_row(field, value, flag)
+    status = deployment.get("status") or {}
+    replicas = status.get("replicas") or {}
+    scaling = status.get("scaling") or {}
+    table.add_section()
+    table.add_row(
+        "replicas",
+        f"{replicas.get('ready', 0)} ready, {replicas.get('starting', 0)} starting",
+        "",
+    )
+    table.add_row(
+        "predictions", f"{status.get('queued', 0)} queued, {status.get('running', 0)} running", ""
+    )
+    if scaling:
+        table.add_row(
+            "scaling", f"wants {scaling.get('desired', '?')}: {scaling.get('reason', '?')}", ""
+        )
+    return table
 
 
 # -- predict and logs -------------------------------------------------------------------------
@@ -510,21 +693,40 @@ def ls(client: Client) -> None:
         return
     if deployments:
         table = Table(title="Deployments", title_justify="left", title_style="bold")
-        for column in ("name", "model", "version", "hardware", "min/max", "release"):
+        columns = (
+            "name",
+            "model",
+            "version",
+            "hardware",
+            "min/max",
+            "replicas",
+            "queued",
+            "scaling",
+            "release",
+        )
+        for column in columns:
             table.add_column(
                 column,
-                justify="right" if column == "release" else "left",
-                overflow="fold" if column in ("name", "model") else "ellipsis",
+                justify="right" if column in ("queued", "release") else "left",
+                overflow="fold" if column in ("name", "model", "scaling") else "ellipsis",
             )
         for d in sorted(deployments, key=lambda d: (d["owner"], d["name"])):
             release = d["current_release"]
             config = release["configuration"]
+            status = d.get("status") or {}
+            replicas = status.get("replicas") or {}
+            scaling = status.get("scaling") or {}
+            starting = replicas.get("starting", 0)
             table.add_row(
                 f"{d['owner']}/{d['name']}",
                 release["model"],
                 (release.get("version") or "")[:12],
                 config["hardware"],
                 f"{config['min_instances']}/{config['max_instances']}",
+                f"{replicas.get('ready', 0)} ready"
+                + (f" +{starting} starting" if starting else ""),
+                str(status.get("queued", 0)),
+                f"wants {scaling['desired']}: {scaling['reason']}" if scaling else "-",
                 str(release["number"]),
             )
         _print_table(table)

@@ -671,7 +671,8 @@ def scaling_settings(
         return ScalingSettings(min_instances=min_instances, max_instances=max_instances, **extra)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'scaling'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(map(str, e['loc'])) or 'scaling'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
         )
         raise InvalidRequest(f"invalid scaling settings: {problems}") from None
 
