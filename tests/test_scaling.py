@@ -154,3 +154,26 @@ def test_metrics_report_predictions_replicas_starts_and_scaling(server: EmberSer
     for phase in ("spawn", "load", "setup", "ready"):
         assert f'phase="{phase}"' in text
     assert 'ember_scale_events_total{deployment="ember/metered",direction="up"} 1.0' in text
+
+
+def test_a_crash_loses_only_the_prediction_that_crashed(server: EmberServer) -> None:
+    """Predictions queued behind a crashing one (in the deployment or inside the dying
+    worker) run on a fresh replica instead of failing or hanging."""
+    with server.client() as api:
+        create(api, "crashy")
+        crash = api.post(
+            "/v1/deployments/ember/crashy/predictions", json={"input": {"mode": "crash"}}
+        ).json()
+        behind = [
+            api.post(
+                "/v1/deployments/ember/crashy/predictions", json={"input": {"mode": "ok"}}
+            ).json()
+            for _ in range(3)
+        ]
+
+        def final(prediction_id: str) -> dict:
+            return api.get(f"/v1/predictions/{prediction_id}").json()
+
+        wait_for(lambda: all(final(p["id"])["status"] == "succeeded" for p in behind))
+        crashed = final(crash["id"])
+        assert crashed["status"] == "failed" and "exited with code -9" in crashed["error"]

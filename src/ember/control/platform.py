@@ -121,6 +121,7 @@ class Platform:
         self._validators: dict[str, InputValidator] = {}
         self._principals: dict[str, Principal | None] = {}
         self._retiring: set[asyncio.Task[None]] = set()
+        self._retired_runners: set[DeploymentRunner] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -415,9 +416,12 @@ class Platform:
         )
 
     def _retire(self, runner: DeploymentRunner) -> None:
+        """Drain a replaced runner in the background; its predictions stay cancellable."""
+        self._retired_runners.add(runner)
         task = asyncio.create_task(runner.close(drain=True))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+        task.add_done_callback(lambda _: self._retired_runners.discard(runner))
 
     async def _retire_runner(self, key: str) -> None:
         target = self.targets.pop(key, None)
@@ -563,8 +567,9 @@ class Platform:
         state = await self.prediction(prediction_id)
         if state.terminal:
             return state
-        for target in self.targets.values():
-            if target.runner.cancel(state):
+        runners = [t.runner for t in self.targets.values()] + list(self._retired_runners)
+        for runner in runners:
+            if runner.cancel(state):
                 break
         # A prediction waiting inside a replica, or one that stops promptly, is canceled a
         # round trip later: answer with that outcome rather than the state before it.
@@ -653,7 +658,7 @@ class Platform:
                 self._persist(state)
                 continue
             self.live[state.id] = state
-            target.runner.submit(state)
+            target.runner.submit(state, force=True)
 
 
 def _check_name(value: str, what: str) -> None:

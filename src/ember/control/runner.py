@@ -43,6 +43,7 @@ from ember.runtime.base import (
 logger = logging.getLogger("ember.control")
 PREFETCH = 1
 TICK_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 60.0
 
 # (prediction, event) with event in: started, output, logs, done
 OnEvent = Callable[[PredictionState, str], None]
@@ -50,6 +51,10 @@ ResolveInput = Callable[[dict[str, Any]], dict[str, Any]]
 ALIVE = (ReplicaState.STARTING, ReplicaState.READY)
 # (deployment, kind, data): kind "scale" {direction, count} or "start" {tier, ok, phases}
 OnReplicaEvent = Callable[[str, str, dict[str, Any]], None]
+
+
+def replica_ready(replica: Replica | None) -> bool:
+    return replica is not None and replica.state == ReplicaState.READY
 
 
 class QueueFull(Exception):
@@ -92,6 +97,8 @@ class DeploymentRunner:
         self.last_decision = Decision(0, "not started")
         self.last_setup_error: str | None = None
         self._pending_starts = 0
+        self._failed_starts = 0  # in a row, for the restart backoff
+        self._backoff_until = 0.0
         self._background: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
@@ -99,9 +106,10 @@ class DeploymentRunner:
 
     # -- intake -------------------------------------------------------------------------
 
-    def submit(self, state: PredictionState) -> None:
-        """Accept a prediction; it runs when a replica slot is free."""
-        if len(self.queue) >= self.settings.queue_limit:
+    def submit(self, state: PredictionState, force: bool = False) -> None:
+        """Accept a prediction; it runs when a replica slot is free. `force` skips the queue
+        limit (recovery after a restart must take back everything it had accepted)."""
+        if not force and len(self.queue) >= self.settings.queue_limit:
             raise QueueFull(self.name, self.settings.queue_limit)
         if self._idle_since is not None and not self.outstanding:
             self.history.record(max(0.0, self.clock() - self._idle_since))
@@ -180,7 +188,9 @@ class DeploymentRunner:
                     ),
                     self._listener(state),
                 )
-            except ReplicaUnavailable:
+            except Exception as exc:  # the replica is going away: keep the prediction
+                if not isinstance(exc, ReplicaUnavailable):
+                    logger.exception("%s: submitting to replica %s failed", self.name, replica.id)
                 self.queue.appendleft(state)
                 self.wake()
                 return
@@ -193,6 +203,11 @@ class DeploymentRunner:
         def on_event(event: PredictionEvent | PredictionResult) -> None:
             if isinstance(event, PredictionResult):
                 self.running.pop(state.id, None)
+                if event.never_started and not self._closed:
+                    # Its replica went away before starting it: run it on another.
+                    self.queue.appendleft(state)
+                    self.wake()
+                    return
                 if not self.outstanding:
                     self._idle_since = self.clock()
                 state.files_dir = event.files_dir
@@ -285,6 +300,11 @@ class DeploymentRunner:
         decision = self.autoscaler.decide(now, self.limits(now))
         self.last_decision = decision
         have = len(alive) + self._pending_starts
+        if decision.replicas > have and now < self._backoff_until:
+            decision = Decision(
+                have, f"waiting {self._backoff_until - now:.0f} s after a failed start"
+            )
+            self.last_decision = decision
         if decision.replicas > have:
             self.on_replica_event(
                 self.name, "scale", {"direction": "up", "count": decision.replicas - have}
@@ -333,9 +353,19 @@ class DeploymentRunner:
             )
             if state == ReplicaState.READY:
                 self.last_setup_error = None
+                self._failed_starts = 0
+            elif self._closed or state == ReplicaState.DRAINING:
+                return  # stopped on purpose while starting: not a failure of the model
             else:
                 self.last_setup_error = replica.setup_error or f"replica ended {state.value}"
                 logger.error("%s: replica failed to start:\n%s", self.name, self.last_setup_error)
+        if self.last_setup_error and not replica_ready(replica):
+            # Do not restart a broken model in a tight loop: 1 s, 2 s, 4 s ... up to a minute.
+            self._failed_starts += 1
+            delay = min(MAX_BACKOFF_SECONDS, 2 ** (self._failed_starts - 1))
+            self._backoff_until = self.clock() + delay
+        if self._closed:
+            return
         if not self._alive() and not self._pending_starts and self.last_setup_error:
             self._fail_queue(f"the model failed to start: {self.last_setup_error}")
         self._pump()

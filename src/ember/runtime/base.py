@@ -69,6 +69,8 @@ class PredictionResult:
     completed_at: datetime.datetime | None = None
     validation_errors: list[dict[str, Any]] = field(default_factory=list)
     files_dir: Path | None = None
+    # The replica went away before it began this prediction: it is safe to run elsewhere.
+    never_started: bool = False
 
 
 Listener = Callable[["PredictionEvent | PredictionResult"], None]
@@ -174,7 +176,7 @@ class Replica(abc.ABC):
         """Start a prediction. Beyond max_concurrency the worker queues it in order."""
 
     @abc.abstractmethod
-    async def stop(self, drain: bool = True, timeout: float = 30.0) -> None:
+    async def stop(self, drain: bool = True, timeout: float | None = None) -> None:
         """Drain (finish in-flight work, take no more) then stop; or kill at once."""
 
 

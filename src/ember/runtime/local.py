@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -35,6 +36,8 @@ from ember.runtime.base import (
     Runtime,
 )
 from ember.worker import protocol
+
+logger = logging.getLogger("ember.runtime")
 
 # How long past its timeout a prediction may run before its replica is presumed hung.
 HANG_GRACE_SECONDS = 5.0
@@ -132,12 +135,15 @@ class LocalReplica(Replica):
         await self._exited.wait()
         return self.exit_code
 
-    async def stop(self, drain: bool = True, timeout: float = 30.0) -> None:
+    async def stop(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Drain (in-flight predictions finish; `timeout` bounds the wait, None = as long as
+        they take) then stop; or kill at once."""
         if self._exited.is_set():
             return
         if drain and self.state in (ReplicaState.READY, ReplicaState.STARTING):
             self.state = ReplicaState.DRAINING
-            self._send({"op": protocol.OP_SHUTDOWN})
+            with contextlib.suppress(ReplicaUnavailable):  # already going away
+                self._send({"op": protocol.OP_SHUTDOWN})
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._exited.wait()
@@ -167,7 +173,6 @@ class LocalReplica(Replica):
         if request.id in self._handles:
             raise ValueError(f"prediction {request.id} is already running on replica {self.id}")
         handle = PredictionHandle(request, self.cancel, listener)
-        self._handles[request.id] = handle
         self._send(
             {
                 "op": protocol.OP_PREDICT,
@@ -177,11 +182,13 @@ class LocalReplica(Replica):
                 "timeout": request.timeout,
             }
         )
+        self._handles[request.id] = handle  # only once the worker has it
         return handle
 
     def cancel(self, prediction_id: str) -> None:
         if prediction_id in self._handles:
-            self._send({"op": protocol.OP_CANCEL, "id": prediction_id})
+            with contextlib.suppress(ReplicaUnavailable):  # dying: its exit fails it anyway
+                self._send({"op": protocol.OP_CANCEL, "id": prediction_id})
 
     def _send(self, message: dict[str, Any]) -> None:
         if self._writer is None or self._writer.is_closing():
@@ -198,6 +205,9 @@ class LocalReplica(Replica):
                 self._on_message(protocol.decode(await reader.readexactly(size)))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except Exception as exc:  # a frame we cannot read: this replica cannot be trusted
+            logger.exception("replica %s sent an unreadable frame", self.id)
+            self.kill(f"replica {self.id} broke the worker protocol ({exc}) and was stopped")
         finally:
             await self._on_exit()
 
@@ -282,10 +292,8 @@ class LocalReplica(Replica):
         await asyncio.to_thread(shutil.rmtree, self.scratch_dir, True)
         if self._writer:
             self._writer.close()
-        crashed = f"replica process exited with code {self.exit_code} while running this prediction"
-        for handle in list(self._handles.values()):
-            reason = self._kill_reasons.get(handle.id, crashed)
-            self._complete(handle, PredictionResult(id=handle.id, status="failed", error=reason))
+        # The state changes first: listeners told about the failures below route new work,
+        # and must not pick this replica.
         if self.state == ReplicaState.STARTING:
             self.state = ReplicaState.SETUP_FAILED
             stderr = self._stderr.decode(errors="replace").strip()
@@ -294,6 +302,18 @@ class LocalReplica(Replica):
             )
         elif self.state != ReplicaState.SETUP_FAILED:
             self.state = ReplicaState.STOPPED
+        crashed = f"replica process exited with code {self.exit_code} while running this prediction"
+        for handle in list(self._handles.values()):
+            reason = self._kill_reasons.get(handle.id, crashed)
+            self._complete(
+                handle,
+                PredictionResult(
+                    id=handle.id,
+                    status="failed",
+                    error=reason,
+                    never_started=handle.started_at is None,
+                ),
+            )
         self._started.set()
         self._exited.set()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from ember.store.repository import Store
 logger = logging.getLogger("ember.store")
 
 Row = dict[str, Any]
+RETRY_SECONDS = 0.5
 
 
 class GroupCommitWriter:
@@ -57,15 +59,20 @@ class GroupCommitWriter:
                     return
                 batch, self._dirty = self._dirty, {}
                 waiters, self._waiters = self._waiters, []
-            error: BaseException | None = None
             try:
                 # Snapshots are taken here, on this thread: they read plain attributes.
                 self.store.upsert_predictions(snapshot() for snapshot in batch.values())
-            except BaseException as exc:  # reported to every waiter, never lost silently
-                logger.exception("writing %d predictions failed", len(batch))
-                error = exc
+            except Exception:
+                # Keep the batch (newer marks win) and its waiters, and try again shortly:
+                # a terminal state must not be dropped because the database hiccuped.
+                logger.exception("writing %d predictions failed; retrying", len(batch))
+                with self._wake:
+                    self._dirty = {**batch, **self._dirty}
+                    self._waiters = waiters + self._waiters
+                time.sleep(RETRY_SECONDS)
+                continue
             for loop, future in waiters:
-                loop.call_soon_threadsafe(_settle, future, error)
+                loop.call_soon_threadsafe(_settle, future, None)
 
     def close(self) -> None:
         """Flush what is pending, then stop the thread."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import signal
 import socket
 import sys
 import threading
@@ -28,6 +29,7 @@ from ember.worker.logs import LogCapture
 from ember.worker.runner import Job, JobQueue, Runner, interruptible
 
 STARTING, READY, SETUP_FAILED, STOPPED = "STARTING", "READY", "SETUP_FAILED", "STOPPED"
+_INTERRUPT = {signal.SIGUSR1}
 
 
 class Worker:
@@ -50,8 +52,14 @@ class Worker:
 
     def send(self, message: dict[str, Any]) -> None:
         data = protocol.encode(message)
-        with self._send_lock:
-            self.sock.sendall(data)
+        # An interruption (SIGUSR1) raised mid-sendall would cut a frame in half and corrupt
+        # the stream: hold it until the frame is out (the interrupter signals again anyway).
+        signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPT)
+        try:
+            with self._send_lock:
+                self.sock.sendall(data)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPT)
 
     def emit_log(self, prediction_id: str | None, text: str) -> None:
         if prediction_id is None and self.state == STARTING:

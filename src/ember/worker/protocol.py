@@ -20,6 +20,7 @@ Worker → runtime ("ev"):
 from __future__ import annotations
 
 import json
+import math
 import socket
 import struct
 from typing import Any
@@ -50,8 +51,23 @@ except ImportError:
     orjson = None  # type: ignore[assignment]
 
 
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: they travel as null, as orjson writes them."""
+    if isinstance(value, float) and (value != value or value in (math.inf, -math.inf)):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _json_dumps(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(message), separators=(",", ":"), ensure_ascii=False)
+    return text.encode()
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -66,7 +82,13 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 def decode(body: bytes) -> dict[str, Any]:
-    message = orjson.loads(body) if orjson is not None else json.loads(body)
+    try:
+        message = orjson.loads(body) if orjson is not None else json.loads(body)
+    except ValueError:  # e.g. integers beyond 64 bits, which orjson refuses and json reads
+        try:
+            message = json.loads(body)
+        except ValueError as exc:
+            raise ProtocolError(f"unreadable frame: {exc}") from exc
     if not isinstance(message, dict):
         raise ProtocolError(f"expected a JSON object, got {type(message).__name__}")
     return message

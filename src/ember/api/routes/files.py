@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -37,8 +38,9 @@ async def upload_file(
         raise ApiError(422, "metadata must be a JSON object") from None
     if not isinstance(meta, dict):
         raise ApiError(422, "metadata must be a JSON object")
-    spool = Path(tempfile.mkstemp(prefix="ember-file-")[1])
-    with spool.open("wb") as out:
+    handle, name = tempfile.mkstemp(prefix="ember-file-")
+    spool = Path(name)
+    with os.fdopen(handle, "wb") as out:
         while chunk := await content.read(1 << 20):
             out.write(chunk)
     record = await platform.add_file(

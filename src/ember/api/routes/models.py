@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import tempfile
 from collections.abc import AsyncIterator
@@ -111,8 +112,9 @@ async def create_version(
     then a `version` or an `error` event."""
     platform: Platform = request.app.state.platform
     model = await platform.model(owner, name)
-    spool = Path(tempfile.mkstemp(prefix="ember-upload-", suffix=".tar.gz")[1])
-    with spool.open("wb") as out:
+    handle, name = tempfile.mkstemp(prefix="ember-upload-", suffix=".tar.gz")
+    spool = Path(name)
+    with os.fdopen(handle, "wb") as out:
         while chunk := await package.read(1 << 20):
             out.write(chunk)
     lines: asyncio.Queue[str | None] = asyncio.Queue()
