@@ -51,6 +51,17 @@ def package_archive(path: Path) -> bytes:
     return buffer.getvalue()
 
 
+@contextmanager
+def running(data_dir: Path, database_url: str | None = None) -> Iterator[EmberServer]:
+    """An `ember serve` for the life of the block (a module fixture's body)."""
+    server = EmberServer(data_dir, database_url)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 class EmberServer:
     """Start, kill and restart `ember serve` on a free port with a given data dir and DB."""
 
@@ -107,6 +118,19 @@ class EmberServer:
     def client(self, token: str = TOKEN) -> httpx.Client:
         return httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+        )
+
+    def cli(
+        self, *args: str, token: str = TOKEN, url: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real `ember` command against this server."""
+        env = {**os.environ, "EMBER_URL": url or self.url, "EMBER_TOKEN": token, "COLUMNS": "200"}
+        return subprocess.run(
+            [sys.executable, "-m", "ember", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
         )
 
     def deploy(self, package: Path, owner: str, name: str) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server import TOKEN, EmberServer, free_port
+from server import TOKEN, EmberServer, free_port, running
 
 from ember.cli.remote import LogJoiner
 from ember.packages.archive import write_archive
@@ -47,12 +47,8 @@ class Predictor:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmberServer]:
-    ember_server = EmberServer(tmp_path_factory.mktemp("ember-cli-remote"))
-    ember_server.start()
-    try:
+    with running(tmp_path_factory.mktemp("ember-cli-remote")) as ember_server:
         yield ember_server
-    finally:
-        ember_server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +60,7 @@ def api(server: EmberServer) -> Iterator[httpx.Client]:
 def ember(
     server: EmberServer, *args: str, token: str = TOKEN, url: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "EMBER_URL": url or server.url, "EMBER_TOKEN": token, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "ember", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    return server.cli(*args, token=token, url=url)
 
 
 _deployed: dict[str, subprocess.CompletedProcess[str]] = {}

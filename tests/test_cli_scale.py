@@ -3,16 +3,14 @@ real `python -m ember` processes against one real `ember serve` for the whole mo
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from server import TOKEN, EmberServer
+from server import EmberServer, running
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -22,24 +20,13 @@ REF = f"ember/{NAME}"
 
 
 def ember(server: EmberServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "EMBER_URL": server.url, "EMBER_TOKEN": TOKEN, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "ember", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    return server.cli(*args)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmberServer]:
-    ember_server = EmberServer(tmp_path_factory.mktemp("ember-cli-scale"))
-    ember_server.start()
-    try:
+    with running(tmp_path_factory.mktemp("ember-cli-scale")) as ember_server:
         yield ember_server
-    finally:
-        ember_server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -10,20 +10,16 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from conftest import model_path
-from server import EmberServer
+from server import EmberServer, running
 
 SLEEPER = model_path("faults", "sync")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmberServer]:
-    instance = EmberServer(tmp_path_factory.mktemp("ember-scaling"))
-    instance.start()
-    instance.deploy(SLEEPER, "ember", "sleeper")
-    try:
+    with running(tmp_path_factory.mktemp("ember-scaling")) as instance:
+        instance.deploy(SLEEPER, "ember", "sleeper")
         yield instance
-    finally:
-        instance.stop()
 
 
 def create(api: httpx.Client, name: str, **settings: object) -> None:
