@@ -174,3 +174,32 @@ def test_drain_finishes_in_flight_predictions_before_stopping(runtime):
         assert replica.exit_code == 0
 
     asyncio.run(go())
+
+
+THREADS = model_path("faults", "threads")
+
+
+def test_cancel_and_timeout_stop_synchronous_predictors_on_threads(runtime):
+    """With concurrency > 1 a sync predict() runs on a pool thread: cancel and timeout must
+    stop that thread, not only stop waiting for it."""
+
+    async def go():
+        replica = await start(runtime, THREADS)
+        try:
+            handle = replica.submit(PredictionRequest(id="c", input={"seconds": 30}))
+            async for event in handle.events():
+                if event.type == "started":
+                    await asyncio.sleep(0.2)
+                    handle.cancel()
+            canceled = await handle.result()
+            assert canceled.status == "canceled"
+            assert "stopped after" in canceled.logs  # the thread itself ended
+            timed = await predict(replica, "t", input={"seconds": 30}, timeout=0.5)
+            assert timed.result.error == "prediction timed out after 0.5 s"
+            assert "stopped after" in timed.result.logs
+            ok = await predict(replica, "ok", input={"seconds": 0.1})
+            assert ok.result.output == "done"
+        finally:
+            await replica.stop()
+
+    asyncio.run(go())

@@ -254,15 +254,17 @@ class Runner:
             if job is None or job.interrupt:
                 return job is not None
             job.interrupt = reason
-            if job.task is not None:
-                loop = job.task.get_loop()
-                loop.call_soon_threadsafe(job.task.cancel)
-            elif job.thread_id == threading.main_thread().ident:
+            if job.thread_id == threading.main_thread().ident:
                 self._signal_until_stopped(job)
             elif job.thread_id is not None:
+                # A synchronous predict() on a pool thread: raise in that thread (at its next
+                # bytecode; a long C call finishes first, and the runtime's watchdog covers it).
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(job.thread_id), ctypes.py_object(CancelationException)
                 )
+            elif job.task is not None:  # an async predict(), or a job waiting for a thread
+                loop = job.task.get_loop()
+                loop.call_soon_threadsafe(job.task.cancel)
         return True
 
     def _signal_until_stopped(self, job: Job) -> None:
@@ -322,13 +324,20 @@ class Runner:
             self.send({"ev": protocol.EV_STARTED, "id": job.id})
             output, error = None, None
             try:
-                async with asyncio.timeout(job.timeout):
-                    if self.predictor.is_async:
+                if self.predictor.is_async:
+                    async with asyncio.timeout(job.timeout):
                         output = await self.encode_result_async(job, self.call(values), encoder)
-                    else:
+                else:
+                    # Timed by a timer that interrupts the thread itself: an asyncio timeout
+                    # would only stop waiting, and report a result while the thread runs on.
+                    timer = self._start_timer(job)
+                    try:
                         output = await asyncio.get_running_loop().run_in_executor(
                             pool, self._threaded_call, job, values, encoder
                         )
+                    finally:
+                        if timer:
+                            timer.cancel()
             except TimeoutError as exc:
                 job.interrupt = job.interrupt or "timeout"
                 error = exc
@@ -338,11 +347,19 @@ class Runner:
 
     def _threaded_call(self, job: Job, values: dict[str, Any], encoder: OutputEncoder) -> Any:
         token = scope.enter(job.scope)
-        job.thread_id = threading.get_ident()
+        with self._lock:
+            job.thread_id = threading.get_ident()
         try:
+            if job.interrupt:  # asked to stop before this thread took it
+                raise CancelationException(job.interrupt)
             return self.encode_result(job, self.call(values), encoder)
         finally:
-            job.thread_id = None
+            with self._lock:
+                job.thread_id = None
+                # An interruption that arrived too late must not hit this thread's next job.
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(threading.get_ident()), None
+                )
             scope.leave(token)
 
 
