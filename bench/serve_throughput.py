@@ -41,11 +41,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
-import math
 import os
-import platform
 import resource
 import shutil
 import socket
@@ -60,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from common import NoiseMeter, percentile, stop_process, write_report
 from rich.console import Console
 from rich.table import Table
 
@@ -189,10 +187,6 @@ print("WRKJSON " + json.dumps({"requests": len(lat) + counts["errors"],
 # -- statistics ---------------------------------------------------------------------------
 
 
-def percentile(sorted_values: list[int], q: float) -> int:
-    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
-
-
 @dataclass
 class LatencyRound:
     samples_ns: list[int]
@@ -318,27 +312,6 @@ def postgres_pids() -> list[int]:
 
 def cpu_by_role(pids: dict[str, list[int]]) -> dict[str, float]:
     return {role: sum(proc_cpu_s(pid) for pid in group) for role, group in pids.items()}
-
-
-def cpu_snapshot() -> tuple[float, float]:
-    """(CPU seconds the whole machine has used, CPU seconds this process and its reaped
-    children have used): the difference over a run is what other processes took."""
-    with open("/proc/stat") as stat:
-        fields = [int(x) for x in stat.readline().split()[1:]]
-    busy = sum(fields) - fields[3] - fields[4]  # minus idle and iowait
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return busy / CLK_TCK, own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def stop_process(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 class BareApp:
@@ -629,7 +602,7 @@ def main() -> int:
         parser.error("--seconds, --clients, --repeats, --requests must be ≥ 1, --warmup ≥ 0")
 
     console = Console(width=None if sys.stdout.isatty() else 200)
-    cpu_before, wall_before = cpu_snapshot(), time.monotonic()
+    meter = NoiseMeter()
     postgres_skip = "--no-postgres" if args.no_postgres else postgres_available()
     generator_cpu = 0.0
 
@@ -747,13 +720,7 @@ def main() -> int:
                 else:
                     console.print(f"  {target.key:13} p50 {fmt_ms(latency.p50_us)}")
 
-    (machine_after, mine_after), wall = cpu_snapshot(), time.monotonic() - wall_before
-    others = max(0.0, (machine_after - cpu_before[0]) - (mine_after - cpu_before[1])) / wall
-    noise = {
-        "wall_s": round(wall, 1),
-        "cores": os.cpu_count(),
-        "other_processes_cores": round(others, 2),
-        "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
+    noise = meter.finish() | {
         "postgres_included_in_other": postgres_skip is None,
         "load_generator_cpu_s": round(generator_cpu, 1),
     }
@@ -855,30 +822,17 @@ def main() -> int:
             "and their ratios understate the gap (use wrk)."
         )
     console.print(
-        f"Noise: other processes used {others:.2f} of {os.cpu_count()} cores on average during "
-        f"this {wall:.0f} s run (load average {noise['loadavg_1min_at_end']})"
+        NoiseMeter.describe(noise)
         + ("; PostgreSQL's own CPU counts as 'other' here." if postgres_skip is None else ".")
     )
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                    "noise": noise,
-                    "machine": {
-                        "cpus": os.cpu_count(),
-                        "python": platform.python_version(),
-                        "platform": platform.platform(),
-                    },
-                    "load_generator": loadgen.name,
-                    "args": {
-                        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                    },
-                    "results": summaries,
-                    "targets": verdicts,
-                },
-                indent=2,
-            )
+        write_report(
+            args.json,
+            args,
+            noise=noise,
+            load_generator=loadgen.name,
+            results=summaries,
+            targets=verdicts,
         )
     return 0
 

@@ -63,6 +63,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import traces as tracelib
+from common import percentile
 
 from ember.control.policies.autoscaling import Autoscaler, Limits, Observation
 from ember.control.policies.keepalive import IdleHistory, KeepAliveWindows
@@ -619,14 +620,6 @@ class Summary:
         return self.billed - self.busy
 
 
-def percentile(ordered: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile of an ascending sequence."""
-    if not ordered:
-        return 0.0
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
 def summarize(policy: str, results: dict[str, ModelResult]) -> Summary:
     delays = sorted(d for r in results.values() for d in r.delays)
     requests = sum(r.requests for r in results.values())
@@ -636,8 +629,8 @@ def summarize(policy: str, results: dict[str, ModelResult]) -> Summary:
         cold=sum(r.cold for r in results.values()),
         waited=sum(r.waited for r in results.values()),
         mean_delay=sum(delays) / len(delays) if delays else 0.0,
-        p50_delay=percentile(delays, 50),
-        p99_delay=percentile(delays, 99),
+        p50_delay=percentile(delays, 0.50),
+        p99_delay=percentile(delays, 0.99),
         max_delay=delays[-1] if delays else 0.0,
         billed=sum(r.billed for r in results.values()),
         starting=sum(r.starting for r in results.values()),

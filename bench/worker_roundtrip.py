@@ -32,12 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
-import json
-import math
 import os
-import platform
-import resource
 import socket
 import statistics
 import subprocess
@@ -49,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import NoiseMeter, percentile, stop_process, write_report
 from rich.console import Console
 from rich.table import Table
 
@@ -116,11 +112,6 @@ while True:
 
 
 # -- statistics ---------------------------------------------------------------------------
-
-
-def percentile(sorted_values: list[int], q: float) -> int:
-    index = max(0, math.ceil(q * len(sorted_values)) - 1)
-    return sorted_values[index]
 
 
 @dataclass
@@ -278,16 +269,6 @@ class EchoChild:
     def close(self) -> None:
         self.sock.close()
         stop_process(self.proc)
-
-
-def stop_process(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 # -- Ember replicas -----------------------------------------------------------------------
@@ -450,19 +431,6 @@ def http_peer_available() -> bool:
 # -- noise --------------------------------------------------------------------------------
 
 
-def cpu_snapshot() -> tuple[float, float]:
-    """(seconds of CPU the whole machine has used, seconds this process and its reaped
-    children have used) — the difference over a run is what other processes took."""
-    with open("/proc/stat") as stat:
-        fields = [int(x) for x in stat.readline().split()[1:]]
-    busy = sum(fields) - fields[3] - fields[4]  # minus idle and iowait
-    ticks = os.sysconf("SC_CLK_TCK")
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    mine = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-    return busy / ticks, mine
-
-
 # -- the run ------------------------------------------------------------------------------
 
 
@@ -491,7 +459,7 @@ def main() -> int:
         update={"max_concurrency": max(args.concurrency)}
     )  # same code, worker in its concurrent (asyncio + thread pool) mode
     use_peer = not args.no_peer and http_peer_available()
-    cpu_before, wall_before = cpu_snapshot(), time.monotonic()
+    meter = NoiseMeter()
 
     with tempfile.TemporaryDirectory(prefix="ember-bench-") as tmp:
         data_dir = Path(tmp)
@@ -577,14 +545,7 @@ def main() -> int:
                 peer.close()
             replicas.close()
 
-    (machine_after, mine_after), wall = cpu_snapshot(), time.monotonic() - wall_before
-    others = max(0.0, (machine_after - cpu_before[0]) - (mine_after - cpu_before[1])) / wall
-    noise = {
-        "wall_s": round(wall, 1),
-        "cores": os.cpu_count(),
-        "other_processes_cores": round(others, 2),
-        "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
-    }
+    noise = meter.finish()
 
     # -- report ---------------------------------------------------------------------------
     summaries = {b.key: b.summary() for b in benches}
@@ -664,30 +625,9 @@ def main() -> int:
             f"FastAPI/uvicorn HTTP echo median {fmt_time(http)}: Ember's round trip is "
             f"{roundtrip / http:.2f}x an HTTP hop."
         )
-    console.print(
-        f"Noise: other processes used {others:.2f} of {os.cpu_count()} cores on average during "
-        f"this {wall:.0f} s run (load average {noise['loadavg_1min_at_end']})."
-    )
+    console.print(NoiseMeter.describe(noise) + ".")
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                    "noise": noise,
-                    "machine": {
-                        "cpus": os.cpu_count(),
-                        "python": platform.python_version(),
-                        "platform": platform.platform(),
-                    },
-                    "args": {
-                        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                    },
-                    "warm": summaries,
-                    "cold": cold,
-                },
-                indent=2,
-            )
-        )
+        write_report(args.json, args, noise=noise, warm=summaries, cold=cold)
     return 0
 
 

@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
+import common
 import simulate
 import traces
 
@@ -208,10 +209,10 @@ def test_verdict_needs_both_delays_and_the_billing_budget():
 
 def test_percentile_is_nearest_rank():
     values = list(range(1, 101))
-    assert simulate.percentile(values, 50) == 50
-    assert simulate.percentile(values, 99) == 99
-    assert simulate.percentile([3.0], 99) == 3.0
-    assert simulate.percentile([], 50) == 0.0
+    assert common.percentile(values, 0.50) == 50
+    assert common.percentile(values, 0.99) == 99
+    assert common.percentile([3.0], 0.99) == 3.0
+    assert common.percentile([], 0.50) == 0.0
 
 
 def test_service_time_from_tokens():
