@@ -80,7 +80,6 @@ class Principal:
 
     owner: str
     scope: str
-    token_name: str
 
 
 @dataclass
@@ -163,11 +162,11 @@ class Platform:
 
     async def authenticate(self, token: str) -> Principal | None:
         if self.admin_token and secrets.compare_digest(token, self.admin_token):
-            return Principal(owner="ember", scope="admin", token_name="EMBER_ADMIN_TOKEN")
+            return Principal(owner="ember", scope="admin")
         if token in self._principals:
             return self._principals[token]
         record = await asyncio.to_thread(self.store.token_by_secret, token)
-        principal = Principal(record.owner, record.scope, record.name) if record else None
+        principal = Principal(record.owner, record.scope) if record else None
         if len(self._principals) > 10_000:
             self._principals.clear()
         self._principals[token] = principal

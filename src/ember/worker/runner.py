@@ -61,10 +61,6 @@ class Job:
         self.scope = scope.Scope(self.id, {**self.context, "id": self.id})
 
 
-class Interrupted(Exception):
-    """The prediction was stopped on request (cancel or timeout)."""
-
-
 def _validation_errors(exc: pydantic.ValidationError) -> list[dict[str, Any]]:
     return [{"loc": ["input", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
 

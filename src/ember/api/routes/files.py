@@ -73,9 +73,11 @@ async def delete_file(request: Request, file_id: str, caller: Caller) -> Respons
     return Response(status_code=204)
 
 
-def _signed(request: Request, expires: str | None, signature: str | None) -> bool:
+async def _allow_download(request: Request, expires: str | None, signature: str | None) -> None:
+    """A download needs a valid signed link, or else a token (401 otherwise)."""
     platform: Platform = request.app.state.platform
-    return platform.signer.verify(request.url.path, expires, signature)
+    if not platform.signer.verify(request.url.path, expires, signature):
+        await principal(request)
 
 
 @router.get("/files/{file_id}/download")
@@ -86,9 +88,8 @@ async def download_file(
     signature: Annotated[str | None, Query()] = None,
 ) -> Response:
     """The file's bytes: with a token, or with a signed link (how replicas fetch inputs)."""
+    await _allow_download(request, expires, signature)
     platform: Platform = request.app.state.platform
-    if not _signed(request, expires, signature):
-        await principal(request)
     record = await platform.file(file_id)
     return FileResponse(record.path, media_type=record.content_type, filename=record.name)
 
@@ -102,9 +103,8 @@ async def download_output(
     signature: Annotated[str | None, Query()] = None,
 ) -> Response:
     """An output file of a prediction, by the signed URL given in its output."""
+    await _allow_download(request, expires, signature)
     platform: Platform = request.app.state.platform
-    if not _signed(request, expires, signature):
-        await principal(request)
     path = platform.output_file(prediction_id, name)
     if path is None:
         raise ApiError(404, f"prediction {prediction_id} has no output file {name!r}")
