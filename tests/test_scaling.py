@@ -173,3 +173,18 @@ def test_a_crash_loses_only_the_prediction_that_crashed(server: EmberServer) -> 
         wait_for(lambda: all(final(p["id"])["status"] == "succeeded" for p in behind))
         crashed = final(crash["id"])
         assert crashed["status"] == "failed" and "exited with code -9" in crashed["error"]
+
+
+def test_learned_idle_history_survives_a_restart(server: EmberServer) -> None:
+    """Runs last in this module: it restarts the module's server."""
+    with server.client() as api:
+        create(api, "learner", idle_timeout=30)
+        predict(server, "learner", mode="ok")
+        time.sleep(0.3)  # an idle gap the deployment learns from
+        predict(server, "learner", mode="ok")
+        learned = status(api, "learner")["keepalive"]
+        assert learned["samples"] == 1 and learned["mode"] == "default"
+    server.stop()
+    server.start()
+    with server.client() as api:
+        assert status(api, "learner")["keepalive"]["samples"] == 1

@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
@@ -30,6 +31,7 @@ from pydantic import ValidationError
 
 from ember.control.hardware import DEFAULT_HARDWARE, HARDWARE
 from ember.control.metrics import Metrics
+from ember.control.policies.keepalive import IdleHistory
 from ember.control.predictions import PredictionState, new_prediction_id
 from ember.control.runner import DeploymentRunner
 from ember.control.scaling import ScalingSettings
@@ -152,6 +154,10 @@ class Platform:
         again at the next start.
         """
         await asyncio.gather(*(t.runner.close(drain=True) for t in self.targets.values()))
+        for key, target in self.targets.items():
+            if target.deployment is not None:  # what each deployment learned of its traffic
+                history = json.dumps(target.runner.history.to_dict())
+                await asyncio.to_thread(self.store.set_setting, _history_key(key), history)
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
         if self.writer is not None:
@@ -394,6 +400,7 @@ class Platform:
         if old is not None:
             runner.queue.extend(old.runner.queue)
             old.runner.queue.clear()
+            runner.history = old.runner.history  # same deployment, same traffic
             self._retire(old.runner)
         self.targets[key] = Target(runner, f"{model.owner}/{model.name}", version, key)
         runner.start()
@@ -434,7 +441,13 @@ class Platform:
             version = await self.version(release.version_id)
             model = await asyncio.to_thread(self.store.model_by_id, release.model_id)
             assert model is not None
-            self._install_runner(deployment, release, model, version)
+            runner = self._install_runner(deployment, release, model, version)
+            saved = await asyncio.to_thread(self.store.setting, _history_key(runner.name))
+            if saved is not None:
+                try:
+                    runner.history = IdleHistory.from_dict(json.loads(saved))
+                except (ValueError, TypeError):
+                    logger.warning("%s: ignoring an unreadable idle history", runner.name)
 
     async def _model_version(
         self, model_ref: str, version_id: str | None
@@ -663,6 +676,10 @@ class Platform:
 def _check_name(value: str, what: str) -> None:
     if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,99}", value or ""):
         raise InvalidRequest(f"{what} {value!r} must be lowercase letters, digits, '.', '_' or '-'")
+
+
+def _history_key(deployment: str) -> str:
+    return f"idle_history:{deployment}"
 
 
 def scaling_settings(

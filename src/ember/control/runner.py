@@ -147,6 +147,17 @@ class DeploymentRunner:
                 "desired": self.last_decision.replicas,
                 "reason": self.last_decision.reason,
             },
+            "keepalive": self._learned(),
+        }
+
+    def _learned(self) -> dict[str, Any]:
+        """What the deployment's idle gaps have taught the keep-alive so far."""
+        windows = self.history.windows(DEFAULT_IDLE_TIMEOUT)
+        return {
+            "mode": windows.mode,
+            "samples": windows.samples,
+            "prewarm": windows.prewarm,
+            "keepalive": windows.keepalive,
         }
 
     def update_settings(self, settings: ScalingSettings) -> None:

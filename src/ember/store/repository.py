@@ -48,6 +48,10 @@ class Store:
             row = session.get(Setting, key)
             return row.value if row else None
 
+    def set_setting(self, key: str, value: str) -> None:
+        with self.session.begin() as session:
+            session.merge(Setting(key=key, value=value))
+
     def setting_or_create(self, key: str, make: Any) -> str:
         """The value of a setting, creating it with `make()` the first time (race-safe)."""
         value = self.setting(key)
