@@ -26,6 +26,7 @@ from ember.packages.loader import read_package
 from ember.packages.spec import PackageSpec
 from ember.runtime.base import PredictionRequest, PredictionResult, ReplicaState, replace_files
 from ember.runtime.local import LocalReplica, LocalRuntime
+from ember.worker.outputs import FILE_KEY
 
 T = TypeVar("T")
 
@@ -75,7 +76,7 @@ async def _start(runtime: LocalRuntime, spec: PackageSpec) -> LocalReplica:
     return replica
 
 
-def _output_kind(schema: dict[str, Any] | None) -> tuple[bool, bool]:
+def output_kind(schema: dict[str, Any] | None) -> tuple[bool, bool]:
     """(streams?, concatenates?) from the Output component."""
     output = (schema or {}).get("components", {}).get("schemas", {}).get("Output", {})
     streams = output.get("x-cog-array-type") == "iterator"
@@ -98,7 +99,7 @@ def _save_files(result: PredictionResult, output_dir: Path) -> Any:
     return replace_files(result.output, save, result.files_dir)
 
 
-def _print_value(value: Any) -> None:
+def print_value(value: Any) -> None:
     if isinstance(value, str):
         out.print(value, markup=False, highlight=False, soft_wrap=True)
     else:
@@ -119,7 +120,7 @@ async def run_prediction(
         handle = replica.submit(request)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, handle.cancel)
-        streams, concatenates = _output_kind(replica.schema)
+        streams, concatenates = output_kind(replica.schema)
         async for event in handle.events():
             if event.type == "log":
                 err.print(Text(event.data, style="dim"), end="")
@@ -127,7 +128,7 @@ async def run_prediction(
                 if concatenates:
                     out.print(event.data, end="", markup=False, highlight=False)
                 else:
-                    _print_value(event.data)
+                    print_value(event.data)
         loop.remove_signal_handler(signal.SIGINT)
         result = await handle.result()
         if concatenates:
@@ -135,7 +136,7 @@ async def run_prediction(
         if result.status == "succeeded":
             output = _save_files(result, output_dir)
             if not streams or _has_file(result.output):
-                _print_value(output)
+                print_value(output)
             err.print(f"[dim]predict_time {result.metrics.get('predict_time', 0):.3f}s[/dim]")
         elif result.status == "canceled":
             raise RunFailed("prediction canceled", code=130)
@@ -156,7 +157,7 @@ async def run_prediction(
 
 def _has_file(value: Any) -> bool:
     if isinstance(value, dict):
-        return "$ember.file" in value or any(_has_file(v) for v in value.values())
+        return FILE_KEY in value or any(_has_file(v) for v in value.values())
     if isinstance(value, list):
         return any(_has_file(v) for v in value)
     return False

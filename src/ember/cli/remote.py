@@ -29,7 +29,7 @@ from rich.text import Text
 from ember.cli.client import ApiError, Client, CommandFailed
 from ember.cli.console import err, out
 from ember.cli.inputs import InputSyntaxError, parse_inputs
-from ember.cli.local_run import _output_kind, _print_value
+from ember.cli.local_run import output_kind, print_value
 from ember.control.scaling import DEFAULT_IDLE_TIMEOUT, ScalingSettings, parse_keep_warm
 from ember.packages.archive import write_archive
 
@@ -615,7 +615,7 @@ def predict(client: Client, ref: str, raw_inputs: list[str], output_dir: Path) -
         if exc.status == 422:
             raise CommandFailed(f"{exc}\n{owner}/{name}: {_inputs_hint(schema)}", 2) from None
         raise
-    streams, concatenates = _output_kind(schema)
+    streams, concatenates = output_kind(schema)
     printed: list[bool] = []  # one per streamed item shown; True where text was written inline
 
     def on_output(data: str) -> None:
@@ -626,7 +626,7 @@ def predict(client: Client, ref: str, raw_inputs: list[str], output_dir: Path) -
             _write(item)
             printed.append(bool(item))
         elif not _has_output_url(item):
-            _print_value(item)
+            print_value(item)
             printed.append(False)
 
     try:
@@ -642,9 +642,9 @@ def predict(client: Client, ref: str, raw_inputs: list[str], output_dir: Path) -
         output = final.get("output")
         if _has_output_url(output):
             output = download_outputs(client, output, output_dir)
-            _print_value(output)
+            print_value(output)
         elif not streams or (not printed and output not in (None, [])):
-            _print_value("".join(map(str, output)) if concatenates else output)
+            print_value("".join(map(str, output)) if concatenates else output)
         predict_time = (final.get("metrics") or {}).get("predict_time")
         timing = (
             f", predict_time {predict_time:.3f}s" if isinstance(predict_time, int | float) else ""
