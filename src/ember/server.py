@@ -55,5 +55,12 @@ def run(**options: Any) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # uvicorn picks uvloop only in Server.run(); serving from our own loop, ask for it here.
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(**options))
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(serve(**options))
+    except KeyboardInterrupt:
+        # uvicorn re-raises the Ctrl-C it caught once it has drained and stopped: done.
+        pass
+    finally:
+        loop.close()
