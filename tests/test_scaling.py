@@ -138,7 +138,7 @@ def test_invalid_scaling_settings_are_a_clear_422(server: EmberServer) -> None:
 
 def test_metrics_report_predictions_replicas_starts_and_scaling(server: EmberServer) -> None:
     with server.client() as api:
-        create(api, "metered", idle_timeout=30)
+        create(api, "metered", idle_timeout=30, cold_start_tier="cold")
         assert predict(server, "metered", mode="ok")["status"] == "succeeded"
         text = httpx.get(f"{server.url}/metrics").text
     assert 'ember_predictions_total{deployment="ember/metered",status="succeeded"} 1.0' in text
@@ -147,8 +147,8 @@ def test_metrics_report_predictions_replicas_starts_and_scaling(server: EmberSer
     assert (
         'ember_replica_starts_total{deployment="ember/metered",outcome="ready",tier="cold"}' in text
     )
-    for phase in ("spawn", "load", "setup", "ready"):
-        assert f'phase="{phase}"' in text
+    for phase in ("spawn", "load", "setup", "ready", "first_prediction"):
+        assert f'deployment="ember/metered",le="+Inf",phase="{phase}",tier="cold"' in text
     assert 'ember_scale_events_total{deployment="ember/metered",direction="up"} 1.0' in text
 
 

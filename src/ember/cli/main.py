@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 from pathlib import Path
 from typing import Annotated
@@ -285,6 +286,23 @@ RequestTimeout = Annotated[
 ]
 
 
+class TierChoice(enum.StrEnum):
+    auto = "auto"
+    warm_host = "warm-host"
+    disk = "disk"
+    cold = "cold"
+
+
+ColdStartTierOption = Annotated[
+    TierChoice | None,
+    typer.Option(
+        help="What to keep ready for fast starts: a warm host that forks replicas, weights in "
+        "the page cache, nothing; auto (default) gives warm hosts while memory allows.",
+        rich_help_panel=SCALING,
+    ),
+]
+
+
 def _scaling(
     keep_warm: list[str] | None, no_keep_warm: bool, **settings: object
 ) -> dict[str, object]:
@@ -318,6 +336,7 @@ def deploy_package(
     keep_warm: KeepWarm = None,
     no_keep_warm: NoKeepWarm = False,
     request_timeout: RequestTimeout = None,
+    cold_start_tier: ColdStartTierOption = None,
     url: ServerUrl = DEFAULT_URL,
     token: ApiToken = None,
 ) -> None:
@@ -337,6 +356,7 @@ def deploy_package(
         idle_timeout=idle_timeout,
         queue_limit=queue_limit,
         request_timeout=request_timeout,
+        cold_start_tier=cold_start_tier.value if cold_start_tier else None,
     )
     _remote(url, token, "deploy", path, name, min_instances, max_instances, hardware, scaling)
 
@@ -354,6 +374,7 @@ def scale(
     keep_warm: KeepWarm = None,
     no_keep_warm: NoKeepWarm = False,
     request_timeout: RequestTimeout = None,
+    cold_start_tier: ColdStartTierOption = None,
     url: ServerUrl = DEFAULT_URL,
     token: ApiToken = None,
 ) -> None:
@@ -374,6 +395,7 @@ def scale(
         idle_timeout=idle_timeout,
         queue_limit=queue_limit,
         request_timeout=request_timeout,
+        cold_start_tier=cold_start_tier.value if cold_start_tier else None,
     )
     _remote(url, token, "scale", name, changes)
 

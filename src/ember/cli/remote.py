@@ -271,6 +271,7 @@ FLAGS = {
     "queue_limit": "--queue-limit",
     "keep_warm": "--keep-warm",
     "request_timeout": "--request-timeout",
+    "cold_start_tier": "--cold-start-tier",
 }
 # Beyond Replicate's hardware/min/max: stored only when set, else ScalingSettings' default.
 EXTRA_SETTINGS = [k for k in FLAGS if k not in ("min_instances", "max_instances")]

@@ -64,13 +64,28 @@ class _Gauges(Collector):
         desired = GaugeMetricFamily(
             "ember_replicas_desired", "The scaling policy's last decision", labels=["deployment"]
         )
+        tier = GaugeMetricFamily(
+            "ember_cold_start_tier",
+            "The tier kept ready for the next start (1), and whether it is ready",
+            labels=["deployment", "tier", "ready"],
+        )
+        host_memory = GaugeMetricFamily(
+            "ember_warm_host_memory_bytes",
+            "Proportional set size of the deployment's warm host",
+            labels=["deployment"],
+        )
         for name, status in self._source():
             for state, count in status["replicas"].items():
                 replicas.add_metric([name, state], count)
             queued.add_metric([name], status["queued"])
             running.add_metric([name], status["running"])
             desired.add_metric([name], status["scaling"]["desired"])
-        yield from (replicas, queued, running, desired)
+            cold_start = status["cold_start"]
+            ready = "true" if cold_start["ready"] else "false"
+            tier.add_metric([name, cold_start["tier"], ready], 1)
+            if cold_start["memory_bytes"] is not None:
+                host_memory.add_metric([name], cold_start["memory_bytes"])
+        yield from (replicas, queued, running, desired, tier, host_memory)
 
 
 class Metrics:
@@ -114,7 +129,8 @@ class Metrics:
         )
         self.start_phase = Histogram(
             "ember_replica_start_phase_seconds",
-            "Duration of each phase of a replica start: spawn, load (imports), setup, ready",
+            "Duration of each phase of a replica start: fork or spawn, load (imports), setup, "
+            "ready (all until READY), first_prediction",
             [*labels, "tier", "phase"],
             buckets=START_BUCKETS,
             registry=self.registry,
@@ -143,7 +159,8 @@ class Metrics:
             self.total_time.labels(name).observe(max(0.0, total))
 
     def on_replica_event(self, deployment: str, kind: str, data: dict[str, Any]) -> None:
-        """A runner's replica news: `scale` {direction, count} or `start` {tier, ok, phases}."""
+        """A runner's replica news: `scale` {direction, count}, `start` {tier, ok, phases},
+        `first_prediction` {tier, seconds}."""
         if kind == "scale":
             self.scale_events.labels(deployment, data["direction"]).inc(data["count"])
         elif kind == "start":
@@ -151,3 +168,6 @@ class Metrics:
             self.replica_starts.labels(deployment, data["tier"], outcome).inc()
             for phase, seconds in data["phases"].items():
                 self.start_phase.labels(deployment, data["tier"], phase).observe(seconds)
+        elif kind == "first_prediction":
+            phase = self.start_phase.labels(deployment, data["tier"], "first_prediction")
+            phase.observe(data["seconds"])

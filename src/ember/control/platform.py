@@ -33,6 +33,7 @@ from ember.control.hardware import DEFAULT_HARDWARE, HARDWARE
 from ember.control.metrics import Metrics
 from ember.control.policies.keepalive import IdleHistory
 from ember.control.predictions import PredictionState, new_prediction_id
+from ember.control.readiness import TierKeeper, default_warm_host_memory
 from ember.control.runner import DeploymentRunner
 from ember.control.scaling import ScalingSettings
 from ember.control.signing import UrlSigner
@@ -101,6 +102,7 @@ class Platform:
         database_url: str | None = None,
         public_url: str = "http://127.0.0.1:8000",
         admin_token: str | None = None,
+        warm_host_memory: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.public_url = public_url.rstrip("/")
@@ -111,6 +113,11 @@ class Platform:
         self.engine = connect(database_url or sqlite_url(data_dir))
         self.store = Store(self.engine)
         self.runtime = LocalRuntime(data_dir)
+        self.tiers = TierKeeper(
+            self.runtime,
+            lambda: [t.runner for t in self.targets.values()],
+            warm_host_memory if warm_host_memory is not None else default_warm_host_memory(),
+        )
         self.writer: GroupCommitWriter | None = None
         self.metrics = Metrics(lambda: [(k, t.runner.status()) for k, t in self.targets.items()])
         self.listeners: list[Listener] = [self.metrics.on_prediction]
@@ -145,6 +152,7 @@ class Platform:
             _, first_token = await asyncio.to_thread(self.store.create_token, "admin", "ember")
         await self._load_deployments()
         await self.recover()
+        self.tiers.start()
         return first_token
 
     async def stop(self) -> None:
@@ -153,6 +161,7 @@ class Platform:
         Predictions still waiting in a queue stay `starting` in the database and are picked up
         again at the next start.
         """
+        await self.tiers.stop()
         await asyncio.gather(*(t.runner.close(drain=True) for t in self.targets.values()))
         for key, target in self.targets.items():
             if target.deployment is not None:  # what each deployment learned of its traffic
@@ -160,6 +169,7 @@ class Platform:
                 await asyncio.to_thread(self.store.set_setting, _history_key(key), history)
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
+        await self.runtime.close()
         if self.writer is not None:
             await asyncio.to_thread(self.writer.close)
         self.engine.dispose()
@@ -379,6 +389,7 @@ class Platform:
             self._install_runner(deployment, release, model, version)
         else:
             self.targets[f"{owner}/{name}"].runner.update_settings(settings)
+        self.tiers.wake()
         return deployment, release
 
     async def delete_deployment(self, owner: str, name: str) -> None:
@@ -405,6 +416,7 @@ class Platform:
         self.targets[key] = Target(runner, f"{model.owner}/{model.name}", version, key)
         runner.start()
         runner.wake()  # queued predictions moved over, or min_instances: act now
+        self.tiers.wake()
         return runner
 
     def _new_runner(
@@ -435,6 +447,7 @@ class Platform:
             for state in list(target.runner.queue):
                 target.runner.cancel(state)
             await target.runner.close(drain=False)
+            self.tiers.wake()
 
     async def _load_deployments(self) -> None:
         for deployment, release in await self.deployments():
@@ -500,6 +513,7 @@ class Platform:
             target = self.targets[key] = Target(
                 runner, f"{model.owner}/{model.name}", version, None
             )
+            self.tiers.wake()
         return target
 
     def new_prediction(

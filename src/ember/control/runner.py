@@ -25,6 +25,7 @@ from typing import Any
 
 from ember.control.policies.autoscaling import Autoscaler, Decision, Limits, Observation
 from ember.control.policies.keepalive import IdleHistory
+from ember.control.policies.tiers import TierChoice
 from ember.control.predictions import PredictionState
 from ember.control.scaling import DEFAULT_IDLE_TIMEOUT, ScalingSettings, keep_warm_floor
 from ember.packages.spec import PackageSpec
@@ -38,6 +39,8 @@ from ember.runtime.base import (
     ReplicaState,
     ReplicaUnavailable,
     Runtime,
+    Tier,
+    TierStatus,
 )
 
 logger = logging.getLogger("ember.control")
@@ -49,7 +52,8 @@ MAX_BACKOFF_SECONDS = 60.0
 OnEvent = Callable[[PredictionState, str], None]
 ResolveInput = Callable[[dict[str, Any]], dict[str, Any]]
 ALIVE = (ReplicaState.STARTING, ReplicaState.READY)
-# (deployment, kind, data): kind "scale" {direction, count} or "start" {tier, ok, phases}
+# (deployment, kind, data): kind "scale" {direction, count}, "start" {tier, ok, phases} or
+# "first_prediction" {tier, seconds}
 OnReplicaEvent = Callable[[str, str, dict[str, Any]], None]
 
 
@@ -94,6 +98,9 @@ class DeploymentRunner:
         self.autoscaler = Autoscaler()
         self.history = IdleHistory()  # learned per deployment: idle gaps before requests
         self._idle_since: float | None = None
+        self.last_active = clock()  # deployed, or last given a prediction (tier choice)
+        self.cold_start = TierChoice(Tier.COLD, "not chosen yet")  # set by the platform
+        self._unproven: set[str] = set()  # replicas that have not finished a prediction yet
         self.last_decision = Decision(0, "not started")
         self.last_setup_error: str | None = None
         self._pending_starts = 0
@@ -111,8 +118,10 @@ class DeploymentRunner:
         limit (recovery after a restart must take back everything it had accepted)."""
         if not force and len(self.queue) >= self.settings.queue_limit:
             raise QueueFull(self.name, self.settings.queue_limit)
+        now = self.clock()
+        self.last_active = now
         if self._idle_since is not None and not self.outstanding:
-            self.history.record(max(0.0, self.clock() - self._idle_since))
+            self.history.record(max(0.0, now - self._idle_since))
             self._idle_since = None
         self.queue.append(state)
         self._pump()
@@ -148,6 +157,22 @@ class DeploymentRunner:
                 "reason": self.last_decision.reason,
             },
             "keepalive": self._learned(),
+            "cold_start": self._cold_start(),
+        }
+
+    def _cold_start(self) -> dict[str, Any]:
+        """The tier kept ready for the next start, why, and whether it is ready now."""
+        ready = self.runtime.readiness(self.spec)
+        if ready.tier != self.cold_start.tier:  # the package is kept faster for another
+            ready = TierStatus(self.cold_start.tier, ready=self.cold_start.tier == Tier.COLD)
+        return {
+            "tier": ready.tier.value,
+            "requested": self.settings.cold_start_tier,
+            "reason": self.cold_start.reason,
+            "ready": ready.ready,
+            "detail": ready.detail,
+            "setup_in_host": ready.setup_in_host,
+            "memory_bytes": ready.memory_bytes,
         }
 
     def _learned(self) -> dict[str, Any]:
@@ -197,7 +222,7 @@ class DeploymentRunner:
                         context={"deployment": self.name},
                         timeout=self.settings.request_timeout or self.spec.timeout,
                     ),
-                    self._listener(state),
+                    self._listener(state, replica),
                 )
             except Exception as exc:  # the replica is going away: keep the prediction
                 if not isinstance(exc, ReplicaUnavailable):
@@ -207,13 +232,20 @@ class DeploymentRunner:
                 return
             self.running[state.id] = (state, handle)
 
-    def _listener(self, state: PredictionState) -> Listener:
+    def _listener(self, state: PredictionState, replica: Replica) -> Listener:
         """Mirror a running prediction's events into its state, as the replica reports them
         (no task per prediction: each event is handled where the replica reads it)."""
 
         def on_event(event: PredictionEvent | PredictionResult) -> None:
             if isinstance(event, PredictionResult):
                 self.running.pop(state.id, None)
+                if replica.id in self._unproven and "predict_time" in event.metrics:
+                    self._unproven.discard(replica.id)  # the last phase of its start
+                    self.on_replica_event(
+                        self.name,
+                        "first_prediction",
+                        {"tier": replica.tier.value, "seconds": event.metrics["predict_time"]},
+                    )
                 if event.never_started and not self._closed:
                     # Its replica went away before starting it: run it on another.
                     self.queue.appendleft(state)
@@ -273,6 +305,8 @@ class DeploymentRunner:
 
     def _alive(self) -> list[Replica]:
         self.replicas = [r for r in self.replicas if r.state in ALIVE]
+        if self._unproven:
+            self._unproven.intersection_update(r.id for r in self.replicas)
         return self.replicas
 
     def limits(self, now: float, now_wall: datetime.datetime | None = None) -> Limits:
@@ -339,8 +373,7 @@ class DeploymentRunner:
         replica: Replica | None = None
         began = time.perf_counter()
         try:
-            replica = await self.runtime.start_replica(self.spec)
-            spawned = time.perf_counter()
+            replica = await self.runtime.start_replica(self.spec, self.cold_start.tier)
             if self._closed:
                 await replica.stop(drain=False)
                 return
@@ -353,16 +386,16 @@ class DeploymentRunner:
         if replica is not None:
             state = await replica.wait_started()
             phases = {
-                "spawn": spawned - began,
                 **replica.start_phases(),
                 "ready": time.perf_counter() - began,
             }
             self.on_replica_event(
                 self.name,
                 "start",
-                {"tier": "cold", "ok": state == ReplicaState.READY, "phases": phases},
+                {"tier": replica.tier.value, "ok": state == ReplicaState.READY, "phases": phases},
             )
             if state == ReplicaState.READY:
+                self._unproven.add(replica.id)
                 self.last_setup_error = None
                 self._failed_starts = 0
             elif self._closed or state == ReplicaState.DRAINING:

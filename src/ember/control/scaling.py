@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -100,6 +101,9 @@ def keep_warm_floor(windows: list[KeepWarmWindow], moment: datetime.datetime) ->
     return max((w.count for w in windows if w.active(moment)), default=0)
 
 
+ColdStartTier = Literal["auto", "warm-host", "disk", "cold"]
+
+
 class ScalingSettings(BaseModel):
     """How one deployment scales. Every field can change while it runs."""
 
@@ -118,6 +122,7 @@ class ScalingSettings(BaseModel):
     queue_limit: int = Field(default=10_000, ge=0, le=1_000_000)
     keep_warm: list[str] = Field(default_factory=list)
     request_timeout: float | None = Field(default=None, gt=0, le=24 * 3600)
+    cold_start_tier: ColdStartTier = "auto"
 
     @field_validator("keep_warm")
     @classmethod

@@ -38,6 +38,9 @@ class EmberManifest(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     concurrency: int = Field(default=1, ge=1, description="predictions one replica runs at once")
     timeout: float | None = Field(default=None, gt=0, description="seconds per prediction")
+    setup_in_host: bool = Field(
+        default=True, description="set up once in the warm host, then fork replicas (CPU only)"
+    )
     scaling: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -69,6 +72,7 @@ def read_spec(root: Path) -> PackageSpec:
         resources=manifest.resources,
         max_concurrency=manifest.concurrency,
         timeout=manifest.timeout,
+        setup_in_host=manifest.setup_in_host,
         scaling=manifest.scaling,
     )
 

@@ -114,6 +114,11 @@ class PackageSpec(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     max_concurrency: int = Field(default=1, ge=1)
     timeout: float | None = Field(default=None, gt=0, description="seconds per prediction")
+    setup_in_host: bool = Field(
+        default=True,
+        description="run setup() once in the warm host and fork replicas after it (CPU "
+        "packages); turn off when setup() opens connections or files replicas must not share",
+    )
     scaling: dict[str, Any] = Field(default_factory=dict)
     options: dict[str, Any] = Field(
         default_factory=dict,

@@ -32,6 +32,25 @@ class ReplicaState(enum.StrEnum):
     STOPPED = "STOPPED"
 
 
+class Tier(enum.StrEnum):
+    """What a runtime keeps ready so that a replica starts fast (fastest first)."""
+
+    WARM_HOST = "warm-host"  # a process with the imports done (and setup run) forks replicas
+    DISK = "disk"  # weights and libraries held in the page cache; a full start maps them
+    COLD = "cold"  # nothing kept: a full start
+
+
+@dataclass
+class TierStatus:
+    """How ready a runtime is to start a package's next replica."""
+
+    tier: Tier
+    ready: bool
+    detail: str | None = None
+    setup_in_host: bool = False
+    memory_bytes: int | None = None
+
+
 class ReplicaUnavailable(Exception):
     """The replica cannot take predictions (not ready, draining, or gone)."""
 
@@ -155,6 +174,7 @@ class Replica(abc.ABC):
     schema: dict[str, Any] | None
     setup_logs: str
     setup_error: str | None
+    tier: Tier = Tier.COLD  # what it started from
 
     @property
     @abc.abstractmethod
@@ -184,8 +204,24 @@ class Runtime(abc.ABC):
     """Starts replicas of packages."""
 
     @abc.abstractmethod
-    async def start_replica(self, spec: PackageSpec) -> Replica:
-        """Start a replica; returns once its process exists (use `wait_started` for READY)."""
+    async def start_replica(self, spec: PackageSpec, tier: Tier = Tier.WARM_HOST) -> Replica:
+        """Start a replica from the fastest tier ready for its package, but no faster than
+        `tier` (a deployment set to start cold starts cold even where another deployment of
+        the package keeps a warm host); returns once its process exists (use `wait_started`
+        for READY)."""
+
+    @abc.abstractmethod
+    async def keep_ready(self, wanted: list[tuple[PackageSpec, Tier]]) -> None:
+        """Keep each package's tier ready, and nothing for packages not listed (idempotent;
+        called again whenever the choice may change)."""
+
+    def readiness(self, spec: PackageSpec) -> TierStatus:
+        """What a start of `spec` would start from now."""
+        return TierStatus(Tier.COLD, ready=True)
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release what the runtime keeps ready (after every replica has stopped)."""
 
 
 def replace_files(value: Any, convert: Callable[[Path], Any], files_dir: Path) -> Any:

@@ -1,10 +1,15 @@
 """Replicas as processes on this machine.
 
-Each replica is `python -m ember.worker` in its package's environment, connected by an
-inherited socketpair. The replica object turns the worker's frames into prediction events,
-and is where crashes and hangs are caught: a worker that exits fails its in-flight predictions
-with the reason; a prediction still running well past its timeout (the predictor ignored the
-interruption) gets its replica killed.
+Each replica is a worker process in its package's environment, connected by a socketpair:
+forked from the package's warm host when one is ready (`warm_host.py`: milliseconds), else
+spawned as `python -m ember.worker` (seconds for a model with heavy imports). The replica
+object turns the worker's frames into prediction events, and is where crashes and hangs are
+caught: a worker that exits fails its in-flight predictions with the reason; a prediction
+still running well past its timeout (the predictor ignored the interruption) gets its replica
+killed.
+
+The runtime keeps, per package, the tier the control plane asks for (`keep_ready`): a warm
+host, the page cache filled with its weights (`page_cache.py`), or nothing.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ import os
 import shutil
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import ember
 from ember.packages.environment import Environment, ensure_environment, require_system_packages
@@ -34,7 +40,11 @@ from ember.runtime.base import (
     ReplicaState,
     ReplicaUnavailable,
     Runtime,
+    Tier,
+    TierStatus,
 )
+from ember.runtime.page_cache import CachedFiles, find_weight_files, read_ahead
+from ember.runtime.warm_host import HostUnavailable, WarmHost
 from ember.worker import protocol
 
 logger = logging.getLogger("ember.runtime")
@@ -42,6 +52,38 @@ logger = logging.getLogger("ember.runtime")
 # How long past its timeout a prediction may run before its replica is presumed hung.
 HANG_GRACE_SECONDS = 5.0
 _STDERR_LIMIT = 64 * 1024
+# The page cache forgets under memory pressure: ask again this often for the disk tier.
+READ_AHEAD_EVERY_SECONDS = 60.0
+# A warm host that died after it was ready (a crash, the OOM killer) is restarted at most this
+# often; one that failed while preparing is not retried (it would fail the same way).
+HOST_RESTART_SECONDS = 60.0
+
+
+class ReplicaProcess(Protocol):
+    """What a replica needs of its process, spawned (asyncio's Process) or forked."""
+
+    pid: int
+    returncode: int | None
+
+    async def wait(self) -> int: ...
+
+
+def worker_env(spec: PackageSpec, environment: Environment, outputs_dir: Path) -> dict[str, str]:
+    """The environment of a worker (or of a warm host, whose children inherit it)."""
+    env = dict(os.environ)
+    env.update(
+        EMBER_PACKAGE_SPEC=spec.model_dump_json(),
+        EMBER_OUTPUTS_DIR=str(outputs_dir),
+        PYTHONUNBUFFERED="1",
+    )
+    if environment.shared_with_ember:
+        # Ember's own interpreter: make sure it finds this very copy of ember.
+        source = str(Path(ember.__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
+    else:
+        # A model environment sees ember through its .pth link and nothing else of ours.
+        env.pop("PYTHONPATH", None)
+    return env
 
 
 class LocalReplica(Replica):
@@ -53,8 +95,12 @@ class LocalReplica(Replica):
         replica_id: str,
         scratch_dir: Path,
         hang_grace: float = HANG_GRACE_SECONDS,
+        host: WarmHost | None = None,
+        tier: Tier = Tier.COLD,
     ) -> None:
         self.id = replica_id
+        self.host = host
+        self.tier = Tier.WARM_HOST if host is not None else tier
         self.scratch_dir = scratch_dir
         self.hang_grace = hang_grace
         self.spec = spec
@@ -74,48 +120,34 @@ class LocalReplica(Replica):
         self._started = asyncio.Event()
         self._exited = asyncio.Event()
         self._stderr = bytearray()
-        self._process: asyncio.subprocess.Process | None = None
+        self._stderr_stream: asyncio.StreamReader | None = None
+        self._launch_seconds = 0.0
+        self._process: ReplicaProcess | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle --------------------------------------------------------------------
 
-    def _worker_env(self, fd: int) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            EMBER_WORKER_FD=str(fd),
-            EMBER_PACKAGE_SPEC=self.spec.model_dump_json(),
-            EMBER_OUTPUTS_DIR=str(self.outputs_dir),
-            PYTHONUNBUFFERED="1",
-            # A private temp folder, removed when the replica exits however it exits.
-            TMPDIR=str(self.scratch_dir),
-        )
-        if self.environment.shared_with_ember:
-            # Ember's own interpreter: make sure it finds this very copy of ember.
-            source = str(Path(ember.__file__).resolve().parents[1])
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
-        else:
-            # A model environment sees ember through its .pth link and nothing else of ours.
-            env.pop("PYTHONPATH", None)
-        return env
-
     async def launch(self) -> None:
+        """Fork the worker from the warm host, or spawn it (also when the host just failed)."""
         self.scratch_dir.mkdir(parents=True, exist_ok=True)
+        began = time.perf_counter()
         parent, child = socket.socketpair()
         try:
-            self._process = await asyncio.create_subprocess_exec(
-                str(self.environment.python),
-                "-m",
-                "ember.worker",
-                pass_fds=(child.fileno(),),
-                env=self._worker_env(child.fileno()),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,  # a terminal's Ctrl-C reaches Ember, which drains
-            )
+            if self.host is not None:
+                try:
+                    self._process, self._stderr_stream = await self.host.fork(
+                        self.id, child, self.scratch_dir
+                    )
+                except HostUnavailable:
+                    logger.warning("replica %s: warm host unavailable, spawning", self.id)
+                    self.host, self.tier = None, Tier.COLD
+            if self._process is None:
+                await self._spawn(child)
         finally:
             child.close()
+        self._launch_seconds = time.perf_counter() - began
+        assert self._process is not None
         self.pid = self._process.pid
         reader, self._writer = await asyncio.open_unix_connection(sock=parent)
         self._tasks = [
@@ -123,9 +155,29 @@ class LocalReplica(Replica):
             asyncio.create_task(self._read_loop(reader)),
         ]
 
+    async def _spawn(self, child: socket.socket) -> None:
+        env = worker_env(self.spec, self.environment, self.outputs_dir)
+        # A private temp folder, removed when the replica exits however it exits.
+        env.update(EMBER_WORKER_FD=str(child.fileno()), TMPDIR=str(self.scratch_dir))
+        process = await asyncio.create_subprocess_exec(
+            str(self.environment.python),
+            "-m",
+            "ember.worker",
+            pass_fds=(child.fileno(),),
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # a terminal's Ctrl-C reaches Ember, which drains
+        )
+        self._process, self._stderr_stream = process, process.stderr
+
     def start_phases(self) -> dict[str, float]:
-        """The worker's own timings: `load` (importing the predictor), `setup`."""
-        return {key.removesuffix("_time"): value for key, value in self.timings.items()}
+        """`fork` or `spawn` (until the process exists), then the worker's own timings:
+        `load` (importing the predictor) and `setup`, absent when the warm host did them."""
+        launch = "fork" if self.tier == Tier.WARM_HOST else "spawn"
+        worker = {key.removesuffix("_time"): value for key, value in self.timings.items()}
+        return {launch: self._launch_seconds, **worker}
 
     async def wait_started(self) -> ReplicaState:
         await self._started.wait()
@@ -156,8 +208,12 @@ class LocalReplica(Replica):
         for prediction_id in self._handles:
             self._kill_reasons.setdefault(prediction_id, reason)
         if self._process and self._process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
+            try:
                 os.killpg(self._process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                # A forked worker that has not yet made its own process group.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._process.pid, signal.SIGKILL)
 
     # -- predictions ------------------------------------------------------------------
 
@@ -282,8 +338,8 @@ class LocalReplica(Replica):
         handle.finish(result)
 
     async def _read_stderr(self) -> None:
-        assert self._process and self._process.stderr
-        while chunk := await self._process.stderr.read(4096):
+        assert self._stderr_stream is not None
+        while chunk := await self._stderr_stream.read(4096):
             self._stderr += chunk[: _STDERR_LIMIT - len(self._stderr)]
 
     async def _on_exit(self) -> None:
@@ -319,7 +375,8 @@ class LocalReplica(Replica):
 
 
 class LocalRuntime(Runtime):
-    """Runs replicas as local processes; builds package environments under `data_dir`."""
+    """Runs replicas as local processes; builds package environments under `data_dir`; keeps
+    warm hosts and warm page caches for the packages the control plane names."""
 
     def __init__(self, data_dir: Path, hang_grace: float = HANG_GRACE_SECONDS) -> None:
         self.data_dir = data_dir
@@ -327,6 +384,12 @@ class LocalRuntime(Runtime):
         self.envs_dir = data_dir / "envs"
         self.outputs_dir = data_dir / "outputs"
         self._environments: dict[str, Environment] = {}
+        self._hosts: dict[str, WarmHost] = {}  # by package root
+        self._host_setup_unsafe: set[str] = set()
+        self._host_restarted: dict[str, float] = {}
+        self._cached: dict[str, tuple[CachedFiles, float]] = {}  # root: (files, last read-ahead)
+        self._tiers: dict[str, Tier] = {}
+        self._preparing: dict[str, asyncio.Task[None]] = {}
 
     async def prepare(
         self, spec: PackageSpec, on_progress: Callable[[str], None] | None = None
@@ -343,10 +406,11 @@ class LocalRuntime(Runtime):
         self._environments[spec.root] = environment
         return environment
 
-    async def start_replica(self, spec: PackageSpec) -> LocalReplica:
+    async def start_replica(self, spec: PackageSpec, tier: Tier = Tier.WARM_HOST) -> LocalReplica:
         environment = self._environments.get(spec.root) or await self.prepare(spec)
         self.outputs_dir.mkdir(parents=True, exist_ok=True)
         replica_id = f"r-{uuid.uuid4().hex[:10]}"
+        host = self._hosts.get(spec.root) if tier == Tier.WARM_HOST else None
         replica = LocalReplica(
             spec,
             environment,
@@ -354,9 +418,136 @@ class LocalRuntime(Runtime):
             replica_id,
             scratch_dir=self.data_dir / "scratch" / replica_id,
             hang_grace=self.hang_grace,
+            host=host if host is not None and host.ready else None,
+            tier=Tier.DISK if tier != Tier.COLD and spec.root in self._cached else Tier.COLD,
         )
         await replica.launch()
         return replica
+
+    # -- tiers ----------------------------------------------------------------------------
+
+    async def keep_ready(self, wanted: list[tuple[PackageSpec, Tier]]) -> None:
+        roots = {spec.root for spec, _ in wanted}
+        for root in [r for r in self._hosts if r not in roots]:
+            await self._retire_host(root)
+        for root in [r for r in self._cached if r not in roots]:
+            del self._cached[root]
+        self._tiers = {spec.root: tier for spec, tier in wanted}
+        for spec, tier in wanted:
+            if tier == Tier.WARM_HOST:
+                self._cached.pop(spec.root, None)
+                self._ensure_host(spec)
+            else:
+                await self._retire_host(spec.root)
+                if tier == Tier.DISK:
+                    await self._read_ahead(spec)
+                else:
+                    self._cached.pop(spec.root, None)
+
+    def readiness(self, spec: PackageSpec) -> TierStatus:
+        tier = self._tiers.get(spec.root, Tier.COLD)
+        if tier == Tier.WARM_HOST:
+            host = self._hosts.get(spec.root)
+            if host is None or host.state == "starting":
+                return TierStatus(tier, ready=False, detail="warm host starting")
+            if not host.ready:
+                return TierStatus(
+                    tier, ready=False, detail=f"warm host failed; starts are cold:\n{host.error}"
+                )
+            return TierStatus(
+                tier,
+                ready=True,
+                detail=host.note,
+                setup_in_host=host.setup_done,
+                memory_bytes=host.memory(),
+            )
+        if tier == Tier.DISK:
+            cached = self._cached.get(spec.root)
+            if cached is None:
+                return TierStatus(tier, ready=False, detail="reading weights ahead")
+            files = cached[0]
+            detail = f"{len(files.paths)} files, {files.total_bytes / 2**20:.0f} MiB kept cached"
+            return TierStatus(tier, ready=True, detail=detail)
+        return TierStatus(tier, ready=True)
+
+    def _ensure_host(self, spec: PackageSpec) -> None:
+        root = spec.root
+        host = self._hosts.get(root)
+        if root in self._preparing or (host is not None and host.state in ("starting", "ready")):
+            return
+        if host is not None:
+            if not host.ever_ready:
+                return  # its imports or setup failed: a retry would fail the same way
+            if time.monotonic() - self._host_restarted.get(root, 0.0) < HOST_RESTART_SECONDS:
+                return  # it died after being ready (a crash, the OOM killer): not in a loop
+        self._host_restarted[root] = time.monotonic()
+        task = asyncio.create_task(self._start_host(spec))
+        self._preparing[root] = task
+        task.add_done_callback(lambda _: self._preparing.pop(root, None))
+
+    async def _start_host(self, spec: PackageSpec) -> None:
+        try:
+            environment = self._environments.get(spec.root) or await self.prepare(spec)
+        except Exception:
+            logger.exception("no environment for the warm host of %s", spec.name)
+            return
+        while True:
+            host = WarmHost(
+                spec,
+                environment,
+                self.outputs_dir,
+                worker_env(spec, environment, self.outputs_dir),
+                run_setup=(
+                    spec.setup_in_host
+                    and spec.resources.gpu is None  # CUDA must be initialised after the fork
+                    and spec.root not in self._host_setup_unsafe
+                ),
+            )
+            self._hosts[spec.root] = host
+            await host.start()
+            if await host.wait_ready():
+                return
+            logger.warning("warm host for %s failed:\n%s", spec.name, host.error)
+            if not host.retry_without_setup:
+                return
+            self._host_setup_unsafe.add(spec.root)  # and at once a host that only imports
+
+    async def _retire_host(self, root: str) -> None:
+        task = self._preparing.pop(root, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        host = self._hosts.pop(root, None)
+        if host is not None:
+            await host.retire()
+            if host.state != "ready":
+                host.kill()
+
+    async def _read_ahead(self, spec: PackageSpec) -> None:
+        cached = self._cached.get(spec.root)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < READ_AHEAD_EVERY_SECONDS:
+            return
+        environment = self._environments.get(spec.root)
+        if cached is not None:
+            files = cached[0]
+        else:
+            folders = [Path(spec.root)]
+            if environment is not None and not environment.shared_with_ember:
+                folders.append(environment.root)
+            files = await asyncio.to_thread(find_weight_files, folders)
+        await asyncio.to_thread(read_ahead, files)
+        self._cached[spec.root] = (files, now)
+
+    async def close(self) -> None:
+        """Stop every warm host (the replicas they forked are stopped by then)."""
+        for task in list(self._preparing.values()):
+            task.cancel()
+        hosts, self._hosts = list(self._hosts.values()), {}
+        for host in hosts:
+            host.kill()
+        await asyncio.gather(*(h.wait_stopped() for h in hosts), return_exceptions=True)
 
 
 def default_data_dir() -> Path:

@@ -1,8 +1,9 @@
 """The replica process: load one predictor, set it up once, serve predictions until told to stop.
 
 Started by a runtime with an inherited socket (EMBER_WORKER_FD), the package spec
-(EMBER_PACKAGE_SPEC, JSON) and a folder for output files (EMBER_OUTPUTS_DIR). It knows nothing
-of the control plane: it only speaks the frames in `protocol`.
+(EMBER_PACKAGE_SPEC, JSON) and a folder for output files (EMBER_OUTPUTS_DIR) — or forked by a
+warm host (`host.py`) that has already imported the predictor and perhaps run its setup. It
+knows nothing of the control plane: it only speaks the frames in `protocol`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,14 @@ from ember.worker.runner import Job, JobQueue, Runner, interruptible
 
 STARTING, READY, SETUP_FAILED, STOPPED = "STARTING", "READY", "SETUP_FAILED", "STOPPED"
 _INTERRUPT = {signal.SIGUSR1}
+
+
+@dataclass
+class Preloaded:
+    """A predictor a warm host imported (and perhaps set up) before forking this worker."""
+
+    predictor: Predictor
+    setup_done: bool
 
 
 class Worker:
@@ -118,30 +128,36 @@ class Worker:
 
     # -- lifecycle --------------------------------------------------------------------
 
-    def run(self) -> int:
+    def run(self, preloaded: Preloaded | None = None) -> int:
         self.logs = LogCapture(self.emit_log)
         self.logs.install()
         self.send({"ev": protocol.EV_STATE, "state": STARTING, "pid": os.getpid()})
         os.chdir(self.spec.root)
         os.environ.update(self.spec.environment)
         threading.Thread(target=self._read_loop, name="ember-control", daemon=True).start()
-        started = time.perf_counter()
-        try:
-            predictor = load_predictor(self.spec)
-            loaded = time.perf_counter()
-        except BaseException:  # a broken package is reported, not raised
-            return self._setup_failed()
+        timings: dict[str, float] = {}
+        if preloaded is None:
+            started = time.perf_counter()
+            try:
+                predictor = load_predictor(self.spec)
+            except BaseException:  # a broken package is reported, not raised
+                return self._setup_failed()
+            timings["load_time"] = round(time.perf_counter() - started, 6)
+            setup_done = False
+        else:
+            predictor, setup_done = preloaded.predictor, preloaded.setup_done
         self.runner = Runner(predictor, self.send, self.outputs_dir, self.logs.wait_drained)
-        timings = {"load_time": round(loaded - started, 6)}
         if predictor.is_async or predictor.max_concurrency > 1:
-            return asyncio.run(self._serve_concurrent(predictor, timings))
-        try:
-            result = predictor.setup()
-            if inspect.isawaitable(result):
-                asyncio.run(_awaited(result))
-        except BaseException:
-            return self._setup_failed()
-        timings["setup_time"] = round(time.perf_counter() - loaded, 6)
+            return asyncio.run(self._serve_concurrent(predictor, timings, setup_done))
+        if not setup_done:
+            loaded = time.perf_counter()
+            try:
+                result = predictor.setup()
+                if inspect.isawaitable(result):
+                    asyncio.run(_awaited(result))
+            except BaseException:
+                return self._setup_failed()
+            timings["setup_time"] = round(time.perf_counter() - loaded, 6)
         if not self._ready(predictor, timings):
             return 1
         with interruptible(self.runner):
@@ -149,16 +165,19 @@ class Worker:
                 self.runner.run_sync_job(job)
         return self._stopped()
 
-    async def _serve_concurrent(self, predictor: Predictor, timings: dict[str, float]) -> int:
+    async def _serve_concurrent(
+        self, predictor: Predictor, timings: dict[str, float], setup_done: bool
+    ) -> int:
         assert self.runner is not None
-        loaded = time.perf_counter()
-        try:
-            result = predictor.setup()
-            if inspect.isawaitable(result):
-                await result
-        except BaseException:
-            return self._setup_failed()
-        timings["setup_time"] = round(time.perf_counter() - loaded, 6)
+        if not setup_done:
+            loaded = time.perf_counter()
+            try:
+                result = predictor.setup()
+                if inspect.isawaitable(result):
+                    await result
+            except BaseException:
+                return self._setup_failed()
+            timings["setup_time"] = round(time.perf_counter() - loaded, 6)
         if not self._ready(predictor, timings):
             return 1
         self._slots = asyncio.Semaphore(predictor.max_concurrency)

@@ -13,6 +13,7 @@ from ember.api.auth import principal
 from ember.api.responses import json_response
 from ember.control.hardware import DEFAULT_HARDWARE
 from ember.control.platform import Platform, Principal
+from ember.control.scaling import ColdStartTier
 
 router = APIRouter(prefix="/v1")
 Caller = Annotated[Principal, Depends(principal)]
@@ -28,6 +29,9 @@ class ScalingFields(BaseModel):
     queue_limit: int | None = Field(default=None, ge=0, le=1_000_000)
     keep_warm: list[str] | None = Field(default=None, description='e.g. ["mon-fri 08:00-19:00=1"]')
     request_timeout: float | None = Field(default=None, gt=0, le=24 * 3600)
+    cold_start_tier: ColdStartTier | None = Field(
+        default=None, description="what to keep ready for starts: auto, warm-host, disk, cold"
+    )
 
     def scaling(self) -> dict[str, object]:
         return self.model_dump(include=set(ScalingFields.model_fields), exclude_none=True)

@@ -1,0 +1,262 @@
+"""The runtime's side of a warm host (`ember.worker.host`): start it, fork replicas from it,
+learn their exit codes from it, retire it.
+
+A forked replica is the host's child, not ours, so the host reaps it and reports its exit code;
+`ForkedProcess` turns those reports into the little of `asyncio.subprocess.Process` that a
+`LocalReplica` uses (pid, returncode, wait). If the host itself dies, its replicas lose their
+reaper: we kill their process groups and report them killed, so nothing runs unaccounted for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+from ember.packages.environment import Environment
+from ember.packages.spec import PackageSpec
+
+logger = logging.getLogger("ember.runtime")
+
+_LOG_LIMIT = 64 * 1024
+_PACKET = 64 * 1024
+
+
+class HostUnavailable(Exception):
+    """The warm host cannot fork now (not ready, retiring, or gone)."""
+
+
+class ForkedProcess:
+    """A replica process forked by a warm host."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def exited(self, code: int) -> None:
+        if not self._exited.done():
+            self.returncode = code
+            self._exited.set_result(code)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exited)
+
+
+class WarmHost:
+    """One pre-initialised process for one package, forking replicas on request."""
+
+    def __init__(
+        self,
+        spec: PackageSpec,
+        environment: Environment,
+        outputs_dir: Path,
+        worker_env: dict[str, str],
+        run_setup: bool,
+    ) -> None:
+        self.spec = spec
+        self.environment = environment
+        self.outputs_dir = outputs_dir
+        self.worker_env = worker_env
+        self.run_setup = run_setup
+        self.state = "starting"  # starting | ready | failed | stopped
+        self.setup_done = False
+        self.ever_ready = False
+        self.note: str | None = None
+        self.error: str | None = None
+        self.retry_without_setup = False
+        self.timings: dict[str, float] = {}
+        self.pid: int | None = None
+        self.log = bytearray()
+        self._process: asyncio.subprocess.Process | None = None
+        self._sock: socket.socket | None = None
+        self._children: dict[int, ForkedProcess] = {}
+        self._forks: dict[str, asyncio.Future[ForkedProcess]] = {}
+        self._ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    async def start(self) -> None:
+        """Launch the host; returns at once (`wait_ready` waits for its imports and setup)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = dict(self.worker_env)
+        env.update(
+            EMBER_HOST_FD=str(theirs.fileno()),
+            EMBER_HOST_SETUP="1" if self.run_setup else "0",
+        )
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                str(self.environment.python),
+                "-m",
+                "ember.worker.host",
+                pass_fds=(theirs.fileno(),),
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        self.pid = self._process.pid
+        self._tasks = [
+            asyncio.create_task(self._read_log()),
+            asyncio.create_task(self._read_events()),
+        ]
+
+    async def wait_ready(self) -> bool:
+        await self._ready.wait()
+        return self.ready
+
+    def memory(self) -> int | None:
+        """The host's proportional set size in bytes: its private memory plus its share of
+        what it maps with others (weights in the page cache are shared with its replicas)."""
+        if self.pid is None or self.state != "ready":
+            return None
+        try:
+            text = Path(f"/proc/{self.pid}/smaps_rollup").read_text()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+        return None
+
+    # -- forking ------------------------------------------------------------------------
+
+    async def fork(
+        self, replica_id: str, worker_sock: socket.socket, tmpdir: Path
+    ) -> tuple[ForkedProcess, asyncio.StreamReader]:
+        """Fork a replica speaking on `worker_sock`; its stderr comes back as a stream."""
+        if not self.ready or self._sock is None:
+            raise HostUnavailable(f"warm host for {self.spec.name} is {self.state}")
+        read_fd, write_fd = os.pipe()
+        future: asyncio.Future[ForkedProcess] = asyncio.get_running_loop().create_future()
+        self._forks[replica_id] = future
+        try:
+            message = json.dumps({"op": "fork", "replica": replica_id, "tmpdir": str(tmpdir)})
+            await self._send(message.encode(), [worker_sock.fileno(), write_fd])
+        except OSError as exc:
+            self._forks.pop(replica_id, None)
+            os.close(read_fd)
+            raise HostUnavailable(f"warm host for {self.spec.name} is gone: {exc}") from exc
+        finally:
+            os.close(write_fd)
+        try:
+            process = await future
+        except HostUnavailable:
+            os.close(read_fd)
+            raise
+        loop = asyncio.get_running_loop()
+        stderr = asyncio.StreamReader(limit=_LOG_LIMIT)
+        await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(stderr), os.fdopen(read_fd, "rb", 0)
+        )
+        return process, stderr
+
+    async def _send(self, data: bytes, fds: list[int]) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                socket.send_fds(self._sock, [data], fds)
+                return
+            except BlockingIOError:  # the host is busy forking; its buffer frees shortly
+                await asyncio.sleep(0.001)
+
+    async def retire(self) -> None:
+        """Fork no more; the host exits once its last replica has."""
+        if self.state in ("starting", "ready"):
+            self.state = "stopped"
+            with contextlib.suppress(OSError):
+                await self._send(json.dumps({"op": "retire"}).encode(), [])
+
+    def kill(self) -> None:
+        self.state = "stopped" if self.state != "failed" else self.state
+        if self._process and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+
+    async def wait_stopped(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- the host's events --------------------------------------------------------------
+
+    async def _read_events(self) -> None:
+        assert self._sock is not None
+        loop = asyncio.get_running_loop()
+        try:
+            while data := await loop.sock_recv(self._sock, _PACKET):
+                self._on_event(json.loads(data))
+        except (OSError, ValueError):
+            logger.exception("warm host for %s broke its protocol", self.spec.name)
+        finally:
+            await self._on_exit()
+
+    def _on_event(self, message: dict[str, Any]) -> None:
+        event = message.get("ev")
+        if event == "ready":
+            if self.state == "starting":
+                self.state = "ready"
+            self.ever_ready = True
+            self.setup_done = bool(message.get("setup_done"))
+            self.note = message.get("note")
+            self.timings = message.get("timings") or {}
+            self._ready.set()
+        elif event == "failed":
+            self.state = "failed"
+            self.error = message.get("error")
+            self.retry_without_setup = bool(message.get("retry_without_setup"))
+            self._ready.set()
+        elif event == "forked":
+            process = self._children[message["pid"]] = ForkedProcess(message["pid"])
+            future = self._forks.pop(message["replica"], None)
+            if future is not None and not future.done():
+                future.set_result(process)
+        elif event == "fork_failed":
+            future = self._forks.pop(message["replica"], None)
+            if future is not None and not future.done():
+                future.set_exception(HostUnavailable(message.get("error") or "fork failed"))
+        elif event == "exit":
+            child = self._children.pop(message["pid"], None)
+            if child is not None:
+                child.exited(message["code"])
+
+    async def _read_log(self) -> None:
+        assert self._process and self._process.stdout
+        while chunk := await self._process.stdout.read(4096):
+            self.log += chunk
+            del self.log[: max(0, len(self.log) - _LOG_LIMIT)]
+
+    async def _on_exit(self) -> None:
+        assert self._process is not None
+        code = await self._process.wait()
+        if self.state in ("starting", "ready"):
+            self.state = "failed"
+            self.error = self.error or f"warm host exited with code {code}" + (
+                f":\n{self.log.decode(errors='replace').strip()}" if self.log else ""
+            )
+        if self._sock is not None:
+            self._sock.close()
+        for future in self._forks.values():
+            if not future.done():
+                future.set_exception(HostUnavailable(f"warm host exited with code {code}"))
+        self._forks.clear()
+        for pid, child in self._children.items():
+            # Orphaned: nobody would reap it or tell us its fate. Stop it for sure.
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+            child.exited(-signal.SIGKILL)
+        self._children.clear()
+        self._ready.set()

@@ -1,0 +1,265 @@
+"""The warm host: a process that has imported a package's predictor (the heavy imports: torch,
+transformers...) and, where that is safe, run its `setup()`, then forks ready replicas on demand.
+
+A replica forked from here skips the interpreter start, the imports and perhaps the setup: its
+start costs a fork (milliseconds) instead of seconds (shared/docs/coldstart.md). The host never
+runs a prediction itself, which keeps two fork hazards away: a parent that ran a parallel
+OpenMP region deadlocks its children's first parallel op, and CUDA cannot cross a fork. So:
+
+- `setup()` runs here only when asked (`EMBER_HOST_SETUP=1`: the runtime asks for CPU-only
+  packages that allow it) and only if it is synchronous; if it started threads (an OpenMP
+  pool, a connection pool...) the host refuses to fork from that state and exits with
+  `retry_without_setup`, and the runtime starts a host that only imports.
+- Each child calls `setsid()` (its own process group, which the runtime kills as a whole),
+  reseeds the random generators it inherited, and becomes an ordinary worker (`main.Worker`).
+
+The host speaks to its runtime over a SOCK_SEQPACKET socket (EMBER_HOST_FD), one JSON message
+per packet. Requests: `{"op": "fork", "replica", "tmpdir"}` carrying two descriptors (the
+replica's worker socket and its stderr pipe), `{"op": "retire"}` (fork no more; exit when the
+last child has). Events: `ready`, `failed`, `forked`, `fork_failed`, `exit` {pid, code}. The host
+reaps its children, so it reports their exit codes. If the runtime goes away, it kills its
+children and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import os
+import random
+import selectors
+import signal
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ember.packages.loader import load_predictor
+from ember.packages.predictor import Predictor
+from ember.packages.spec import PackageSpec
+from ember.worker.main import Preloaded, Worker
+
+MAX_PACKET = 64 * 1024
+
+
+def thread_count() -> int:
+    """OS threads of this process, native ones included (what a fork leaves behind)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:  # no procfs: count what Python knows of
+        import threading
+
+        return threading.active_count()
+
+
+class Host:
+    def __init__(
+        self, sock: socket.socket, spec: PackageSpec, outputs_dir: Path, run_setup: bool
+    ) -> None:
+        self.sock = sock
+        self.spec = spec
+        self.outputs_dir = outputs_dir
+        self.run_setup = run_setup
+        self.children: set[int] = set()
+        self.retiring = False
+        self.predictor: Predictor | None = None
+        self.setup_done = False
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.sock.sendall(json.dumps(message).encode())
+
+    # -- preparing ----------------------------------------------------------------------
+
+    def prepare(self) -> bool:
+        """Import the predictor and perhaps set it up; report `ready` or `failed`."""
+        os.chdir(self.spec.root)
+        os.environ.update(self.spec.environment)
+        began = time.perf_counter()
+        try:
+            self.predictor = load_predictor(self.spec)
+        except BaseException:
+            self.send({"ev": "failed", "error": traceback.format_exc()})
+            return False
+        timings = {"load": round(time.perf_counter() - began, 6)}
+        note = None
+        if self.run_setup:
+            threads = thread_count()
+            began = time.perf_counter()
+            try:
+                result = self.predictor.setup()
+            except BaseException:
+                self.send({"ev": "failed", "error": traceback.format_exc()})
+                return False
+            if inspect.isawaitable(result):
+                # Its event loop would not survive the fork: each replica runs it instead.
+                if inspect.iscoroutine(result):
+                    result.close()
+                note = "setup() is async, so each replica runs it after the fork"
+            elif (started := thread_count() - threads) > 0:
+                self.send(
+                    {
+                        "ev": "failed",
+                        "retry_without_setup": True,
+                        "error": f"setup() started {started} thread(s) (e.g. an OpenMP pool); "
+                        "forking that state could deadlock, so replicas will run setup()",
+                    }
+                )
+                return False
+            else:
+                self.setup_done = True
+                timings["setup"] = round(time.perf_counter() - began, 6)
+        self.send(
+            {
+                "ev": "ready",
+                "pid": os.getpid(),
+                "setup_done": self.setup_done,
+                "note": note,
+                "timings": timings,
+            }
+        )
+        return True
+
+    # -- serving forks ------------------------------------------------------------------
+
+    def serve(self) -> int:
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_write, False)
+        signal.set_wakeup_fd(wake_write)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # only wakes the selector
+        selector = selectors.DefaultSelector()
+        selector.register(self.sock, selectors.EVENT_READ, "control")
+        selector.register(wake_read, selectors.EVENT_READ, "child")
+        self._private_fds = (wake_read, wake_write)
+        self._selector = selector
+        while not (self.retiring and not self.children):
+            for key, _ in selector.select():
+                if key.data == "child":
+                    os.read(wake_read, 4096)
+                    self._reap()
+                elif not self._on_control():
+                    self._kill_children()
+                    return 0
+            self._reap()  # a SIGCHLD may have coalesced with another wake-up
+        return 0
+
+    def _on_control(self) -> bool:
+        """Handle one request; False when the runtime has gone away."""
+        try:
+            data, fds, _, _ = socket.recv_fds(self.sock, MAX_PACKET, 2)
+        except OSError:
+            return False
+        if not data:
+            return False
+        message = json.loads(data)
+        if message.get("op") == "fork" and len(fds) == 2 and not self.retiring:
+            self._fork(message, fds[0], fds[1])
+            return True
+        for fd in fds:
+            os.close(fd)
+        if message.get("op") == "retire":
+            self.retiring = True
+        elif message.get("op") == "fork":
+            self.send(
+                {"ev": "fork_failed", "replica": message.get("replica"), "error": "host retiring"}
+            )
+        return True
+
+    def _fork(self, message: dict[str, Any], worker_fd: int, stderr_fd: int) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(worker_fd)
+            os.close(stderr_fd)
+            self.send({"ev": "fork_failed", "replica": message["replica"], "error": str(exc)})
+            return
+        if pid == 0:
+            code = 1
+            try:
+                code = self._become_worker(message, worker_fd, stderr_fd)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)  # never back into the host's loop
+        os.close(worker_fd)
+        os.close(stderr_fd)
+        self.children.add(pid)
+        self.send({"ev": "forked", "replica": message["replica"], "pid": pid})
+
+    def _become_worker(self, message: dict[str, Any], worker_fd: int, stderr_fd: int) -> int:
+        """In the child: shed the host's plumbing and run an ordinary worker."""
+        os.setsid()
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        self._selector.close()
+        self.sock.close()
+        for fd in self._private_fds:
+            os.close(fd)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.dup2(stderr_fd, 2)
+        os.close(devnull)
+        os.close(stderr_fd)
+        os.environ["TMPDIR"] = message["tmpdir"]
+        tempfile.tempdir = None  # recomputed from TMPDIR on next use
+        reseed_after_fork()
+        assert self.predictor is not None
+        worker = Worker(socket.socket(fileno=worker_fd), self.spec, self.outputs_dir)
+        return worker.run(Preloaded(self.predictor, self.setup_done))
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            # If the runtime is gone, the loop notices on its next read.
+            with contextlib.suppress(OSError):
+                self.send({"ev": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+
+    def _kill_children(self) -> None:
+        for pid in self.children:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def reseed_after_fork() -> None:
+    """Replicas forked from one host would otherwise draw the same "random" numbers.
+    (Python's `random` reseeds itself at fork; NumPy's and torch's global generators do not.)"""
+    random.seed()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.seed()
+
+
+def main() -> int:
+    sock = socket.socket(fileno=int(os.environ["EMBER_HOST_FD"]))
+    spec = PackageSpec.model_validate_json(os.environ["EMBER_PACKAGE_SPEC"])
+    host = Host(
+        sock,
+        spec,
+        Path(os.environ["EMBER_OUTPUTS_DIR"]),
+        run_setup=os.environ.get("EMBER_HOST_SETUP") == "1",
+    )
+    if not host.prepare():
+        return 1
+    return host.serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

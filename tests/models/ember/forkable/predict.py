@@ -1,0 +1,24 @@
+"""Reports where it was set up and where it runs, so tests can tell a forked replica (set up
+once in the warm host) from a spawned one; START_THREAD=1 makes setup() start a thread."""
+
+import json
+import os
+import random
+import threading
+import time
+
+
+class Predictor:
+    def setup(self) -> None:
+        self.setup_pid = os.getpid()
+        if os.environ.get("START_THREAD") == "1":
+            threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+
+    def predict(self, mode: str = "info") -> str:
+        if mode == "crash":
+            os._exit(3)
+        if mode == "sleep":
+            time.sleep(30)
+        return json.dumps(
+            {"pid": os.getpid(), "setup_pid": self.setup_pid, "random": random.random()}
+        )

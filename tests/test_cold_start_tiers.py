@@ -1,0 +1,223 @@
+"""Cold-start tiers with real processes: replicas forked from a warm host, its failures, and
+the disk tier; plus the pure tier policy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+
+from conftest import model_path, predict, start
+
+from ember.control.policies.tiers import TierRequest, choose_tiers
+from ember.packages.loader import read_package
+from ember.packages.spec import PackageSpec
+from ember.runtime.base import ReplicaState, Tier
+from ember.runtime.local import LocalRuntime
+
+FORKABLE = model_path("ember", "forkable")
+GIB = 2**30
+
+
+async def warm(runtime: LocalRuntime, spec: PackageSpec, tier: Tier = Tier.WARM_HOST) -> None:
+    await runtime.keep_ready([(spec, tier)])
+    for _ in range(400):
+        status = runtime.readiness(spec)
+        if status.ready or (status.detail or "").startswith("warm host failed"):
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"{tier} never became ready: {runtime.readiness(spec)}")
+
+
+async def info(replica) -> dict:  # type: ignore[no-untyped-def]
+    run = await predict(replica, f"p-{replica.id}", input={"mode": "info"})
+    assert run.result.status == "succeeded", run.result.error
+    return json.loads(run.result.output)
+
+
+def test_replicas_fork_from_a_host_that_ran_setup_once(runtime: LocalRuntime) -> None:
+    async def go() -> None:
+        spec = read_package(FORKABLE)
+        await warm(runtime, spec)
+        status = runtime.readiness(spec)
+        assert status.tier == Tier.WARM_HOST and status.setup_in_host
+        assert status.memory_bytes and status.memory_bytes > 0
+        replicas = [await start(runtime, spec) for _ in range(2)]
+        try:
+            seen = [await info(r) for r in replicas]
+            for replica, result in zip(replicas, seen, strict=True):
+                assert replica.tier == Tier.WARM_HOST
+                assert result["pid"] == replica.pid != result["setup_pid"]
+                phases = replica.start_phases()
+                assert "fork" in phases and "setup" not in phases and "load" not in phases
+            # One setup, in the host, shared by both; each replica its own random stream.
+            assert seen[0]["setup_pid"] == seen[1]["setup_pid"]
+            assert seen[0]["random"] != seen[1]["random"]
+        finally:
+            await asyncio.gather(*(r.stop() for r in replicas))
+            await runtime.close()
+
+    asyncio.run(go())
+
+
+def test_a_forked_replica_that_crashes_or_is_killed_reports_its_exit_code(
+    runtime: LocalRuntime,
+) -> None:
+    async def go() -> None:
+        spec = read_package(FORKABLE)
+        await warm(runtime, spec)
+        try:
+            replica = await start(runtime, spec)
+            run = await predict(replica, input={"mode": "crash"})
+            assert run.result.status == "failed"
+            assert "exited with code 3" in run.result.error
+            assert await replica.wait_stopped() == 3
+            replica = await start(runtime, spec)
+            replica.kill("test")
+            assert await replica.wait_stopped() == -signal.SIGKILL
+        finally:
+            await runtime.close()
+
+    asyncio.run(go())
+
+
+def test_when_the_host_dies_its_replicas_are_stopped_and_starts_spawn(
+    runtime: LocalRuntime,
+) -> None:
+    async def go() -> None:
+        spec = read_package(FORKABLE)
+        await warm(runtime, spec)
+        try:
+            replica = await start(runtime, spec)
+            running = asyncio.create_task(predict(replica, input={"mode": "sleep"}))
+            await asyncio.sleep(0.3)
+            host = runtime._hosts[spec.root]
+            os.kill(host.pid, signal.SIGKILL)
+            run = await asyncio.wait_for(running, 10)
+            assert run.result.status == "failed"
+            assert await replica.wait_stopped() == -signal.SIGKILL
+            assert not runtime.readiness(spec).ready
+            spawned = await start(runtime, spec)
+            assert spawned.tier == Tier.COLD and "spawn" in spawned.start_phases()
+            await spawned.stop()
+        finally:
+            await runtime.close()
+
+    asyncio.run(go())
+
+
+def test_a_setup_that_starts_threads_is_not_forked_from(runtime: LocalRuntime) -> None:
+    """Forking after setup() started threads (an OpenMP pool...) could deadlock the children:
+    the host then only imports, and each replica runs setup() itself."""
+
+    async def go() -> None:
+        spec = read_package(FORKABLE).model_copy(update={"environment": {"START_THREAD": "1"}})
+        await warm(runtime, spec)
+        try:
+            status = runtime.readiness(spec)
+            assert status.ready and not status.setup_in_host
+            replica = await start(runtime, spec)
+            assert replica.tier == Tier.WARM_HOST and "setup" in replica.start_phases()
+            result = await info(replica)
+            assert result["setup_pid"] == result["pid"]
+            await replica.stop()
+        finally:
+            await runtime.close()
+
+    asyncio.run(go())
+
+
+def test_setup_in_host_can_be_turned_off(runtime: LocalRuntime) -> None:
+    async def go() -> None:
+        spec = read_package(FORKABLE).model_copy(update={"setup_in_host": False})
+        await warm(runtime, spec)
+        try:
+            assert not runtime.readiness(spec).setup_in_host
+            replica = await start(runtime, spec)
+            result = await info(replica)
+            assert result["setup_pid"] == result["pid"]
+            await replica.stop()
+        finally:
+            await runtime.close()
+
+    asyncio.run(go())
+
+
+def test_a_host_whose_setup_fails_leaves_starts_cold_with_the_reason(
+    runtime: LocalRuntime,
+) -> None:
+    async def go() -> None:
+        spec = read_package(model_path("faults", "setup-raises"))
+        await warm(runtime, spec)
+        try:
+            status = runtime.readiness(spec)
+            assert not status.ready and "weights file is corrupt" in (status.detail or "")
+            replica = await runtime.start_replica(spec)
+            assert replica.tier == Tier.COLD
+            assert await replica.wait_started() == ReplicaState.SETUP_FAILED
+        finally:
+            await runtime.close()
+
+    asyncio.run(go())
+
+
+def test_the_disk_tier_keeps_weight_files_cached(runtime: LocalRuntime, tmp_path: Path) -> None:
+    package = tmp_path / "weighted"
+    package.mkdir()
+    for name in ("ember.yaml", "predict.py"):
+        (package / name).write_text((FORKABLE / name).read_text())
+    (package / "model.safetensors").write_bytes(os.urandom(2 * 2**20))
+    (package / "notes.txt").write_bytes(b"x" * 2 * 2**20)
+
+    async def go() -> None:
+        spec = read_package(package)
+        await warm(runtime, spec, Tier.DISK)
+        status = runtime.readiness(spec)
+        assert status.ready and status.detail == "1 files, 2 MiB kept cached"
+        replica = await start(runtime, spec)
+        assert replica.tier == Tier.DISK and "spawn" in replica.start_phases()
+        await replica.stop()
+        await runtime.close()
+
+    asyncio.run(go())
+
+
+# -- the pure policy ---------------------------------------------------------------------------
+
+
+def request(name: str, active: float, memory: int = GIB, **fields: object) -> TierRequest:
+    values: dict = {"package": name, "requested": "auto", "host_memory": memory, **fields}
+    return TierRequest(deployment=name, last_active=active, **values)
+
+
+def test_warm_hosts_go_to_the_most_recently_used_within_the_budget() -> None:
+    choices = choose_tiers(
+        [request("old", 100.0), request("new", 900.0), request("mid", 500.0)],
+        now=1000.0,
+        memory_budget=2 * GIB,
+    )
+    assert choices["new"].tier == choices["mid"].tier == Tier.WARM_HOST
+    assert choices["old"].tier == Tier.DISK and "budget" in choices["old"].reason
+
+
+def test_a_shared_package_counts_once_and_set_tiers_are_kept() -> None:
+    choices = choose_tiers(
+        [
+            request("a", 900.0, package="pkg"),
+            request("b", 800.0, package="pkg"),
+            request("pinned", 10.0, requested="warm-host"),
+            request("frugal", 950.0, requested="cold"),
+        ],
+        now=1000.0,
+        memory_budget=2 * GIB,
+    )
+    assert choices["a"].tier == choices["b"].tier == Tier.WARM_HOST
+    assert choices["pinned"].tier == Tier.WARM_HOST
+    assert choices["frugal"].tier == Tier.COLD and choices["frugal"].reason.startswith("set")
+
+
+def test_a_deployment_unused_for_a_day_gives_its_host_memory_back() -> None:
+    choices = choose_tiers([request("idle", 0.0)], now=25 * 3600.0, memory_budget=64 * GIB)
+    assert choices["idle"].tier == Tier.DISK and "unused for 25 h" in choices["idle"].reason
