@@ -76,6 +76,10 @@ def worker_env(spec: PackageSpec, environment: Environment, outputs_dir: Path) -
         EMBER_OUTPUTS_DIR=str(outputs_dir),
         PYTHONUNBUFFERED="1",
     )
+    if "OMP_NUM_THREADS" not in env:
+        # As many compute threads as the CPUs the replica asks for (torch would otherwise take
+        # every core, and replicas side by side would fight over them).
+        env["OMP_NUM_THREADS"] = str(max(1, int(spec.resources.cpu)))
     if environment.shared_with_ember:
         # Ember's own interpreter: make sure it finds this very copy of ember.
         source = str(Path(ember.__file__).resolve().parents[1])
@@ -520,8 +524,9 @@ class LocalRuntime(Runtime):
                 await task
         host = self._hosts.pop(root, None)
         if host is not None:
-            await host.retire()
-            if host.state != "ready":
+            if host.ready:
+                await host.retire()  # it exits once the replicas it forked have
+            else:
                 host.kill()
 
     async def _read_ahead(self, spec: PackageSpec) -> None:

@@ -199,6 +199,8 @@ class WarmHost:
         try:
             while data := await loop.sock_recv(self._sock, _PACKET):
                 self._on_event(json.loads(data))
+        except ConnectionError:
+            pass  # it exited
         except (OSError, ValueError):
             logger.exception("warm host for %s broke its protocol", self.spec.name)
         finally:

@@ -6,10 +6,14 @@ start costs a fork (milliseconds) instead of seconds (shared/docs/coldstart.md).
 runs a prediction itself, which keeps two fork hazards away: a parent that ran a parallel
 OpenMP region deadlocks its children's first parallel op, and CUDA cannot cross a fork. So:
 
+- The host computes with one thread (`OMP_NUM_THREADS=1` before anything is imported), so no
+  OpenMP pool ever exists here; each child then sets its own thread count (the replica's
+  `OMP_NUM_THREADS`, and torch's if loaded) and builds a fresh pool of its own.
 - `setup()` runs here only when asked (`EMBER_HOST_SETUP=1`: the runtime asks for CPU-only
-  packages that allow it) and only if it is synchronous; if it started threads (an OpenMP
-  pool, a connection pool...) the host refuses to fork from that state and exits with
-  `retry_without_setup`, and the runtime starts a host that only imports.
+  packages that allow it) and only if it is synchronous; if it started threads (a connection
+  pool, a native worker...) the host refuses to fork from that state and exits with
+  `retry_without_setup`, and the runtime starts a host that only imports. Known harmless
+  Python threads (tqdm's progress monitor, which HF loaders start) are not counted.
 - Each child calls `setsid()` (its own process group, which the runtime kills as a whole),
   reseeds the random generators it inherited, and becomes an ordinary worker (`main.Worker`).
 
@@ -33,6 +37,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -44,16 +49,18 @@ from ember.packages.spec import PackageSpec
 from ember.worker.main import Preloaded, Worker
 
 MAX_PACKET = 64 * 1024
+# Python threads that hold nothing a child could need: a fork may leave them behind.
+HARMLESS_THREADS = frozenset({"tqdm_monitor"})
 
 
 def thread_count() -> int:
-    """OS threads of this process, native ones included (what a fork leaves behind)."""
+    """OS threads of this process, native ones included (what a fork leaves behind), less the
+    known harmless Python threads."""
+    harmless = sum(1 for t in threading.enumerate() if t.name in HARMLESS_THREADS)
     try:
-        return len(os.listdir("/proc/self/task"))
+        return len(os.listdir("/proc/self/task")) - harmless
     except OSError:  # no procfs: count what Python knows of
-        import threading
-
-        return threading.active_count()
+        return threading.active_count() - harmless
 
 
 class Host:
@@ -68,6 +75,7 @@ class Host:
         self.retiring = False
         self.predictor: Predictor | None = None
         self.setup_done = False
+        self.replica_threads: str | None = None
 
     def send(self, message: dict[str, Any]) -> None:
         self.sock.sendall(json.dumps(message).encode())
@@ -78,6 +86,8 @@ class Host:
         """Import the predictor and perhaps set it up; report `ready` or `failed`."""
         os.chdir(self.spec.root)
         os.environ.update(self.spec.environment)
+        self.replica_threads = os.environ.get("OMP_NUM_THREADS")
+        os.environ["OMP_NUM_THREADS"] = "1"  # read once, when the OpenMP runtime loads
         began = time.perf_counter()
         try:
             self.predictor = load_predictor(self.spec)
@@ -210,6 +220,7 @@ class Host:
         os.close(stderr_fd)
         os.environ["TMPDIR"] = message["tmpdir"]
         tempfile.tempdir = None  # recomputed from TMPDIR on next use
+        restore_threads(self.replica_threads)
         reseed_after_fork()
         assert self.predictor is not None
         worker = Worker(socket.socket(fileno=worker_fd), self.spec, self.outputs_dir)
@@ -233,6 +244,18 @@ class Host:
         for pid in self.children:
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def restore_threads(replica_threads: str | None) -> None:
+    """Give the child the compute threads a spawned replica would have had: the host ran with
+    one, so the child's OpenMP pool is created fresh, here, on its first parallel op."""
+    if replica_threads is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = replica_threads
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(int(replica_threads or os.cpu_count() or 1))
 
 
 def reseed_after_fork() -> None:
