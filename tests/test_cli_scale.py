@@ -127,6 +127,18 @@ def test_scale_without_flags_shows_the_settings_and_status(
     assert "10000 (default)" in row("queue_limit")
     assert "(default)" not in row("keep_warm")
     assert "ready" in row("replicas")
+    assert "auto (default)" in row("cold_start_tier")
+
+
+def test_scale_sets_the_cold_start_tier(
+    deployed: subprocess.CompletedProcess[str], server: EmberServer, api: httpx.Client
+) -> None:
+    result = ember(server, "scale", REF, "--cold-start-tier", "disk")
+    assert result.returncode == 0, result.stderr
+    assert configuration(api)["cold_start_tier"] == "disk"
+    assert "cold starts" in result.stdout and "disk" in result.stdout
+    wrong = ember(server, "scale", REF, "--cold-start-tier", "lukewarm")
+    assert wrong.returncode == 2 and "warm-host" in wrong.stderr
 
 
 def test_scale_clears_keep_warm_and_refuses_contradictions(

@@ -152,6 +152,38 @@ def test_metrics_report_predictions_replicas_starts_and_scaling(server: EmberSer
     assert 'ember_scale_events_total{deployment="ember/metered",direction="up"} 1.0' in text
 
 
+def test_a_start_from_zero_forks_from_the_warm_host_and_the_tier_changes_live(
+    server: EmberServer,
+) -> None:
+    with server.client() as api:
+        create(api, "forked", idle_timeout=0, scale_down_delay=0)
+        wait_for(lambda: status(api, "forked")["cold_start"]["ready"])
+        cold_start = status(api, "forked")["cold_start"]
+        assert cold_start["tier"] == "warm-host" and cold_start["requested"] == "auto"
+        assert cold_start["setup_in_host"] and cold_start["memory_bytes"] > 0
+        assert predict(server, "forked", mode="ok")["status"] == "succeeded"
+        text = httpx.get(f"{server.url}/metrics").text
+        assert (
+            'ember_replica_starts_total{deployment="ember/forked",outcome="ready",'
+            'tier="warm-host"} 1.0' in text
+        )
+        for phase in ("fork", "ready", "first_prediction"):
+            assert f'deployment="ember/forked",le="+Inf",phase="{phase}",tier="warm-host"' in text
+        assert 'ember_cold_start_tier{deployment="ember/forked",ready="true",tier="warm-host"}' in (
+            text
+        )
+        response = api.patch("/v1/deployments/ember/forked", json={"cold_start_tier": "cold"})
+        assert response.status_code == 200, response.text
+        wait_for(lambda: status(api, "forked")["cold_start"]["tier"] == "cold")
+        wait_for(lambda: status(api, "forked")["replicas"] == {"starting": 0, "ready": 0})
+        assert predict(server, "forked", mode="ok")["status"] == "succeeded"
+        text = httpx.get(f"{server.url}/metrics").text
+        assert (
+            'ember_replica_starts_total{deployment="ember/forked",outcome="ready",'
+            'tier="cold"} 1.0' in text
+        )
+
+
 def test_a_crash_loses_only_the_prediction_that_crashed(server: EmberServer) -> None:
     """Predictions queued behind a crashing one (in the deployment or inside the dying
     worker) run on a fresh replica instead of failing or hanging."""

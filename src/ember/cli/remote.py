@@ -419,7 +419,22 @@ def settings_table(deployment: dict[str, Any]) -> Table:
         table.add_row(
             "scaling", f"wants {scaling.get('desired', '?')}: {scaling.get('reason', '?')}", ""
         )
+    if cold_start := status.get("cold_start"):
+        table.add_row("cold starts", cold_start_summary(cold_start), "")
     return table
+
+
+def cold_start_summary(cold_start: dict[str, Any]) -> str:
+    """'warm-host, ready, setup in host, 520 MiB (fits the warm-host memory budget ...)'."""
+    parts = [cold_start["tier"], "ready" if cold_start["ready"] else "not ready"]
+    if cold_start.get("setup_in_host"):
+        parts.append("setup in host")
+    if cold_start.get("memory_bytes"):
+        parts.append(f"{cold_start['memory_bytes'] / 2**20:.0f} MiB")
+    summary = ", ".join(parts) + f" ({cold_start['reason']})"
+    if cold_start.get("detail") and not cold_start["ready"]:
+        summary += f": {cold_start['detail'].splitlines()[0]}"
+    return summary
 
 
 # -- predict and logs -------------------------------------------------------------------------
