@@ -62,6 +62,23 @@ def test_replicas_fork_from_a_host_that_ran_setup_once(runtime: LocalRuntime) ->
     asyncio.run(go())
 
 
+def test_a_start_while_the_host_is_starting_waits_for_it(runtime: LocalRuntime) -> None:
+    """The host is ahead of a spawn doing the same imports and setup."""
+
+    async def go() -> None:
+        spec = read_package(FORKABLE)
+        await runtime.keep_ready([(spec, Tier.WARM_HOST)])
+        try:
+            replica = await start(runtime, spec)
+            assert replica.tier == Tier.WARM_HOST
+            assert {"host_wait", "fork"} <= set(replica.start_phases())
+            await replica.stop()
+        finally:
+            await runtime.close()
+
+    asyncio.run(go())
+
+
 def test_a_forked_replica_that_crashes_or_is_killed_reports_its_exit_code(
     runtime: LocalRuntime,
 ) -> None:

@@ -126,6 +126,7 @@ class LocalReplica(Replica):
         self._stderr = bytearray()
         self._stderr_stream: asyncio.StreamReader | None = None
         self._launch_seconds = 0.0
+        self.host_wait = 0.0  # waiting for a warm host that was still starting
         self._process: ReplicaProcess | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -177,11 +178,13 @@ class LocalReplica(Replica):
         self._process, self._stderr_stream = process, process.stderr
 
     def start_phases(self) -> dict[str, float]:
-        """`fork` or `spawn` (until the process exists), then the worker's own timings:
-        `load` (importing the predictor) and `setup`, absent when the warm host did them."""
+        """`host_wait` (for a warm host still starting), `fork` or `spawn` (until the process
+        exists), then the worker's own timings: `load` (importing the predictor) and `setup`,
+        absent when the warm host did them."""
         launch = "fork" if self.tier == Tier.WARM_HOST else "spawn"
         worker = {key.removesuffix("_time"): value for key, value in self.timings.items()}
-        return {launch: self._launch_seconds, **worker}
+        waited = {"host_wait": self.host_wait} if self.host_wait else {}
+        return {**waited, launch: self._launch_seconds, **worker}
 
     async def wait_started(self) -> ReplicaState:
         await self._started.wait()
@@ -414,6 +417,13 @@ class LocalRuntime(Runtime):
         environment = self._environments.get(spec.root) or await self.prepare(spec)
         self.outputs_dir.mkdir(parents=True, exist_ok=True)
         replica_id = f"r-{uuid.uuid4().hex[:10]}"
+        waited = 0.0
+        preparing = self._preparing.get(spec.root) if tier == Tier.WARM_HOST else None
+        if preparing is not None:
+            # A spawn would redo the imports and setup the host is already part-way through.
+            began = time.perf_counter()
+            await asyncio.wait([preparing])
+            waited = time.perf_counter() - began
         host = self._hosts.get(spec.root) if tier == Tier.WARM_HOST else None
         replica = LocalReplica(
             spec,
@@ -425,6 +435,7 @@ class LocalRuntime(Runtime):
             host=host if host is not None and host.ready else None,
             tier=Tier.DISK if tier != Tier.COLD and spec.root in self._cached else Tier.COLD,
         )
+        replica.host_wait = waited
         await replica.launch()
         return replica
 
