@@ -592,8 +592,11 @@ def _build(
             ),
             (
                 "pip install",
-                [uv, "pip", "install", "--color", "never", "--python", str(venv / "bin" / "python"),
-                 *index_args, "-r", str(requirements_file)],
+                # Compiled now, once: else every replica start of a read-only or
+                # PYTHONDONTWRITEBYTECODE environment compiles torch's sources again.
+                [uv, "pip", "install", "--color", "never", "--compile-bytecode",
+                 "--python", str(venv / "bin" / "python"), *index_args, "-r",
+                 str(requirements_file)],
             ),
         ]  # fmt: skip
         with open(log_path, "w", encoding="utf-8") as log:
