@@ -14,6 +14,7 @@ import array
 import fcntl
 import io
 import os
+import select
 import sys
 import termios
 import threading
@@ -75,11 +76,18 @@ class LogCapture:
         ).start()
 
     def _pump(self, read_fd: int) -> None:
-        while chunk := os.read(read_fd, 65536):
+        # Bytes leave the pipe only under the lock, and are emitted before it is released: so
+        # `wait_drained` seeing an empty pipe and then taking the lock cannot miss a chunk that
+        # was read but not yet attributed.
+        poller = select.poll()
+        poller.register(read_fd, select.POLLIN)
+        while True:
+            poller.poll()
             with self._pumping:
                 pending = self._pending(read_fd)
-                if pending:
-                    chunk += os.read(read_fd, pending)
+                if not pending:
+                    return  # readable with nothing to read: every writer is gone
+                chunk = os.read(read_fd, pending)
                 owner = scope.current_scope_or_none()
                 self._emit(owner.prediction_id if owner else None, chunk.decode(errors="replace"))
 
