@@ -7,6 +7,7 @@ import datetime
 import pytest
 
 from ember.control.policies.autoscaling import Autoscaler, Limits, Observation
+from ember.control.policies.costs import DELAY_WEIGHT, StartTimes, start_cost
 from ember.control.scaling import ScalingSettings, keep_warm_floor, parse_keep_warm
 
 
@@ -89,6 +90,75 @@ def test_floor_and_ceiling_always_win():
 def test_target_concurrency_divides_demand():
     scaler = Autoscaler()
     assert run(scaler, 0.0, 0, 8, 0, limits(target=4.0)) == 2
+
+
+def test_one_request_waiting_behind_a_busy_replica_gets_a_replica_at_once():
+    """Queue-driven scale-out: no sustained burst needed (the averaged windows would wait for
+    one), because a scale-out while the model is loaded costs less than a service time."""
+    scaler = Autoscaler()
+    bounds = limits()
+    for t in range(0, 120):  # a steady, lightly loaded replica
+        assert run(scaler, float(t), int(t % 4 == 0), 0, 1, bounds) == 1
+    assert run(scaler, 120.0, 1, 1, 1, bounds) == 2  # one waits: a second replica now
+    assert run(scaler, 121.0, 2, 3, 2, bounds) == 4  # what is outstanding, up to the ceiling
+    assert run(scaler, 122.0, 2, 9, 4, limits(ceiling=4)) == 4
+
+
+def test_queue_driven_scale_out_still_respects_the_scale_up_delay():
+    scaler = Autoscaler()
+    bounds = limits(scale_up_delay=5.0)
+    assert run(scaler, 0.0, 1, 0, 1, bounds) == 1
+    assert run(scaler, 1.0, 1, 1, 1, bounds) == 1
+    assert run(scaler, 6.0, 1, 1, 1, bounds) == 2
+
+
+def test_limits_without_start_costs_behave_as_before():
+    bounds = limits()
+    assert bounds.scale_out_seconds is None and bounds.delay_weight == DELAY_WEIGHT
+    assert Autoscaler.scale_down_delay(bounds) == bounds.scale_down_delay
+
+
+def test_an_extra_replica_is_kept_for_as_long_as_getting_it_back_would_cost():
+    """Ski rental per extra replica: idle up to the GPU-seconds a scale-out costs (its start
+    time billed plus the request's wait at the delay price), never less than scale_down_delay."""
+    cheap = limits(scale_down_delay=10.0, scale_out_seconds=0.8, delay_weight=100.0)
+    hold = start_cost(0.8, 100.0)
+    assert Autoscaler.scale_down_delay(cheap) == pytest.approx(80.8)
+    assert Autoscaler.scale_down_delay(limits(scale_out_seconds=0.1)) == 60.0  # the floor
+
+    scaler = Autoscaler()
+    for t in range(10):  # a burst: two replicas busy
+        assert run(scaler, float(t), 2, 0, 2, cheap) == 2
+    counts = {t: run(scaler, float(t), 1, 0, 2, cheap) for t in range(10, 400)}
+    # the 60 s window still averages the burst; then the wish to go down must hold `hold` s
+    first_down = min(t for t, n in counts.items() if n == 1)
+    assert 60 + hold - 2 <= first_down <= 70 + hold + 2
+    assert all(n == 2 for t, n in counts.items() if t < first_down)
+
+
+def test_idle_past_a_zero_keepalive_stops_every_replica_at_the_next_tick():
+    """The cost-aware keep-alive may be 0 (a start from the warm host is cheaper than idling):
+    the deployment goes to zero as soon as it has no work, whatever the replica count."""
+    scaler = Autoscaler()
+    bounds = limits(keepalive=0.0, scale_out_seconds=0.8)
+    assert run(scaler, 0.0, 2, 0, 2, bounds) == 2
+    assert run(scaler, 1.0, 0, 0, 2, bounds) == 0
+
+
+def test_start_times_are_smoothed_per_tier():
+    times = StartTimes()
+    assert times.get("warm-host") is None
+    times.record("warm-host", 1.0)
+    times.record("cold", 12.0)
+    assert times.get("warm-host") == 1.0 and times.get("cold") == 12.0
+    times.record("warm-host", 2.0)  # one slow fork moves the estimate by 30% of its excess
+    assert times.get("warm-host") == pytest.approx(1.3)
+    for _ in range(20):
+        times.record("warm-host", 0.5)
+    assert times.get("warm-host") == pytest.approx(0.5, abs=0.01)
+    assert times.get("cold") == 12.0  # the other tier's estimate is its own
+    with pytest.raises(ValueError):
+        times.record("cold", -1.0)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sized
 
 import pytest
 
+from ember.control.policies import costs
 from ember.control.policies.keepalive import IdleHistory, KeepAliveWindows
 
 MINUTE = 60.0
@@ -204,7 +205,7 @@ def test_memory_is_bounded_by_bins_plus_recent_whatever_the_traffic():
     containers = [getattr(history, name) for name in IdleHistory.__slots__]
     sizes = [len(c) for c in containers if isinstance(c, Sized)]
     assert sizes and max(sizes) <= history.bins
-    assert sum(sizes) <= history.bins + 32
+    assert sum(sizes) <= 2 * history.bins + 32  # a count and a sum per bin, the recent ring
     assert len(history.to_dict()["recent"]) == 32
 
 
@@ -272,3 +273,150 @@ def test_learned_windows_beat_a_fixed_10_minute_keepalive_on_periodic_traffic(
     # Only the first requests, decided on the default while history is thin, can be cold.
     assert cold_once_learned == 0
     assert learned_cold <= 10
+
+
+# --- Cost-aware windows: what a start costs decides how long idling is worth it. ---
+
+START = 1.0  # seconds: a start from the warm host
+COST = costs.start_cost(START)  # GPU-seconds such a start costs when a request waits for it
+
+
+def poisson_gaps(mean: float, count: int, seed: int = 3) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.expovariate(1 / mean) for _ in range(count)]
+
+
+def brute_force_cost(gaps: list[float], keepalive: float, start_cost: float) -> float:
+    """Expected cost per gap, gap by gap: idle until the request or the keep-alive's end, and a
+    start the request waits for when it comes later."""
+    return sum(min(g, keepalive) + (start_cost if g > keepalive else 0.0) for g in gaps) / len(gaps)
+
+
+def test_start_cost_is_billed_start_time_plus_waiting_at_the_delay_price():
+    assert costs.start_cost(1.0, 180.0) == 181.0
+    assert costs.start_cost(0.0) == 0.0
+    assert COST == START * (1 + costs.DELAY_WEIGHT)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            costs.start_cost(bad)
+    with pytest.raises(ValueError):
+        costs.start_cost(1.0, -1.0)
+
+
+def test_without_a_start_time_the_windows_are_unchanged():
+    for gaps in (periodic_gaps(10 * MINUTE, 30, 200), sporadic_gaps(400), poisson_gaps(HOUR, 50)):
+        history = history_of(gaps)
+        assert history.windows(DEFAULT_KEEPALIVE, None) == history.windows(DEFAULT_KEEPALIVE)
+        assert history.windows(DEFAULT_KEEPALIVE).mode != "cost"
+
+
+def test_thin_history_keeps_warm_for_what_a_start_costs_at_most():
+    history = history_of([5 * MINUTE] * 3)
+    windows = history.windows(DEFAULT_KEEPALIVE, START)
+    assert windows == KeepAliveWindows(0.0, min(DEFAULT_KEEPALIVE, COST), "default", 3)
+    # a slow (cold) start is worth more than the default: the operator's default caps it
+    assert history.windows(DEFAULT_KEEPALIVE, 10.0).keepalive == DEFAULT_KEEPALIVE
+
+
+@pytest.mark.parametrize("mean", [20.0, 90.0, 400.0, 20 * MINUTE, 2 * HOUR])
+def test_memoryless_traffic_stays_warm_only_when_requests_come_faster_than_a_start_costs(
+    mean: float,
+):
+    """Poisson arrivals: the chance of a request in the next second never changes, so either
+    idling is worth it all along (mean gap below the start's cost) or not at all."""
+    windows = history_of(poisson_gaps(mean, 2_000)).windows(DEFAULT_KEEPALIVE, START)
+    assert windows.mode == "cost" and windows.prewarm == 0
+    if mean < COST / 1.5:
+        assert windows.keepalive >= 3 * mean  # warm through almost every gap
+    elif mean > 1.5 * COST:
+        assert windows.keepalive == 0  # stop at once; every request waits ~START
+    # blind to the start's cost, the windows keep even the sparse ones warm for more than a
+    # mean gap after every request (the histogram's tail: ~4.6 mean gaps, up to its range)
+    learned = history_of(poisson_gaps(mean, 2_000)).windows(DEFAULT_KEEPALIVE)
+    if mean > 1.5 * COST:
+        assert learned.warm_until - learned.prewarm > mean
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_chosen_keepalive_is_the_cheapest_in_hindsight(seed: int):
+    """Exact at bin edges: no keep-alive on a fine grid does better on the same gaps than the
+    chosen one (beyond the within-bin resolution)."""
+    rng = random.Random(seed)
+    gaps = [
+        rng.choice(
+            [rng.uniform(0.5, 20), rng.expovariate(1 / 200), rng.uniform(20 * MINUTE, 40 * MINUTE)]
+        )
+        for _ in range(500)
+    ]
+    history = history_of(gaps)
+    windows = history.windows(DEFAULT_KEEPALIVE, START)
+    assert windows.mode == "cost"
+    chosen = brute_force_cost(gaps, windows.keepalive, COST)
+    assert history.keepalive_cost(windows.keepalive, COST) == pytest.approx(chosen)
+    grid = [0.0, *(k * 5.0 for k in range(1, 12 * 60))]  # 5 s steps to 1 h
+    best = min(brute_force_cost(gaps, k, COST) for k in grid)
+    edges = [0.0, *(k * MINUTE for k in range(1, 61))]
+    best_on_edges = min(brute_force_cost(gaps, k, COST) for k in edges)
+    assert chosen == pytest.approx(best_on_edges)
+    assert chosen <= best + MINUTE  # a bin's width of idle time per gap at most
+
+
+def test_keepalive_cost_is_exact_at_bin_edges():
+    gaps = [*poisson_gaps(150, 300), 5 * HOUR, 6 * HOUR]
+    history = history_of(gaps)
+    for keepalive in (0.0, MINUTE, 3 * MINUTE, 17 * MINUTE, 4 * HOUR):
+        assert history.keepalive_cost(keepalive, COST) == pytest.approx(
+            brute_force_cost(gaps, keepalive, COST)
+        )
+    assert IdleHistory().keepalive_cost(MINUTE, COST) == 0.0
+
+
+def test_slower_starts_keep_replicas_longer():
+    history = history_of(poisson_gaps(5 * MINUTE, 1_000))
+    keepalives = [history.windows(DEFAULT_KEEPALIVE, s).keepalive for s in (0.3, 1, 3, 10, 30)]
+    assert keepalives == sorted(keepalives)
+    assert keepalives[0] == 0 and keepalives[-1] >= 30 * MINUTE
+
+
+def test_a_higher_delay_price_keeps_replicas_longer():
+    history = history_of(poisson_gaps(4 * MINUTE, 1_000))
+    cheap = history.windows(DEFAULT_KEEPALIVE, START, delay_weight=30)
+    dear = history.windows(DEFAULT_KEEPALIVE, START, delay_weight=1_000)
+    assert cheap.keepalive == 0 and dear.keepalive >= 20 * MINUTE
+
+
+def test_periodic_traffic_keeps_its_prewarm_when_it_is_the_cheaper_choice():
+    """Every 10 min +- 30 s: a pre-warm window of ~3 min per period beats staying warm 10 min,
+    and beats a 1 s start per request at 181 GPU-s each (and its waiting)."""
+    history = history_of(periodic_gaps(10 * MINUTE, 30, 200))
+    windows = history.windows(DEFAULT_KEEPALIVE, START)
+    assert windows == history.windows(DEFAULT_KEEPALIVE)  # the learned pre-warm windows
+    assert windows.mode == "histogram" and windows.prewarm > 0
+    # with nearly free starts, starting on demand is cheaper than any idle window
+    free = history.windows(DEFAULT_KEEPALIVE, 0.01)
+    assert free == KeepAliveWindows(0.0, 0.0, "cost", 200)
+
+
+def test_hour_scale_periods_are_cheaper_to_start_on_demand():
+    """The "predicted" window stays warm 0.3x the forecast (hours) per gap: with 1 s starts,
+    not worth it; with a slow cold start, still not, at this price."""
+    history = history_of(periodic_gaps(6 * HOUR, 10 * MINUTE, 40))
+    assert history.windows(DEFAULT_KEEPALIVE).mode == "predicted"
+    assert history.windows(DEFAULT_KEEPALIVE, START) == KeepAliveWindows(0.0, 0.0, "cost", 40)
+
+
+def test_payloads_saved_without_sums_still_load():
+    gaps = poisson_gaps(3 * MINUTE, 400)
+    history = history_of(gaps)
+    old = {key: value for key, value in history.to_dict().items() if key != "sums"}
+    restored = IdleHistory.from_dict(old)
+    assert restored.samples == history.samples
+    # each bin's gaps at its middle: costs within half a bin per gap of the exact ones
+    for keepalive in (0.0, MINUTE, 5 * MINUTE):
+        assert restored.keepalive_cost(keepalive, COST) == pytest.approx(
+            history.keepalive_cost(keepalive, COST), abs=MINUTE / 2
+        )
+    with pytest.raises(ValueError):
+        IdleHistory.from_dict({**history.to_dict(), "sums": [1.0]})
+    with pytest.raises(ValueError):
+        IdleHistory.from_dict({**history.to_dict(), "sums": [-1.0] * history.bins})

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ember.control.policies.autoscaling import Autoscaler, Decision, Limits, Observation
+from ember.control.policies.costs import StartTimes
 from ember.control.policies.keepalive import IdleHistory
 from ember.control.policies.tiers import TierChoice
 from ember.control.predictions import PredictionState
@@ -97,6 +98,7 @@ class DeploymentRunner:
         self.running: dict[str, tuple[PredictionState, PredictionHandle]] = {}
         self.autoscaler = Autoscaler()
         self.history = IdleHistory()  # learned per deployment: idle gaps before requests
+        self.start_times = StartTimes()  # measured per tier: what the next start will cost
         self._idle_since: float | None = None
         self.last_active = clock()  # deployed, or last given a prediction (tier choice)
         self.cold_start = TierChoice(Tier.COLD, "not chosen yet")  # set by the platform
@@ -177,7 +179,7 @@ class DeploymentRunner:
 
     def _learned(self) -> dict[str, Any]:
         """What the deployment's idle gaps have taught the keep-alive so far."""
-        windows = self.history.windows(DEFAULT_IDLE_TIMEOUT)
+        windows = self.history.windows(DEFAULT_IDLE_TIMEOUT, self._start_seconds())
         return {
             "mode": windows.mode,
             "samples": windows.samples,
@@ -309,6 +311,10 @@ class DeploymentRunner:
             self._unproven.intersection_update(r.id for r in self.replicas)
         return self.replicas
 
+    def _start_seconds(self) -> float | None:
+        """What a start from the tier kept ready takes, as measured (None before one was)."""
+        return self.start_times.get(self.cold_start.tier.value)
+
     def limits(self, now: float, now_wall: datetime.datetime | None = None) -> Limits:
         """The policy's bounds now: floors from min_instances, keep-warm windows and the
         learned pre-warm window; the keep-alive from `idle_timeout` or the learned windows."""
@@ -316,10 +322,14 @@ class DeploymentRunner:
         moment = now_wall or datetime.datetime.now(datetime.UTC)
         slots = next((r.max_concurrency for r in self.replicas), self.spec.max_concurrency)
         floor = max(settings.min_instances, keep_warm_floor(settings.windows, moment))
+        scale_out: float | None = None
         if settings.idle_timeout is not None:
             keepalive = settings.idle_timeout
         else:
-            windows = self.history.windows(DEFAULT_IDLE_TIMEOUT)
+            start = self._start_seconds()
+            if start is not None:  # a waiting request is seen at the next tick, then waits
+                scale_out = start + TICK_SECONDS / 2
+            windows = self.history.windows(DEFAULT_IDLE_TIMEOUT, start)
             if windows.prewarm > 0:
                 # Unload after each burst; be warm again just before the next is expected.
                 keepalive = 0.0
@@ -334,6 +344,7 @@ class DeploymentRunner:
             scale_up_delay=settings.scale_up_delay,
             scale_down_delay=settings.scale_down_delay,
             keepalive=keepalive,
+            scale_out_seconds=scale_out,
         )
 
     def tick(self, now: float) -> Decision:
@@ -395,6 +406,10 @@ class DeploymentRunner:
                 {"tier": replica.tier.value, "ok": state == ReplicaState.READY, "phases": phases},
             )
             if state == ReplicaState.READY:
+                # What the next start from this tier will cost (not the wait for a warm host
+                # that was still starting: that happens once).
+                seconds = phases["ready"] - phases.get("host_wait", 0.0)
+                self.start_times.record(replica.tier.value, max(0.0, seconds))
                 self._unproven.add(replica.id)
                 self.last_setup_error = None
                 self._failed_starts = 0

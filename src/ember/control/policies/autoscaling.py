@@ -5,13 +5,18 @@ concurrency) with Ray Serve's per-direction delays, adapted to paid accelerators
 
 - At zero with requests waiting, start at once (Knative's activator: the first request is the
   signal). Nothing is refused while a replica starts; requests wait in the deployment's queue.
-- Scale out fast: the panic window (6 s) reacts to bursts; a higher count applies after
-  `scale_up_delay` (0 by default).
-- Scale in slowly: a lower count must be wanted continuously for `scale_down_delay`, and
-  while panicking the count never falls.
-- Scale to zero only after the deployment has been idle for its keep-alive (learned from its
-  idle gaps, or `idle_timeout`), and pre-warm one replica when the learned windows expect the
-  next request.
+- Scale out fast: never fewer replicas than the work outstanding right now needs (one request
+  waiting behind a busy replica is enough: a scale-out while the model is loaded takes a fraction
+  of a second, the request would otherwise wait a whole service time), and the panic window
+  (6 s) holds the count through bursts; a higher count applies after `scale_up_delay` (0 by
+  default).
+- Scale in when keeping a replica costs more than getting it back: a lower count must be wanted
+  continuously for `scale_down_delay`, or, when the caller says how long a scale-out takes
+  (`Limits.scale_out_seconds`), for as long as adding the replica back would cost in GPU-seconds
+  (policies/costs.py), whichever is longer; while panicking the count never falls.
+- Scale to zero once the deployment has been idle for its keep-alive (learned from its idle
+  gaps and, when the runner measures it, from what a start from zero costs: policies/keepalive.py;
+  or `idle_timeout`), and pre-warm one replica when the learned windows expect the next request.
 - Floors: `min_instances` and keep-warm windows; ceiling: `max_instances`.
 
 Pure: no I/O and no clock of its own, so it is tested with a fake clock and replayed on traces
@@ -23,6 +28,8 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+
+from ember.control.policies.costs import DELAY_WEIGHT, start_cost
 
 STABLE_WINDOW = 60.0  # seconds of concurrency averaged for steady decisions (Knative, Baseten)
 PANIC_WINDOW = 6.0  # 10% of the stable window (Knative)
@@ -56,6 +63,14 @@ class Limits:
     scale_up_delay: float
     scale_down_delay: float
     keepalive: float  # seconds idle before scaling to zero
+    scale_out_seconds: float | None = None
+    """Seconds a request waits for a scale-out: the controller noticing it (half a tick on
+    average) plus a start while another replica is loaded, as measured. When given, an extra
+    replica that is no longer needed is kept for as long as adding it back would cost,
+    `start_cost(scale_out_seconds, delay_weight)` GPU-seconds, and never less than
+    `scale_down_delay`. None: `scale_down_delay` alone (the behaviour before start costs)."""
+    delay_weight: float = DELAY_WEIGHT
+    """GPU-seconds worth one second of a request's waiting (policies/costs.py)."""
 
 
 class Autoscaler:
@@ -108,11 +123,33 @@ class Autoscaler:
             self._panic_until = now + STABLE_WINDOW
         panicking = self._panic_until is not None and now < self._panic_until
         wanted = max(stable, panic_wish, current) if panicking else stable
+        # Queue-driven scale-out: never fewer replicas than the work there is right now needs.
+        # With target = a replica's slots, one request waiting behind a busy replica is enough:
+        # a scale-out from a loaded host costs a fraction of a second, while the request would
+        # otherwise wait a whole service time (the averaged windows above need a sustained
+        # burst before they react).
+        wanted = max(wanted, math.ceil(demand_now / limits.target))
 
         if wanted == 0 and current > 0 and self.idle_for(now) < limits.keepalive:
             wanted = 1  # idle, but within the keep-alive: keep one warm
         decision = self._bounded(wanted, limits, "demand", now, panicking)
         return self._apply_delays(decision, limits, now)
+
+    @staticmethod
+    def scale_down_delay(limits: Limits) -> float:
+        """How long a lower (non-zero) count must be wanted before extra replicas stop.
+
+        Ski rental per extra replica: keeping it idle costs one GPU-second per second; stopping
+        it means the next request that needs it waits `scale_out_seconds` for a new one, which
+        costs `start_cost(scale_out_seconds)` GPU-seconds. Holding it for that long, then
+        stopping, is the choice that is never far from the better of the two whatever comes next
+        (at most twice its cost), without knowing when the next burst comes. Without a measured
+        scale-out time: `scale_down_delay` as configured.
+        """
+        if limits.scale_out_seconds is None:
+            return limits.scale_down_delay
+        hold = start_cost(limits.scale_out_seconds, limits.delay_weight)
+        return max(limits.scale_down_delay, hold)
 
     def _bounded(
         self, wanted: int, limits: Limits, reason: str, now: float, panic: bool = False
@@ -137,7 +174,7 @@ class Autoscaler:
                 return Decision(current, "no scale-down while panicking", True)
             self._down_since = self._down_since if self._down_since is not None else now
             to_zero = decision.replicas == 0
-            delay = 0.0 if to_zero else limits.scale_down_delay  # zero waits for keep-alive
+            delay = 0.0 if to_zero else self.scale_down_delay(limits)  # zero: keep-alive
             if now - self._down_since >= delay:
                 reason = "idle past keep-alive" if to_zero else decision.reason
                 return Decision(decision.replicas, reason, decision.panic)

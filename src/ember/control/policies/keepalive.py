@@ -13,6 +13,29 @@ tells us how long keeping a replica warm is worth it:
 * spread-out histogram      -> "uncertain": stay warm from the start, until the 99th percentile
                                             (never less than the default keep-alive).
 
+Those windows answer "how long until the next request is unlikely", which is the right question
+when a start is expensive (a 10 s cold start onto a fresh GPU). When the caller says what a start
+costs (``windows(default, start_seconds=...)``: e.g. ~1 s from a warm host that holds the
+weights in host RAM, shared/docs/coldstart.md), the question becomes "is keeping this replica idle
+cheaper than starting it again", and the answer is a *cost-aware* keep-alive (mode "cost"):
+
+* a start from zero costs ``start_seconds`` of billed GPU time plus ``start_seconds`` of delay
+  for the request that waits, priced at ``delay_weight`` GPU-seconds per second of delay
+  (``costs.DELAY_WEIGHT``, 180, by default): ``C = start_seconds * (1 + delay_weight)``
+  GPU-seconds, about 3 minutes for a 1 s start;
+* keeping a replica warm for ``K`` seconds after going idle costs ``min(gap, K)`` per gap, and
+  every gap longer than ``K`` pays ``C``; the keep-alive is the ``K`` that minimises the
+  expected cost per gap over the recorded gaps (exact at bin edges, from per-bin sums), which is
+  where the conditional chance of a request arriving per second of waiting drops below ``1/C``;
+* the histogram's pre-warm windows (periodic traffic) are priced the same way and kept only
+  when they are cheaper than that keep-alive;
+* with a thin history the keep-alive is ``min(default, C)``: keeping warm for what a start costs,
+  then stopping, never pays more than twice the best choice in hindsight (ski rental).
+
+For memoryless (Poisson) traffic this keeps a replica warm only for deployments whose mean gap is
+below ``C``, and stops the others at once; the "histogram" tail window would keep them warm for
+~4.6 mean gaps after every request, which is what a cheap start makes wasteful.
+
 The module is pure: no I/O, clock or randomness. Callers pass gaps in seconds and read back
 windows; the same history therefore gives the same windows in the control plane and in the trace
 simulator. Memory is a fixed number of bins plus a bounded ring of recent long gaps, whatever the
@@ -26,7 +49,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-Mode = Literal["default", "histogram", "uncertain", "predicted"]
+from ember.control.policies import costs
+
+Mode = Literal["default", "histogram", "uncertain", "predicted", "cost"]
 
 # --- Constants of the policy. The first five are the paper's; the rest are Ember's choices. ---
 
@@ -82,7 +107,8 @@ class KeepAliveWindows:
     keepalive: float
     """Seconds a replica stays warm, from ``prewarm`` (or from going idle when prewarm == 0)."""
     mode: str
-    """How the windows were chosen: "default", "histogram", "uncertain" or "predicted"."""
+    """How the windows were chosen: "default", "histogram", "uncertain", "predicted", or "cost"
+    (the cost-aware keep-alive, when the caller says what a start costs)."""
     samples: int
     """How many idle gaps the decision rests on (for logs and dashboards)."""
 
@@ -107,12 +133,13 @@ class IdleHistory:
     """Idle gaps of one deployment in a histogram (default 1-minute bins over 4 hours) plus the
     recent out-of-range gaps for prediction. Bounded memory whatever the traffic.
 
-    Only counts are kept for in-range gaps (the percentiles need nothing more); out-of-range gaps
-    are counted, and the last ``recent`` of them are kept verbatim for the forecast.
+    For in-range gaps each bin keeps a count (the percentiles need nothing more) and the sum of
+    its gaps (so the idle time a keep-alive ending on a bin edge would cost is exact); out-of-range
+    gaps are counted, and the last ``recent`` of them are kept verbatim for the forecast.
     """
 
     __slots__ = ("_bin", "_counts", "_in_range", "_min_samples", "_out_of_range", "_range",
-                 "_recent", "_sum_squares")  # fmt: skip
+                 "_recent", "_sum_squares", "_sums")  # fmt: skip
 
     def __init__(
         self,
@@ -137,6 +164,7 @@ class IdleHistory:
         self._min_samples = int(min_samples)
         # The last bin may be partial when the range is not a whole number of bins.
         self._counts = [0] * math.ceil(self._range / self._bin)
+        self._sums = [0.0] * len(self._counts)  # seconds of the gaps in each bin
         self._in_range = 0
         # Sum of squared bin counts, maintained on every record so the CV costs O(1).
         self._sum_squares = 0
@@ -168,21 +196,41 @@ class IdleHistory:
         index = int(gap_seconds // self._bin)
         count = self._counts[index]
         self._counts[index] = count + 1
+        self._sums[index] += gap_seconds
         self._sum_squares += 2 * count + 1  # (c + 1)^2 - c^2
         self._in_range += 1
 
-    def windows(self, default_keepalive: float) -> KeepAliveWindows:
+    def windows(
+        self,
+        default_keepalive: float,
+        start_seconds: float | None = None,
+        delay_weight: float = costs.DELAY_WEIGHT,
+    ) -> KeepAliveWindows:
         """The windows to apply after the deployment next goes idle.
 
         ``default_keepalive`` is the operator's setting, used while history is thin and as the
         floor of the "uncertain" keep-alive, so learning never keeps replicas for less time than
         configured unless the histogram is confident.
+
+        ``start_seconds`` is what starting a replica from zero takes now (measured by the caller;
+        from a warm host about a second). When given, the windows are cost-aware (see the module
+        docstring): the keep-alive that minimises idle GPU time plus the price of the starts it
+        causes (``delay_weight`` GPU-seconds per second a request waits), or the learned
+        pre-warm windows when those are cheaper still; ``default_keepalive`` then only caps the
+        keep-alive while history is thin. ``None`` keeps the start-agnostic windows above.
         """
         if not (math.isfinite(default_keepalive) and default_keepalive >= 0):
             raise ValueError(f"default_keepalive must be >= 0 seconds: {default_keepalive!r}")
+        if start_seconds is None:
+            return self._learned(float(default_keepalive))
+        cost = costs.start_cost(start_seconds, delay_weight)  # validates both
+        return self._cost_aware(float(default_keepalive), float(start_seconds), cost)
+
+    def _learned(self, default_keepalive: float) -> KeepAliveWindows:
+        """The hybrid histogram policy's windows, blind to what a start costs."""
         total = self.samples
         if total < self._min_samples:
-            return KeepAliveWindows(0.0, float(default_keepalive), "default", total)
+            return KeepAliveWindows(0.0, default_keepalive, "default", total)
         if self._out_of_range > OUT_OF_RANGE_SHARE * total:
             return self._predicted(total)
         # Here at least half the gaps are in range, so the histogram is not empty.
@@ -199,8 +247,103 @@ class IdleHistory:
         # Deviation from the paper, which keeps an uncertain application warm for the whole
         # range (4 h): on GPUs that is the most expensive choice. We stay warm only until the
         # tail percentile, never less than the operator's default and never beyond the range.
-        keepalive = max(float(default_keepalive), min(tail_edge, self._range))
+        keepalive = max(default_keepalive, min(tail_edge, self._range))
         return KeepAliveWindows(0.0, keepalive, "uncertain", total)
+
+    def _cost_aware(
+        self, default_keepalive: float, start_seconds: float, start_cost: float
+    ) -> KeepAliveWindows:
+        """The cheapest windows when a start from zero takes ``start_seconds`` and costs
+        ``start_cost`` GPU-seconds if a request waits for it.
+
+        Costs are GPU-seconds per idle gap: warm idle time, plus ``start_cost`` for every start
+        a request waits for, plus ``start_seconds`` for a pre-warm start nobody waits for.
+        """
+        total = self.samples
+        if total < self._min_samples:
+            # Ski rental: stay warm for what a start costs, then stop. Whatever the next gap,
+            # this pays at most twice what the best choice in hindsight would have.
+            return KeepAliveWindows(0.0, min(default_keepalive, start_cost), "default", total)
+        keepalive, cost = self._cheapest_keepalive(start_cost)
+        learned = self._learned(default_keepalive)
+        if learned.prewarm > 0:
+            # Periodic traffic: unloading and pre-warming may beat any keep-alive.
+            lo, hi = learned.prewarm, learned.warm_until
+            idle_lo, longer_lo = self._longer_than(lo)
+            below_lo = total - longer_lo
+            idle_hi, longer_hi = self._longer_than(hi)
+            prewarm_cost = (
+                below_lo * start_cost  # arrived before the pre-warm: waited for a start
+                + longer_lo * start_seconds  # the pre-warm start itself (no one waits)
+                + (idle_hi - idle_lo)  # warm and idle inside the window
+                + longer_hi * start_cost  # the window closed before the request came
+            ) / total
+            if prewarm_cost < cost:
+                return learned
+        return KeepAliveWindows(0.0, keepalive, "cost", total)
+
+    def keepalive_cost(self, keepalive: float, start_cost: float) -> float:
+        """Expected GPU-seconds per idle gap of keeping a replica warm for ``keepalive`` seconds
+        after going idle, when each start a request then waits for costs ``start_cost``
+        GPU-seconds. 0 with no history."""
+        if not self.samples:
+            return 0.0
+        idle, longer = self._longer_than(keepalive)
+        return (idle + start_cost * longer) / self.samples
+
+    def _cheapest_keepalive(self, start_cost: float) -> tuple[float, float]:
+        """(keep-alive, expected cost per gap) minimising ``keepalive_cost``.
+
+        Between two bin edges the cost grows linearly with the keep-alive (every longer gap pays
+        the extra idle time), so the minimum is at 0 or at the upper edge of a non-empty bin,
+        where it is exact: the gaps below sum to their bins' recorded sums, the others pay the
+        keep-alive and a start. Ties go to the shorter keep-alive (less GPU time for the same
+        expected cost). One pass over the bins.
+        """
+        total = self.samples
+        best_keepalive, best = 0.0, start_cost * total  # stop at once: every gap meets a start
+        below = 0.0  # seconds of the gaps in the bins covered so far
+        longer = total
+        for index, count in enumerate(self._counts):
+            if not count:
+                continue
+            below += self._sums[index]
+            longer -= count
+            edge = min((index + 1) * self._bin, self._range)
+            cost = below + (edge + start_cost) * longer
+            if cost < best:
+                best_keepalive, best = edge, cost
+        return best_keepalive, best / total
+
+    def _longer_than(self, seconds: float) -> tuple[float, float]:
+        """(sum over gaps of min(gap, seconds), number of gaps longer than ``seconds``).
+
+        Exact at bin edges; inside a bin its gaps are taken as spread evenly over it. Gaps beyond
+        the range are taken as distributed like the recent ones kept for the forecast.
+        """
+        idle = 0.0
+        longer = 0.0
+        width = self._bin
+        for index, count in enumerate(self._counts):
+            if not count:
+                continue
+            lo = index * width
+            hi = min(lo + width, self._range)
+            if hi <= seconds:
+                idle += self._sums[index]
+            elif lo >= seconds:
+                idle += count * seconds
+                longer += count
+            else:
+                share = (seconds - lo) / (hi - lo)
+                idle += count * share * (lo + seconds) / 2 + count * (1 - share) * seconds
+                longer += count * (1 - share)
+        if self._out_of_range:
+            recent = self._recent or deque([self._range])
+            n = len(recent)
+            idle += self._out_of_range * sum(min(gap, seconds) for gap in recent) / n
+            longer += self._out_of_range * sum(gap > seconds for gap in recent) / n
+        return idle, longer
 
     def _representative(self) -> bool:
         """CV of the bin counts >= 2, compared exactly in integers.
@@ -274,6 +417,7 @@ class IdleHistory:
             "min_samples": self._min_samples,
             "recent_max": self._recent.maxlen,
             "counts": list(self._counts),
+            "sums": list(self._sums),
             "out_of_range": self._out_of_range,
             "recent": list(self._recent),
         }
@@ -298,7 +442,18 @@ class IdleHistory:
         recent = [float(g) for g in data["recent"]]
         if any(not (math.isfinite(g) and g >= history._range) for g in recent):
             raise ValueError("recent gaps must be finite and out of range")
+        width = history._bin
+        if "sums" in data:  # absent from payloads saved before the cost-aware keep-alive
+            sums = [float(v) for v in data["sums"]]
+            if len(sums) != len(counts) or any(not (math.isfinite(v) and v >= 0) for v in sums):
+                raise ValueError("sums do not match the histogram's bins")
+        else:  # each bin's gaps taken at its middle
+            sums = [
+                c * (i * width + min((i + 1) * width, history._range)) / 2
+                for i, c in enumerate(counts)
+            ]
         history._counts = counts
+        history._sums = sums
         history._in_range = sum(counts)
         history._sum_squares = sum(c * c for c in counts)
         history._out_of_range = out_of_range
