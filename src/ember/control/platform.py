@@ -22,6 +22,7 @@ import secrets
 import shutil
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +31,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from ember.control.hardware import DEFAULT_HARDWARE, HARDWARE
+from ember.control.ledger import Ledger
 from ember.control.metrics import Metrics
 from ember.control.policies.keepalive import IdleHistory
 from ember.control.predictions import PredictionState, new_prediction_id
+from ember.control.prices import Price, PriceTable, configured_overrides
 from ember.control.readiness import TierKeeper, default_warm_host_memory
 from ember.control.runner import DeploymentRunner
 from ember.control.scaling import ScalingSettings
@@ -79,10 +82,11 @@ class InvalidRequest(ValueError):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a token's owner and scope."""
+    """Who is calling: a token's owner and scope, and which token (its spend is tracked)."""
 
     owner: str
     scope: str
+    token_id: str | None = None  # None for the admin token given on the command line
 
 
 @dataclass
@@ -103,6 +107,7 @@ class Platform:
         public_url: str = "http://127.0.0.1:8000",
         admin_token: str | None = None,
         warm_host_memory: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.data_dir = data_dir
         self.public_url = public_url.rstrip("/")
@@ -113,6 +118,10 @@ class Platform:
         self.engine = connect(database_url or sqlite_url(data_dir))
         self.store = Store(self.engine)
         self.runtime = LocalRuntime(data_dir)
+        self.clock = clock  # what replica and prediction durations are measured with
+        self.prices = PriceTable(configured_overrides())
+        self._set_prices: dict[str, dict[str, Any]] = {}  # through the API, saved
+        self.ledger = Ledger(self.store, lambda: [t.runner for t in self.targets.values()], clock)
         self.tiers = TierKeeper(
             self.runtime,
             lambda: [t.runner for t in self.targets.values()],
@@ -150,9 +159,15 @@ class Platform:
         first_token = None
         if await asyncio.to_thread(self.store.count_tokens) == 0 and not self.admin_token:
             _, first_token = await asyncio.to_thread(self.store.create_token, "admin", "ember")
+        saved = await asyncio.to_thread(self.store.setting, "prices")
+        if saved:  # set through the API: over the defaults and the EMBER_PRICES file
+            self._set_prices = json.loads(saved)
+            for sku, fields in self._set_prices.items():
+                self.prices.set(sku, **fields)
         await self._load_deployments()
         await self.recover()
         self.tiers.start()
+        self.ledger.start()
         return first_token
 
     async def stop(self) -> None:
@@ -169,6 +184,7 @@ class Platform:
                 await asyncio.to_thread(self.store.set_setting, _history_key(key), history)
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
+        await self.ledger.stop()  # the replicas' final accounts are written by now
         await self.runtime.close()
         if self.writer is not None:
             await asyncio.to_thread(self.writer.close)
@@ -182,7 +198,7 @@ class Platform:
         if token in self._principals:
             return self._principals[token]
         record = await asyncio.to_thread(self.store.token_by_secret, token)
-        principal = Principal(record.owner, record.scope) if record else None
+        principal = Principal(record.owner, record.scope, record.id) if record else None
         if len(self._principals) > 10_000:
             self._principals.clear()
         self._principals[token] = principal
@@ -388,7 +404,9 @@ class Platform:
             assert model is not None
             self._install_runner(deployment, release, model, version)
         else:
-            self.targets[f"{owner}/{name}"].runner.update_settings(settings)
+            runner = self.targets[f"{owner}/{name}"].runner
+            runner.hardware = release.hardware  # replicas started from now on run on it
+            runner.update_settings(settings)
         self.tiers.wake()
         return deployment, release
 
@@ -407,7 +425,7 @@ class Platform:
         """A runner for the release's version; a previous runner drains in the background."""
         key = f"{deployment.owner}/{deployment.name}"
         old = self.targets.pop(key, None)
-        runner = self._new_runner(key, version, release_settings(release))
+        runner = self._new_runner(key, version, release.hardware, release_settings(release))
         if old is not None:
             runner.queue.extend(old.runner.queue)
             old.runner.queue.clear()
@@ -420,7 +438,11 @@ class Platform:
         return runner
 
     def _new_runner(
-        self, key: str, version: records.Version, settings: ScalingSettings | None = None
+        self,
+        key: str,
+        version: records.Version,
+        hardware: str,
+        settings: ScalingSettings | None = None,
     ) -> DeploymentRunner:
         spec = PackageSpec.model_validate(version.spec)
         return DeploymentRunner(
@@ -430,8 +452,23 @@ class Platform:
             self._on_event,
             self.resolve_input,
             settings,
-            on_replica_event=self.metrics.on_replica_event,
+            clock=self.clock,
+            on_replica_event=self._on_replica_event,
+            hardware=hardware,
+            rate=lambda sku: self.prices.get(sku).per_second,
         )
+
+    def _on_replica_event(self, deployment: str, kind: str, data: dict[str, Any]) -> None:
+        self.metrics.on_replica_event(deployment, kind, data)
+        self.ledger.on_replica_event(deployment, kind, data)
+
+    async def set_price(self, sku: str, **fields: Any) -> Price:
+        """Change a SKU's price (PriceError if invalid); replicas started from now on pay it."""
+        price = self.prices.set(sku, **fields)
+        self._set_prices.setdefault(sku, {}).update(fields)
+        saved = json.dumps(self._set_prices)
+        await asyncio.to_thread(self.store.set_setting, "prices", saved)
+        return price
 
     def _retire(self, runner: DeploymentRunner) -> None:
         """Drain a replaced runner in the background; its predictions stay cancellable."""
@@ -509,7 +546,7 @@ class Platform:
         key = f"version:{version.id}"
         target = self.targets.get(key)
         if target is None:
-            runner = self._new_runner(key, version)
+            runner = self._new_runner(key, version, model.hardware)
             target = self.targets[key] = Target(
                 runner, f"{model.owner}/{model.name}", version, None
             )

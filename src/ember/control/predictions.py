@@ -58,6 +58,7 @@ class PredictionState:
     version_id: str
     input: dict[str, Any]
     deployment: str | None = None
+    token_id: str | None = None  # the API token that created it (whose spend it is)
     status: str = "starting"
     output: Any = None
     logs: str = ""
@@ -155,6 +156,7 @@ class PredictionState:
             "model": self.model,
             "version_id": self.version_id,
             "deployment": self.deployment,
+            "token_id": self.token_id,
             "status": self.status,
             "input": self.input,
             "output": output,
@@ -181,6 +183,7 @@ class PredictionState:
             version_id=row.version_id,
             input=row.input,
             deployment=row.deployment,
+            token_id=row.token_id,
             status=row.status,
             output=row.output,
             logs=row.logs or "",

@@ -8,8 +8,11 @@ control loop that decides how many replicas there should be.
 - Every tick (and at once when a request finds no replica), the pure policy in
   `policies/autoscaling.py` turns the observed demand into a replica count; scale-in drains
   (the replica takes nothing new and finishes what it holds).
-- Everything the runner learns is reported through `on_event`: it knows nothing of storage
-  or HTTP.
+- Every replica's life is metered (`policies/billing.py`): its starting, busy, idle and
+  draining seconds at its hardware's rate; each prediction gets its cost (its share of busy
+  time plus its share of the cold start it waited for) in its metrics before it finishes.
+- Everything the runner learns is reported through `on_event` and `on_replica_event`: it knows
+  nothing of storage or HTTP.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ember.control.policies.autoscaling import Autoscaler, Decision, Limits, Observation
+from ember.control.policies.billing import ReplicaMeter
 from ember.control.policies.costs import StartTimes
 from ember.control.policies.keepalive import IdleHistory
 from ember.control.policies.tiers import TierChoice
@@ -53,8 +57,8 @@ MAX_BACKOFF_SECONDS = 60.0
 OnEvent = Callable[[PredictionState, str], None]
 ResolveInput = Callable[[dict[str, Any]], dict[str, Any]]
 ALIVE = (ReplicaState.STARTING, ReplicaState.READY)
-# (deployment, kind, data): kind "scale" {direction, count}, "start" {tier, ok, phases} or
-# "first_prediction" {tier, seconds}
+# (deployment, kind, data): kind "scale" {direction, count}, "start" {tier, ok, phases},
+# "first_prediction" {tier, seconds} or "usage" {replica, hardware, tier, meter, final}
 OnReplicaEvent = Callable[[str, str, dict[str, Any]], None]
 
 
@@ -84,8 +88,12 @@ class DeploymentRunner:
         settings: ScalingSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_replica_event: OnReplicaEvent = lambda deployment, kind, data: None,
+        hardware: str = "cpu",
+        rate: Callable[[str], float] = lambda hardware: 0.0,
     ) -> None:
         self.name = name
+        self.hardware = hardware  # changes live with the deployment's release
+        self.rate = rate  # dollars per second of a replica of a hardware SKU, as priced now
         self.spec = spec
         self.runtime = runtime
         self.on_event = on_event
@@ -103,6 +111,10 @@ class DeploymentRunner:
         self.last_active = clock()  # deployed, or last given a prediction (tier choice)
         self.cold_start = TierChoice(Tier.COLD, "not chosen yet")  # set by the platform
         self._unproven: set[str] = set()  # replicas that have not finished a prediction yet
+        # By replica id, while its process lives (draining ones included): replica, its meter,
+        # and the hardware it was started on.
+        self.meters: dict[str, tuple[Replica, ReplicaMeter, str]] = {}
+        self._accepted: dict[str, float] = {}  # prediction id: clock reading at acceptance
         self.last_decision = Decision(0, "not started")
         self.last_setup_error: str | None = None
         self._pending_starts = 0
@@ -122,6 +134,7 @@ class DeploymentRunner:
             raise QueueFull(self.name, self.settings.queue_limit)
         now = self.clock()
         self.last_active = now
+        self._accepted.setdefault(state.id, now)
         if self._idle_since is not None and not self.outstanding:
             self.history.record(max(0.0, now - self._idle_since))
             self._idle_since = None
@@ -238,9 +251,16 @@ class DeploymentRunner:
         """Mirror a running prediction's events into its state, as the replica reports them
         (no task per prediction: each event is handled where the replica reads it)."""
 
+        meter = self.meters[replica.id][1] if replica.id in self.meters else None
+
         def on_event(event: PredictionEvent | PredictionResult) -> None:
             if isinstance(event, PredictionResult):
                 self.running.pop(state.id, None)
+                if meter is not None:
+                    charge = meter.finished(state.id, self.clock())
+                    if not event.never_started:
+                        event.metrics["cost"] = charge.total
+                        event.metrics["cold_start_cost"] = charge.cold_start_cost
                 if replica.id in self._unproven and "predict_time" in event.metrics:
                     self._unproven.discard(replica.id)  # the last phase of its start
                     self.on_replica_event(
@@ -259,6 +279,9 @@ class DeploymentRunner:
                 self._finish(state, event.status, event.output, event.error, event.metrics)
                 self._pump()
             elif event.type == "started":
+                if meter is not None:
+                    now = self.clock()
+                    meter.started(state.id, now, self._accepted.get(state.id, now))
                 state.mark_started()
                 self.on_event(state, "started")
             elif event.type == "output":
@@ -278,6 +301,7 @@ class DeploymentRunner:
         error: str | None = None,
         metrics: dict[str, Any] | None = None,
     ) -> None:
+        self._accepted.pop(state.id, None)
         state.finish(status, output, error, metrics)
         self.on_event(state, "done")
 
@@ -383,8 +407,11 @@ class DeploymentRunner:
         self._pending_starts += 1
         replica: Replica | None = None
         began = time.perf_counter()
+        meter = ReplicaMeter(self.rate(self.hardware), self.clock())
         try:
             replica = await self.runtime.start_replica(self.spec, self.cold_start.tier)
+            self.meters[replica.id] = (replica, meter, self.hardware)
+            self._spawn(self._account(replica, meter, self.hardware))
             if self._closed:
                 await replica.stop(drain=False)
                 return
@@ -406,6 +433,8 @@ class DeploymentRunner:
                 {"tier": replica.tier.value, "ok": state == ReplicaState.READY, "phases": phases},
             )
             if state == ReplicaState.READY:
+                starting = sum(r.state == ReplicaState.STARTING for r in self.replicas)
+                meter.ready(self.clock(), len(self.queue), starting + self._pending_starts + 1)
                 # What the next start from this tier will cost (not the wait for a warm host
                 # that was still starting: that happens once).
                 seconds = phases["ready"] - phases.get("host_wait", 0.0)
@@ -434,7 +463,36 @@ class DeploymentRunner:
         victims = sorted(self.replicas, key=lambda r: (r.state == ReplicaState.READY, r.in_flight))
         for replica in victims[:count]:
             self.replicas.remove(replica)
+            if replica.id in self.meters:
+                self.meters[replica.id][1].draining(self.clock())
             self._spawn(replica.stop(drain=True))
+
+    async def _account(self, replica: Replica, meter: ReplicaMeter, hardware: str) -> None:
+        """When the replica's process is gone, report its final account."""
+        await replica.wait_stopped()
+        meter.stopped(self.clock())
+        self.meters.pop(replica.id, None)
+        self.on_replica_event(self.name, "usage", self.usage_event(replica, meter, hardware, True))
+
+    def usage_event(
+        self, replica: Replica, meter: ReplicaMeter, hardware: str, final: bool
+    ) -> dict[str, Any]:
+        return {
+            "replica": replica.id,
+            "hardware": hardware,
+            "tier": replica.tier.value,
+            "meter": meter,
+            "final": final,
+        }
+
+    def live_usage(self) -> list[dict[str, Any]]:
+        """Accounts of the replicas alive now, brought up to this moment (for checkpoints)."""
+        now = self.clock()
+        events = []
+        for replica, meter, hardware in self.meters.values():
+            meter.snapshot(now)
+            events.append(self.usage_event(replica, meter, hardware, False))
+        return events
 
     def _fail_queue(self, reason: str) -> None:
         while self.queue:

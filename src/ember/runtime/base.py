@@ -190,6 +190,10 @@ class Replica(abc.ABC):
         """Wait until setup ends: READY, or SETUP_FAILED / STOPPED with `setup_error` set."""
 
     @abc.abstractmethod
+    async def wait_stopped(self) -> int | None:
+        """Wait until the replica's process is gone; its exit code where known."""
+
+    @abc.abstractmethod
     def submit(
         self, request: PredictionRequest, listener: Listener | None = None
     ) -> PredictionHandle:

@@ -1,5 +1,5 @@
 """The database schema: tokens, models, versions, deployments and their releases,
-predictions, uploaded files, and platform settings.
+predictions, uploaded files, platform settings, and the cost ledger of replicas.
 
 JSON columns hold what the API returns verbatim (inputs, outputs, metrics, OpenAPI schemas),
 so a prediction read back after a restart is the same object the client saw.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -99,6 +99,7 @@ class Prediction(Base):
     model: Mapped[str] = mapped_column(String(201))
     version_id: Mapped[str] = mapped_column(String(64))
     deployment: Mapped[str | None] = mapped_column(String(201), nullable=True)
+    token_id: Mapped[str | None] = mapped_column(String(40), nullable=True)  # who pays
     status: Mapped[str] = mapped_column(String(20))
     input: Mapped[dict] = mapped_column(JSON)
     output: Mapped[object | None] = mapped_column(JSON, nullable=True)
@@ -139,3 +140,30 @@ class File(Base):
     expires_at: Mapped[datetime.datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True
     )
+
+
+class ReplicaUsage(Base):
+    """One replica's life in the cost ledger: seconds by state at its hardware's rate.
+
+    Written while it lives (checkpoints) and when its process is gone (`final`); the parts
+    sum to its wall time, and `cost` is wall time x `rate`.
+    """
+
+    __tablename__ = "replica_usage"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the replica id
+    deployment: Mapped[str] = mapped_column(String(201))  # "owner/name" or "version:<id>"
+    hardware: Mapped[str] = mapped_column(String(50))
+    tier: Mapped[str] = mapped_column(String(20))
+    rate: Mapped[float] = mapped_column(Float)  # USD per second when it started
+    requested_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
+    stopped_at: Mapped[datetime.datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    starting_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    busy_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    idle_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    draining_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    attributed_start_cost: Mapped[float] = mapped_column(Float, default=0.0)
+    cost: Mapped[float] = mapped_column(Float, default=0.0)
+    final: Mapped[bool] = mapped_column(Boolean, default=False)
+    __table_args__ = (Index("ix_replica_usage_requested_at", "requested_at"),)

@@ -15,7 +15,17 @@ from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from ember.store.models import Deployment, File, Model, Prediction, Release, Setting, Token, Version
+from ember.store.models import (
+    Deployment,
+    File,
+    Model,
+    Prediction,
+    Release,
+    ReplicaUsage,
+    Setting,
+    Token,
+    Version,
+)
 
 
 def now() -> datetime.datetime:
@@ -27,6 +37,7 @@ def hash_token(token: str) -> str:
 
 
 PREDICTION_COLUMNS = [c.name for c in Prediction.__table__.columns]
+USAGE_COLUMNS = [c.name for c in ReplicaUsage.__table__.columns]
 
 
 class Store:
@@ -39,6 +50,12 @@ class Store:
         self._upsert = insert.on_conflict_do_update(
             index_elements=["id"],
             set_={c: insert.excluded[c] for c in PREDICTION_COLUMNS if c != "id"},
+        )
+        usage = dialect.insert(ReplicaUsage)
+        self._upsert_usage = usage.on_conflict_do_update(
+            index_elements=["id"],
+            set_={c: usage.excluded[c] for c in USAGE_COLUMNS if c != "id"},
+            where=~ReplicaUsage.final,  # a final account is never overwritten by a checkpoint
         )
 
     # -- settings and tokens ----------------------------------------------------------
@@ -223,6 +240,44 @@ class Store:
         query = select(Prediction).where(Prediction.status.in_(("starting", "processing")))
         with self.session() as session:
             return list(session.scalars(query.order_by(Prediction.created_at)))
+
+    # -- the cost ledger --------------------------------------------------------------
+
+    def upsert_replica_usage(self, rows: Iterable[dict[str, Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            with self.engine.begin() as connection:
+                connection.execute(self._upsert_usage, rows)
+
+    def replica_usage_since(self, since: datetime.datetime | None) -> list[ReplicaUsage]:
+        """Replicas that lived at some point after `since` (all of them without it)."""
+        query = select(ReplicaUsage)
+        if since is not None:
+            query = query.where(
+                ReplicaUsage.stopped_at.is_(None) | (ReplicaUsage.stopped_at >= since)
+            )
+        with self.session() as session:
+            return list(session.scalars(query.order_by(ReplicaUsage.requested_at)))
+
+    def finished_predictions_since(self, since: datetime.datetime | None) -> list[Prediction]:
+        """Finished predictions created after `since`, without their inputs and outputs."""
+        query = select(Prediction).where(Prediction.completed_at.is_not(None))
+        if since is not None:
+            query = query.where(Prediction.created_at >= since)
+        columns = (
+            Prediction.id,
+            Prediction.owner,
+            Prediction.model,
+            Prediction.deployment,
+            Prediction.token_id,
+            Prediction.status,
+            Prediction.metrics,
+            Prediction.created_at,
+            Prediction.started_at,
+            Prediction.completed_at,
+        )
+        with self.session() as session:
+            return list(session.execute(query.with_only_columns(*columns)))  # type: ignore[arg-type]
 
     # -- files ------------------------------------------------------------------------
 

@@ -97,6 +97,7 @@ async def _create(
         target,
         body.input,
         caller.owner,
+        token_id=caller.token_id,
         stream=body.stream,
         webhook=body.webhook,
         webhook_events_filter=body.webhook_events_filter,
