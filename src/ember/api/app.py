@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from ember import __version__
 from ember.api import errors, serialize
-from ember.api.routes import account, deployments, files, models, predictions, tokens
+from ember.api.routes import account, costs, deployments, files, models, predictions, tokens
 from ember.control.platform import Platform
 from ember.control.predictions import PredictionState
 from ember.control.webhooks import WebhookSender
@@ -65,7 +65,7 @@ def create_app(platform: Platform, *, started: bool = False) -> FastAPI:
     )
     app.state.platform = platform
     errors.install(app)
-    for module in (predictions, models, deployments, files, account, tokens):
+    for module in (predictions, models, deployments, files, account, tokens, costs):
         app.include_router(module.router)
 
     @app.get("/health", include_in_schema=False)

@@ -424,6 +424,53 @@ def predict(
     _remote(url, token, "predict", name, inputs or [], output_dir)
 
 
+class CostGrouping(enum.StrEnum):
+    deployment = "deployment"
+    day = "day"
+    hardware = "hardware"
+    token = "token"
+
+
+class OutputFormat(enum.StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+@app.command("costs")
+def cost_report(
+    by: Annotated[
+        CostGrouping, typer.Option(help="Group by deployment, day, hardware or API token.")
+    ] = CostGrouping.deployment,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only since then: a span (24h, 7d, 2w) or an ISO date (UTC)."),
+    ] = None,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="table, json or csv (same figures).")
+    ] = OutputFormat.table,
+    url: ServerUrl = DEFAULT_URL,
+    token: ApiToken = None,
+) -> None:
+    """What your replicas cost, from the ledger: requests, replica-seconds, cost, cost per
+    request and per 1M tokens, cold starts (count, seconds, cost), idle-warm cost, utilization.
+
+    Prices are per second of a replica's life by hardware SKU (`GET /v1/prices`; change one
+    with `PATCH /v1/prices/{sku}`). By token, what was charged to each API token's predictions,
+    plus one "(overhead)" row for idle-warm time and starts nobody waited for.
+
+    Example: `ember costs --by day --since 7d --format csv > costs.csv`
+    """
+    from ember.cli import costs
+    from ember.cli.client import Client, CommandFailed
+
+    try:
+        with Client(url, token) as client:
+            costs.costs(client, by.value, since, output_format.value)
+    except CommandFailed as exc:
+        raise _fail(str(exc), exc.code) from None
+
+
 @app.command("ls")
 def list_deployments(url: ServerUrl = DEFAULT_URL, token: ApiToken = None) -> None:
     """List the server's deployments, and its models that have none.

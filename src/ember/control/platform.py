@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import datetime
 import hashlib
 import json
 import logging
@@ -37,6 +38,13 @@ from ember.control.policies.keepalive import IdleHistory
 from ember.control.predictions import PredictionState, new_prediction_id
 from ember.control.prices import Price, PriceTable, configured_overrides
 from ember.control.readiness import TierKeeper, default_warm_host_memory
+from ember.control.reports import (
+    CostRow,
+    Grouping,
+    PredictionCharge,
+    ReplicaAccount,
+    summarize,
+)
 from ember.control.runner import DeploymentRunner
 from ember.control.scaling import ScalingSettings
 from ember.control.signing import UrlSigner
@@ -126,6 +134,7 @@ class Platform:
             self.runtime,
             lambda: [t.runner for t in self.targets.values()],
             warm_host_memory if warm_host_memory is not None else default_warm_host_memory(),
+            clock,
         )
         self.writer: GroupCommitWriter | None = None
         self.metrics = Metrics(lambda: [(k, t.runner.status()) for k, t in self.targets.items()])
@@ -458,6 +467,42 @@ class Platform:
             rate=lambda sku: self.prices.get(sku).per_second,
         )
 
+    async def costs(self, by: Grouping, since: datetime.datetime | None = None) -> list[CostRow]:
+        """The cost report: replicas that lived since `since` (live ones up to now) and the
+        predictions finished since then, grouped `by`."""
+        stored = await asyncio.to_thread(self.store.replica_usage_since, since)
+        accounts = {r.id: _account(r.__dict__) for r in stored}
+        for row in self.ledger.live_rows():  # fresher than their last checkpoint
+            accounts[row["id"]] = _account(row)
+        charges = {
+            row.id: PredictionCharge(
+                row.id,
+                row.deployment or f"version:{row.version_id}",
+                row.token_id or "(admin)",
+                row.status,
+                row.created_at,
+                row.metrics or {},
+            )
+            for row in await asyncio.to_thread(self.store.finished_predictions_since, since)
+        }
+        for state in list(self.recent.values()):  # finished, perhaps not yet flushed
+            if state.terminal and (since is None or state.created_at >= since):
+                charges[state.id] = PredictionCharge(
+                    state.id,
+                    state.deployment or f"version:{state.version_id}",
+                    state.token_id or "(admin)",
+                    state.status,
+                    state.created_at,
+                    state.metrics,
+                )
+        if by == "token":  # people read token names, not ids
+            names = await asyncio.to_thread(self.store.token_names)
+            for charge in charges.values():
+                if charge.token in names:
+                    charge.token = f"{names[charge.token]} ({charge.token})"
+        hardware_of = {a.deployment: a.hardware for a in accounts.values()}
+        return summarize(accounts.values(), charges.values(), by, hardware_of)
+
     def _on_replica_event(self, deployment: str, kind: str, data: dict[str, Any]) -> None:
         self.metrics.on_replica_event(deployment, kind, data)
         self.ledger.on_replica_event(deployment, kind, data)
@@ -727,6 +772,21 @@ class Platform:
 def _check_name(value: str, what: str) -> None:
     if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,99}", value or ""):
         raise InvalidRequest(f"{what} {value!r} must be lowercase letters, digits, '.', '_' or '-'")
+
+
+def _account(row: dict[str, Any]) -> ReplicaAccount:
+    return ReplicaAccount(
+        id=row["id"],
+        deployment=row["deployment"],
+        hardware=row["hardware"],
+        requested_at=row["requested_at"],
+        starting_seconds=row["starting_seconds"],
+        busy_seconds=row["busy_seconds"],
+        idle_seconds=row["idle_seconds"],
+        draining_seconds=row["draining_seconds"],
+        rate=row["rate"],
+        cost=row["cost"],
+    )
 
 
 def _history_key(deployment: str) -> str:

@@ -102,6 +102,10 @@ class Store:
         with self.session() as session:
             return session.scalar(select(Token).where(Token.hash == hash_token(token)))
 
+    def token_names(self) -> dict[str, str]:
+        with self.session() as session:
+            return dict(session.execute(select(Token.id, Token.name)).all())  # type: ignore[arg-type]
+
     def count_tokens(self) -> int:
         with self.session() as session:
             return session.scalar(select(func.count()).select_from(Token)) or 0
@@ -268,6 +272,7 @@ class Store:
             Prediction.id,
             Prediction.owner,
             Prediction.model,
+            Prediction.version_id,
             Prediction.deployment,
             Prediction.token_id,
             Prediction.status,

@@ -1,0 +1,75 @@
+"""`ember costs`: the cost ledger as a table, JSON or CSV (the same figures in each)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from rich.table import Table
+
+from ember.cli.client import Client
+from ember.cli.console import err, out
+
+# (field, heading) in the order shown; every form carries these, plus the raw breakdown in JSON.
+COLUMNS = (
+    ("key", "group"),
+    ("requests", "requests"),
+    ("failed", "failed"),
+    ("gpu_seconds", "replica-s"),
+    ("utilization", "busy"),
+    ("cost", "cost $"),
+    ("cost_per_request", "$/request"),
+    ("cost_per_million_tokens", "$/1M tok"),
+    ("replicas", "cold starts"),
+    ("cold_start_seconds", "start s"),
+    ("cold_start_cost", "start $"),
+    ("idle_cost", "idle $"),
+    ("input_tokens", "tokens in"),
+    ("output_tokens", "tokens out"),
+)
+
+
+def _cell(field: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if field == "utilization":
+        return f"{value:.0%}"
+    if field in ("cost", "cost_per_request", "cold_start_cost", "idle_cost"):
+        return f"{value:.6f}" if value < 1 else f"{value:,.2f}"
+    if field == "cost_per_million_tokens":
+        return f"{value:,.2f}"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    return str(value)
+
+
+def costs(client: Client, by: str, since: str | None, output: str) -> None:
+    params = {"by": by, **({"since": since} if since else {})}
+    report = client.get("/v1/costs", params=params)
+    rows = [*report["rows"], report["total"]]
+    if output == "json":
+        out.print_json(json.dumps(report))
+        return
+    if output == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow([field for field, _ in COLUMNS])
+        for row in rows:
+            writer.writerow(["" if row[f] is None else row[f] for f, _ in COLUMNS])
+        out.file.write(buffer.getvalue())
+        return
+    window = f"since {report['since']}" if report["since"] else "all time"
+    table = Table(title=f"Costs by {by}, {window} (USD)", title_justify="left", title_style="bold")
+    for field, heading in COLUMNS:
+        table.add_column(heading, justify="left" if field == "key" else "right")
+    for row in rows:
+        cells = [_cell(field, row[field]) for field, _ in COLUMNS]
+        table.add_row(*cells, style="bold" if row is report["total"] else None)
+    out.print(table)
+    units = report["total"].get("cost_per_unit") or {}
+    for unit, price in units.items():
+        out.print(f"per {unit}: ${price:.6f}", highlight=False)
+    if not report["rows"]:
+        err.print("[dim]No replica has run in this window yet.[/dim]")

@@ -1,0 +1,111 @@
+"""The cost ledger with real replicas and a clock the test moves: reconciliation, cold-start
+attribution, idle-warm time, and the report through the API's data path."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from conftest import model_path
+
+from ember.control.platform import Platform
+from ember.control.prices import DEFAULT_PRICES
+
+FORKABLE = model_path("ember", "forkable")
+H100 = DEFAULT_PRICES["gpu-h100"].per_second
+
+
+class ManualClock:
+    """Time stands still until the test moves it."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while True:
+            result = check()
+            if await result if isinstance(result, Awaitable) else result:
+                return
+            await asyncio.sleep(0.02)
+
+
+def run(tmp_path: Path, scenario: Callable[[Platform, ManualClock], Awaitable[None]]) -> None:
+    async def go() -> None:
+        clock = ManualClock()
+        platform = Platform(tmp_path / "home", admin_token="t", clock=clock)
+        await platform.start()
+        try:
+            await platform.deploy_folder(FORKABLE, "ember")
+            await scenario(platform, clock)
+        finally:
+            await platform.stop()
+
+    asyncio.run(go())
+
+
+def test_a_cold_start_is_charged_to_its_prediction_and_the_ledger_reconciles(
+    tmp_path: Path,
+) -> None:
+    async def scenario(platform: Platform, clock: ManualClock) -> None:
+        await platform.update_deployment(
+            "ember", "forkable", "ember", hardware="gpu-h100", scaling={"cold_start_tier": "cold"}
+        )
+        target = platform.target_for_deployment("ember", "forkable")
+        state = platform.new_prediction(target, {"mode": "info"}, "ember")
+        platform.accept(target, state)
+        await eventually(lambda: bool(target.runner.meters))  # the start was asked for
+        clock.advance(10.0)  # ... and takes ten seconds of the test's clock
+        assert await platform.wait(state, 20)
+        assert state.status == "succeeded", state.error
+        assert state.metrics["cold_start_cost"] == pytest.approx(10.0 * H100)
+        assert state.metrics["cost"] == pytest.approx(10.0 * H100)
+
+        clock.advance(50.0)  # warm and idle
+        await platform.update_deployment("ember", "forkable", "ember", scaling={"idle_timeout": 0})
+        await eventually(lambda: not target.runner.meters)  # stopped: its account is final
+        await platform.ledger.stop()  # its row is written
+        [usage] = await asyncio.to_thread(platform.store.replica_usage_since, None)
+        assert usage.final and usage.hardware == "gpu-h100" and usage.tier == "cold"
+        assert usage.starting_seconds == pytest.approx(10.0)
+        assert usage.idle_seconds == pytest.approx(50.0)
+        assert usage.cost == pytest.approx(60.0 * H100, rel=0.01)
+        assert usage.attributed_start_cost == pytest.approx(10.0 * H100)
+
+        [row, total] = await platform.costs("deployment")
+        assert row.key == "ember/forkable" and row.requests == 1 and row.replicas == 1
+        assert total.cost == pytest.approx(60.0 * H100, rel=0.01)
+        assert row.cold_start_cost == pytest.approx(10.0 * H100)
+        assert row.idle_cost == pytest.approx(50.0 * H100)
+        assert row.charged_to_predictions == pytest.approx(10.0 * H100)
+        by_token = await platform.costs("token")
+        assert [r.key for r in by_token] == ["(overhead)", "(admin)", "total"]
+        assert sum(r.cost for r in by_token[:-1]) == pytest.approx(total.cost)
+
+    run(tmp_path, scenario)
+
+
+def test_a_min_instances_replica_is_charged_as_idle_while_warm(tmp_path: Path) -> None:
+    async def scenario(platform: Platform, clock: ManualClock) -> None:
+        await platform.update_deployment("ember", "forkable", "ember", min_instances=1)
+        runner = platform.target_for_deployment("ember", "forkable").runner
+        await eventually(lambda: runner.status()["replicas"]["ready"] == 1)
+        clock.advance(3600.0)
+        [row, total] = await platform.costs("deployment")
+        cpu = DEFAULT_PRICES["cpu"].per_second
+        assert row.requests == 0
+        assert row.idle_seconds == pytest.approx(3600.0)
+        assert row.idle_cost == pytest.approx(3600.0 * cpu)
+        assert total.cost == pytest.approx(row.gpu_seconds * cpu)
+        assert row.utilization == 0.0
+
+    run(tmp_path, scenario)
