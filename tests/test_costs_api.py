@@ -100,3 +100,38 @@ def test_ember_costs_prints_the_same_figures_as_table_json_and_csv(
     assert as_table.returncode == 0, as_table.stderr
     assert "Costs by deployment" in as_table.stdout and "ember/billed" in as_table.stdout
     assert f"{report['total']['cost']:.6f}" in as_table.stdout
+
+
+def test_a_spent_budget_refuses_with_402_saying_which_and_when(
+    server: EmberServer, api: httpx.Client
+) -> None:
+    created = api.post("/v1/tokens", json={"name": "alice", "scope": "predict"}).json()
+    alice = created["token"]
+    result = server.cli(
+        "budget", "set", "--token-id", created["id"], "--per", "day", "--limit", "0.000001"
+    )
+    assert result.returncode == 0, result.stderr
+    with server.client(alice) as as_alice:
+        first = as_alice.post(
+            "/v1/deployments/ember/billed/predictions",
+            json={"input": {"mode": "info"}},
+            headers={"Prefer": "wait=60"},
+        )
+        assert first.status_code == 201 and first.json()["status"] == "succeeded"
+        refused = as_alice.post(
+            "/v1/deployments/ember/billed/predictions", json={"input": {"mode": "info"}}
+        )
+    assert refused.status_code == 402
+    assert f"API token {created['id']}" in refused.json()["detail"]
+    assert "resets at" in refused.json()["detail"]
+    listed = server.cli("budget", "ls")
+    assert "token " + created["id"] in listed.stdout
+    [budget] = api.get("/v1/budgets").json()["results"]
+    assert budget["spent_usd"] >= 0.000001
+    assert server.cli("budget", "rm", budget["id"]).returncode == 0
+    assert api.get("/v1/budgets").json()["results"] == []
+    bad = api.post(
+        "/v1/budgets",
+        json={"scope": "deployment", "target": "ember/nope", "period": "day", "limit_usd": 1},
+    )
+    assert bad.status_code == 404

@@ -4,12 +4,14 @@ attribution, idle-warm time, and the report through the API's data path."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from conftest import model_path
 
+from ember.control.budget_guard import BudgetExceeded
 from ember.control.platform import Platform
 from ember.control.prices import DEFAULT_PRICES
 
@@ -109,3 +111,59 @@ def test_a_min_instances_replica_is_charged_as_idle_while_warm(tmp_path: Path) -
         assert row.utilization == 0.0
 
     run(tmp_path, scenario)
+
+
+class ManualWall:
+    def __init__(self, moment: datetime.datetime) -> None:
+        self.moment = moment
+
+    def __call__(self) -> datetime.datetime:
+        return self.moment
+
+
+def test_budgets_refuse_at_the_limit_and_reset_on_schedule(tmp_path: Path) -> None:
+    async def go() -> None:
+        clock = ManualClock()
+        wall = ManualWall(datetime.datetime(2026, 11, 22, 10, 0, tzinfo=datetime.UTC))
+        platform = Platform(tmp_path / "home", admin_token="t", clock=clock, wall=wall)
+        await platform.start()
+        try:
+            await platform.deploy_folder(FORKABLE, "ember")
+            await platform.update_deployment(
+                "ember",
+                "forkable",
+                "ember",
+                hardware="gpu-h100",
+                scaling={"cold_start_tier": "cold"},
+            )
+            platform.budgets.cache_seconds = 0  # the test's clock moves faster than 2 s
+            token_id, _ = await platform.create_token("alice", "ember", "predict")
+            budget = await platform.budgets.add("token", token_id, "day", 5.0 * H100)
+            spend = await platform.budgets.add("deployment", "ember/forkable", "month", 8.0 * H100)
+            target = platform.target_for_deployment("ember", "forkable")
+
+            await platform.budgets.check(token_id, "ember/forkable")  # nothing spent yet
+            state = platform.new_prediction(target, {"mode": "info"}, "ember", token_id=token_id)
+            platform.accept(target, state)
+            await eventually(lambda: bool(target.runner.meters))
+            clock.advance(10.0)  # a ten-second cold start: over both budgets
+            assert await platform.wait(state, 20) and state.status == "succeeded"
+
+            with pytest.raises(BudgetExceeded) as refused:
+                await platform.budgets.check(token_id, None)
+            assert refused.value.refusal.budget == budget
+            message = str(refused.value)
+            assert f"API token {token_id}" in message
+            assert "resets at 2026-11-23T00:00:00+00:00" in message
+            with pytest.raises(BudgetExceeded) as refused:
+                await platform.budgets.check(None, "ember/forkable")
+            assert refused.value.refusal.budget == spend
+            assert "resets at 2026-12-01T00:00:00+00:00" in str(refused.value)
+            await platform.budgets.check("someone-else", None)  # other tokens are not limited
+
+            wall.moment = datetime.datetime(2026, 11, 23, 0, 0, 1, tzinfo=datetime.UTC)
+            await platform.budgets.check(token_id, None)  # a new day, a fresh budget
+        finally:
+            await platform.stop()
+
+    asyncio.run(go())

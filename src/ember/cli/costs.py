@@ -73,3 +73,41 @@ def costs(client: Client, by: str, since: str | None, output: str) -> None:
         out.print(f"per {unit}: ${price:.6f}", highlight=False)
     if not report["rows"]:
         err.print("[dim]No replica has run in this window yet.[/dim]")
+
+
+def budget_set(
+    client: Client, token_id: str | None, deployment: str | None, period: str, limit: float
+) -> None:
+    scope, target = ("token", token_id) if token_id else ("deployment", deployment)
+    body = {"scope": scope, "target": target, "period": period, "limit_usd": limit}
+    created = client.post("/v1/budgets", json=body)
+    err.print(
+        f"[green]✓[/green] budget {created['id']}: ${limit:g} per {period} for {scope} {target} "
+        f"(spent ${created['spent_usd']:.4f} so far; resets {created['resets_at']})",
+        highlight=False,
+    )
+
+
+def budget_ls(client: Client) -> None:
+    budgets = client.get("/v1/budgets")["results"]
+    if not budgets:
+        err.print("No budgets: set one with `ember budget set --token-id ID --per day --limit 5`.")
+        return
+    table = Table(title="Budgets (USD)", title_justify="left", title_style="bold")
+    for column in ("id", "for", "per", "limit", "spent", "resets at"):
+        table.add_column(column, justify="right" if column in ("limit", "spent") else "left")
+    for b in budgets:
+        table.add_row(
+            b["id"],
+            f"{b['scope']} {b['target']}",
+            b["period"],
+            f"{b['limit_usd']:g}",
+            f"{b['spent_usd']:.4f}",
+            b["resets_at"],
+        )
+    out.print(table)
+
+
+def budget_rm(client: Client, budget_id: str) -> None:
+    client.delete(f"/v1/budgets/{budget_id}")
+    err.print(f"[green]✓[/green] removed budget {budget_id}", highlight=False)

@@ -461,14 +461,72 @@ def cost_report(
 
     Example: `ember costs --by day --since 7d --format csv > costs.csv`
     """
+    _ledger(url, token, "costs", by.value, since, output_format.value)
+
+
+def _ledger(url: str, token: str | None, command: str, *args: object) -> None:
+    """Run `ember.cli.costs.<command>(client, *args)`, turning failures into messages."""
     from ember.cli import costs
     from ember.cli.client import Client, CommandFailed
 
     try:
         with Client(url, token) as client:
-            costs.costs(client, by.value, since, output_format.value)
+            getattr(costs, command)(client, *args)
     except CommandFailed as exc:
         raise _fail(str(exc), exc.code) from None
+
+
+budget_app = typer.Typer(
+    help="Spend limits per API token or deployment, per UTC day or month: past one, new "
+    "predictions get 402 until it resets (needs an admin token).\n\n"
+    "Example: `ember budget set --token-id tok_0123 --per day --limit 5`",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+app.add_typer(budget_app, name="budget")
+
+
+class BudgetPeriod(enum.StrEnum):
+    day = "day"
+    month = "month"
+
+
+@budget_app.command("set")
+def budget_set(
+    limit: Annotated[float, typer.Option(min=0.000001, help="USD per period.")],
+    per: Annotated[BudgetPeriod, typer.Option(help="day or month (UTC).")] = BudgetPeriod.month,
+    token_id: Annotated[
+        str | None,
+        typer.Option("--token-id", help="An API token's id (`ember token create` prints it)."),
+    ] = None,
+    deployment: Annotated[str | None, typer.Option(help="A deployment's owner/name.")] = None,
+    url: ServerUrl = DEFAULT_URL,
+    token: ApiToken = None,
+) -> None:
+    """Cap what one token's predictions (each end user with a token: "user pays") or one
+    deployment's replicas may cost per day or month.
+
+    Example: `ember budget set --deployment ember/sdxl --per month --limit 200`
+    """
+    if bool(token_id) == bool(deployment):
+        raise _fail("give exactly one of --token-id and --deployment", 2)
+    _ledger(url, token, "budget_set", token_id, deployment, per.value, limit)
+
+
+@budget_app.command("ls")
+def budget_list(url: ServerUrl = DEFAULT_URL, token: ApiToken = None) -> None:
+    """Budgets with what each has spent this period and when it resets."""
+    _ledger(url, token, "budget_ls")
+
+
+@budget_app.command("rm")
+def budget_remove(
+    budget_id: Annotated[str, typer.Argument(help="The budget's id (see `ember budget ls`).")],
+    url: ServerUrl = DEFAULT_URL,
+    token: ApiToken = None,
+) -> None:
+    """Remove a budget."""
+    _ledger(url, token, "budget_rm", budget_id)
 
 
 @app.command("ls")

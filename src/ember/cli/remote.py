@@ -792,8 +792,8 @@ def token_create(client: Client, name: str, owner: str | None, scope: str) -> No
         body["owner"] = owner
     created = client.post("/v1/tokens", json=body)
     err.print(
-        f"[green]✓[/green] token [bold]{created['name']}[/bold] for account "
-        f"[bold]{created['owner']}[/bold], scope {created['scope']}. "
+        f"[green]✓[/green] token [bold]{created['name']}[/bold] ({created['id']}) for "
+        f"account [bold]{created['owner']}[/bold], scope {created['scope']}. "
         "It is shown only now (Ember keeps just its hash):",
         highlight=False,
     )

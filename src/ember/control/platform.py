@@ -31,11 +31,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ember.control.budget_guard import BudgetGuard
 from ember.control.hardware import DEFAULT_HARDWARE, HARDWARE
 from ember.control.ledger import Ledger
 from ember.control.metrics import Metrics
 from ember.control.policies.keepalive import IdleHistory
-from ember.control.predictions import PredictionState, new_prediction_id
+from ember.control.predictions import PredictionState, new_prediction_id, utcnow
 from ember.control.prices import Price, PriceTable, configured_overrides
 from ember.control.readiness import TierKeeper, default_warm_host_memory
 from ember.control.reports import (
@@ -116,6 +117,7 @@ class Platform:
         admin_token: str | None = None,
         warm_host_memory: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime.datetime] = utcnow,
     ) -> None:
         self.data_dir = data_dir
         self.public_url = public_url.rstrip("/")
@@ -129,7 +131,9 @@ class Platform:
         self.clock = clock  # what replica and prediction durations are measured with
         self.prices = PriceTable(configured_overrides())
         self._set_prices: dict[str, dict[str, Any]] = {}  # through the API, saved
-        self.ledger = Ledger(self.store, lambda: [t.runner for t in self.targets.values()], clock)
+        runners = lambda: [t.runner for t in self.targets.values()]  # noqa: E731
+        self.ledger = Ledger(self.store, runners, clock, wall)
+        self.budgets = BudgetGuard(self.store, self._accounts_since, wall)
         self.tiers = TierKeeper(
             self.runtime,
             lambda: [t.runner for t in self.targets.values()],
@@ -138,7 +142,7 @@ class Platform:
         )
         self.writer: GroupCommitWriter | None = None
         self.metrics = Metrics(lambda: [(k, t.runner.status()) for k, t in self.targets.items()])
-        self.listeners: list[Listener] = [self.metrics.on_prediction]
+        self.listeners: list[Listener] = [self.metrics.on_prediction, self.budgets.on_prediction]
         self.targets: dict[str, Target] = {}
         self.live: dict[str, PredictionState] = {}
         self.recent: collections.OrderedDict[str, PredictionState] = collections.OrderedDict()
@@ -173,6 +177,7 @@ class Platform:
             self._set_prices = json.loads(saved)
             for sku, fields in self._set_prices.items():
                 self.prices.set(sku, **fields)
+        await self.budgets.load()
         await self._load_deployments()
         await self.recover()
         self.tiers.start()
@@ -213,9 +218,10 @@ class Platform:
         self._principals[token] = principal
         return principal
 
-    async def create_token(self, name: str, owner: str, scope: str = "admin") -> str:
-        _, token = await asyncio.to_thread(self.store.create_token, name, owner, scope)
-        return token
+    async def create_token(self, name: str, owner: str, scope: str = "admin") -> tuple[str, str]:
+        """(its id, for budgets and reports; the token itself, shown once)."""
+        record, token = await asyncio.to_thread(self.store.create_token, name, owner, scope)
+        return record.id, token
 
     # -- models and versions ----------------------------------------------------------------
 
@@ -470,17 +476,14 @@ class Platform:
     async def costs(self, by: Grouping, since: datetime.datetime | None = None) -> list[CostRow]:
         """The cost report: replicas that lived since `since` (live ones up to now) and the
         predictions finished since then, grouped `by`."""
-        stored = await asyncio.to_thread(self.store.replica_usage_since, since)
-        accounts = {r.id: _account(r.__dict__) for r in stored}
-        for row in self.ledger.live_rows():  # fresher than their last checkpoint
-            accounts[row["id"]] = _account(row)
+        accounts = await self._accounts_since(since)
         charges = {
             row.id: PredictionCharge(
                 row.id,
                 row.deployment or f"version:{row.version_id}",
                 row.token_id or "(admin)",
                 row.status,
-                row.created_at,
+                as_utc(row.created_at),
                 row.metrics or {},
             )
             for row in await asyncio.to_thread(self.store.finished_predictions_since, since)
@@ -500,8 +503,16 @@ class Platform:
             for charge in charges.values():
                 if charge.token in names:
                     charge.token = f"{names[charge.token]} ({charge.token})"
-        hardware_of = {a.deployment: a.hardware for a in accounts.values()}
-        return summarize(accounts.values(), charges.values(), by, hardware_of)
+        hardware_of = {a.deployment: a.hardware for a in accounts}
+        return summarize(accounts, charges.values(), by, hardware_of)
+
+    async def _accounts_since(self, since: datetime.datetime | None) -> list[ReplicaAccount]:
+        """Replica accounts of the ledger since then; live ones brought up to now."""
+        stored = await asyncio.to_thread(self.store.replica_usage_since, since)
+        accounts = {r.id: _account(r.__dict__) for r in stored}
+        for row in self.ledger.live_rows():  # fresher than their last checkpoint
+            accounts[row["id"]] = _account(row)
+        return list(accounts.values())
 
     def _on_replica_event(self, deployment: str, kind: str, data: dict[str, Any]) -> None:
         self.metrics.on_replica_event(deployment, kind, data)
@@ -779,14 +790,20 @@ def _account(row: dict[str, Any]) -> ReplicaAccount:
         id=row["id"],
         deployment=row["deployment"],
         hardware=row["hardware"],
-        requested_at=row["requested_at"],
+        requested_at=as_utc(row["requested_at"]),
         starting_seconds=row["starting_seconds"],
         busy_seconds=row["busy_seconds"],
         idle_seconds=row["idle_seconds"],
         draining_seconds=row["draining_seconds"],
         rate=row["rate"],
         cost=row["cost"],
+        stopped_at=as_utc(row["stopped_at"]) if row["stopped_at"] else None,
     )
+
+
+def as_utc(moment: datetime.datetime) -> datetime.datetime:
+    """SQLite gives back naive datetimes; Ember stores UTC only."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
 def _history_key(deployment: str) -> str:

@@ -41,6 +41,16 @@ class ReplicaAccount:
     draining_seconds: float
     rate: float
     cost: float
+    stopped_at: datetime.datetime | None = None  # None: still running
+
+    def cost_between(self, start: datetime.datetime, end: datetime.datetime) -> float:
+        """Its cost prorated to the part of its life inside [start, end)."""
+        stop = self.stopped_at or end
+        life = (stop - self.requested_at).total_seconds()
+        inside = (min(stop, end) - max(self.requested_at, start)).total_seconds()
+        if life <= 0:
+            return self.cost if start <= self.requested_at < end else 0.0
+        return self.cost * max(0.0, inside) / life
 
 
 @dataclass

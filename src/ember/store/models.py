@@ -167,3 +167,16 @@ class ReplicaUsage(Base):
     cost: Mapped[float] = mapped_column(Float, default=0.0)
     final: Mapped[bool] = mapped_column(Boolean, default=False)
     __table_args__ = (Index("ix_replica_usage_requested_at", "requested_at"),)
+
+
+class Budget(Base):
+    """A spend limit: what one API token's predictions, or one deployment's replicas, may cost
+    per UTC day or month before new predictions are refused (402)."""
+
+    __tablename__ = "budgets"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(20))  # "token" or "deployment"
+    target: Mapped[str] = mapped_column(String(201))  # a token id, or "owner/name"
+    period: Mapped[str] = mapped_column(String(10))  # "day" or "month"
+    limit_usd: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))

@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from ember.store.models import (
+    Budget,
     Deployment,
     File,
     Model,
@@ -283,6 +284,20 @@ class Store:
         )
         with self.session() as session:
             return list(session.execute(query.with_only_columns(*columns)))  # type: ignore[arg-type]
+
+    def budgets(self) -> list[Budget]:
+        with self.session() as session:
+            return list(session.scalars(select(Budget).order_by(Budget.created_at)))
+
+    def add_budget(self, **fields: Any) -> Budget:
+        record = Budget(id=f"b-{secrets.token_hex(6)}", created_at=now(), **fields)
+        with self.session.begin() as session:
+            session.add(record)
+        return record
+
+    def delete_budget(self, budget_id: str) -> bool:
+        with self.session.begin() as session:
+            return session.execute(delete(Budget).where(Budget.id == budget_id)).rowcount > 0
 
     # -- files ------------------------------------------------------------------------
 

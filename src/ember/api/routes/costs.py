@@ -1,11 +1,12 @@
-"""The cost ledger (an Ember extension): reports of what replicas and predictions cost, and
-the prices they are billed at."""
+"""The cost ledger (an Ember extension): reports of what replicas and predictions cost, the
+prices they are billed at, and budgets that cap spend."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +16,7 @@ from ember.api.auth import principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
 from ember.control.platform import Platform, Principal
+from ember.control.policies.budgets import Budget, period_end
 from ember.control.prices import TOKEN_PRICES, PriceError
 from ember.control.reports import GROUPINGS, Grouping
 
@@ -106,3 +108,54 @@ async def set_price(request: Request, sku: str, body: PriceUpdate, caller: Calle
     except PriceError as exc:
         raise ApiError(400, str(exc)) from exc
     return json_response(price.to_dict())
+
+
+class BudgetCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scope: Literal["token", "deployment"]
+    target: str = Field(min_length=1, description="a token id, or a deployment's owner/name")
+    period: Literal["day", "month"]
+    limit_usd: float = Field(gt=0, description="USD per UTC day or calendar month")
+
+
+async def _budget_json(platform: Platform, budget: Budget) -> dict[str, Any]:
+    now = platform.budgets.wall()
+    return {
+        **budget.__dict__,
+        "spent_usd": await platform.budgets.spent(budget, now),
+        "resets_at": period_end(budget.period, now).isoformat(),
+    }
+
+
+@router.get("/budgets")
+async def list_budgets(request: Request, caller: Caller) -> Response:
+    """Spend limits, with what each has spent this period and when it resets."""
+    _admin(caller)
+    platform: Platform = request.app.state.platform
+    items = [await _budget_json(platform, b) for b in platform.budgets.budgets.values()]
+    return json_response({"results": items})
+
+
+@router.post("/budgets", status_code=201)
+async def create_budget(request: Request, body: BudgetCreate, caller: Caller) -> Response:
+    """Limit what a token's predictions or a deployment's replicas may cost per day or month;
+    past it, predictions are refused with 402 until the period resets."""
+    _admin(caller)
+    platform: Platform = request.app.state.platform
+    if body.scope == "deployment":
+        owner, _, name = body.target.partition("/")
+        await platform.deployment(owner, name)  # 404 with what exists if it does not
+    elif body.target not in await asyncio.to_thread(platform.store.token_names):
+        raise ApiError(404, f"no API token with id {body.target!r}: see `ember token create`")
+    budget = await platform.budgets.add(body.scope, body.target, body.period, body.limit_usd)
+    return json_response(await _budget_json(platform, budget), 201)
+
+
+@router.delete("/budgets/{budget_id}", status_code=204)
+async def delete_budget(request: Request, budget_id: str, caller: Caller) -> Response:
+    _admin(caller)
+    platform: Platform = request.app.state.platform
+    if not await platform.budgets.remove(budget_id):
+        raise ApiError(404, f"no budget {budget_id!r}: `GET /v1/budgets` lists them")
+    return Response(status_code=204)

@@ -23,6 +23,7 @@ from ember.api import serialize
 from ember.api.auth import principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
+from ember.control.budget_guard import BudgetExceeded
 from ember.control.platform import Platform, Principal, Target
 from ember.control.predictions import PredictionState
 from ember.control.runner import QueueFull
@@ -93,6 +94,10 @@ async def _create(
     platform: Platform = request.app.state.platform
     # Read directly: a declared Header() parameter costs a dependency-resolution pass.
     wait, inline = parse_prefer(request.headers.get("prefer"))
+    try:
+        await platform.budgets.check(caller.token_id, target.deployment)
+    except BudgetExceeded as exc:
+        raise ApiError(402, str(exc), title="Budget exceeded") from None
     state = platform.new_prediction(
         target,
         body.input,

@@ -30,7 +30,8 @@ async def create_token(request: Request, body: TokenCreate, caller: Caller) -> R
         raise ApiError(403, "only an admin token can create tokens")
     platform: Platform = request.app.state.platform
     owner = body.owner or caller.owner
-    token = await platform.create_token(body.name, owner, body.scope)
+    token_id, token = await platform.create_token(body.name, owner, body.scope)
     return json_response(
-        {"token": token, "name": body.name, "owner": owner, "scope": body.scope}, 201
+        {"id": token_id, "token": token, "name": body.name, "owner": owner, "scope": body.scope},
+        201,
     )

@@ -1,4 +1,4 @@
-"""cost ledger: replica usage, and the token that created each prediction
+"""cost ledger: replica usage, budgets, and the token that created each prediction
 
 Revision ID: 0002
 Revises: 0001
@@ -37,9 +37,20 @@ def upgrade() -> None:
         batch_op.create_index("ix_replica_usage_requested_at", ["requested_at"], unique=False)
     with op.batch_alter_table("predictions", schema=None) as batch_op:
         batch_op.add_column(sa.Column("token_id", sa.String(length=40), nullable=True))
+    op.create_table(
+        "budgets",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("scope", sa.String(length=20), nullable=False),
+        sa.Column("target", sa.String(length=201), nullable=False),
+        sa.Column("period", sa.String(length=10), nullable=False),
+        sa.Column("limit_usd", sa.Float(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("budgets")
     with op.batch_alter_table("predictions", schema=None) as batch_op:
         batch_op.drop_column("token_id")
     op.drop_table("replica_usage")
