@@ -47,7 +47,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -60,6 +59,8 @@ from common import NoiseMeter, percentile, stop_process, write_report
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from ember.packages.archive import write_archive
 
 HERE = Path(__file__).resolve().parent
 PEERS_DIR = HERE / "peers"
@@ -637,10 +638,7 @@ PEER_CLASSES: dict[str, type[Peer]] = {
 def package_archive(path: Path) -> bytes:
     """A package folder as the .tar.gz `ember deploy` uploads."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as bundle:
-        bundle.add(
-            path, arcname=".", filter=lambda info: None if "__pycache__" in info.name else info
-        )
+    write_archive(path, buffer)
     return buffer.getvalue()
 
 

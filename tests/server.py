@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import httpx
 import psycopg
+
+from ember.packages.archive import write_archive
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 TOKEN = "test-admin-token"
@@ -44,10 +45,7 @@ def postgres_database() -> Iterator[str]:
 def package_archive(path: Path) -> bytes:
     """A package folder as the .tar.gz `ember deploy` uploads."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as bundle:
-        bundle.add(
-            path, arcname=".", filter=lambda info: None if "__pycache__" in info.name else info
-        )
+    write_archive(path, buffer)
     return buffer.getvalue()
 
 

@@ -188,14 +188,19 @@ ApiToken = Annotated[
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-def _remote(url: str, token: str | None, command: str, *args: object) -> None:
-    """Run `ember.cli.remote.<command>(client, *args)`, turning failures into messages."""
-    from ember.cli import remote
+def _remote(
+    url: str, token: str | None, command: str, *args: object, module: str = "remote"
+) -> None:
+    """Run `ember.cli.<module>.<command>(client, *args)` against a server, turning failures
+    into messages (modules are imported here: `ember --help` stays fast)."""
+    import importlib
+
     from ember.cli.client import Client, CommandFailed
 
+    commands = importlib.import_module(f"ember.cli.{module}")
     try:
         with Client(url, token) as client:
-            getattr(remote, command)(client, *args)
+            getattr(commands, command)(client, *args)
     except CommandFailed as exc:
         raise _fail(str(exc), exc.code) from None
 
@@ -465,15 +470,7 @@ def cost_report(
 
 
 def _ledger(url: str, token: str | None, command: str, *args: object) -> None:
-    """Run `ember.cli.costs.<command>(client, *args)`, turning failures into messages."""
-    from ember.cli import costs
-    from ember.cli.client import Client, CommandFailed
-
-    try:
-        with Client(url, token) as client:
-            getattr(costs, command)(client, *args)
-    except CommandFailed as exc:
-        raise _fail(str(exc), exc.code) from None
+    _remote(url, token, command, *args, module="costs")
 
 
 budget_app = typer.Typer(
