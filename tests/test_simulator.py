@@ -1,4 +1,6 @@
-"""The trace replay simulator (bench/simulate.py): small deterministic traces, no processes."""
+"""The trace replay simulator (bench/simulate.py) and the replay core it runs
+(ember.control.replay): small deterministic traces, no processes. The core's own API (settings,
+keep-warm windows, `replay`, `dedicated`) is tested in tests/test_replay.py."""
 
 from __future__ import annotations
 
@@ -17,18 +19,20 @@ import common
 import simulate
 import traces
 
+from ember.control import replay
 from ember.control.policies.autoscaling import Autoscaler
 from ember.control.policies.keepalive import IdleHistory
+from ember.control.scaling import DEFAULT_IDLE_TIMEOUT
 
 AZURE_CODE = traces.traces_dir() / traces.AZURE_FILES["azure-code"]
 needs_azure = pytest.mark.skipif(not AZURE_CODE.exists(), reason=f"{AZURE_CODE} not present")
-PARAMS = simulate.SimParams()  # cold start 10 s, warm start 0.3 s, host start 1 s, max 4
+PARAMS = replay.ReplayParams()  # cold start 10 s, warm start 0.3 s, host start 1 s, max 4
 MINUTE = 60.0
 
 
 def run(policy: str, arrivals: list[float], service: float = 1.0, **params: object):
-    settings = simulate.SimParams(**params) if params else PARAMS  # type: ignore[arg-type]
-    return simulate.run_model(
+    settings = replay.ReplayParams(**params) if params else PARAMS  # type: ignore[arg-type]
+    return replay.run_model(
         arrivals,
         [service] * len(arrivals),
         simulate.policy_factory(policy)(settings),
@@ -37,7 +41,7 @@ def run(policy: str, arrivals: list[float], service: float = 1.0, **params: obje
     )
 
 
-@pytest.mark.parametrize("policy", list(simulate.POLICIES))
+@pytest.mark.parametrize("policy", list(replay.POLICIES))
 @pytest.mark.parametrize("arrival", [0.0, 37.25])
 def test_a_single_request_at_zero_pays_exactly_one_start_from_zero(policy: str, arrival: float):
     """The peers pay a cold start; Ember forks its warm host and pays the host start."""
@@ -62,7 +66,7 @@ def test_a_cold_start_costs_what_the_parameter_says():
 
 
 def test_every_policy_can_be_given_the_warm_host():
-    for policy in simulate.POLICIES:
+    for policy in replay.POLICIES:
         result = run(policy, [5.0], warm_host_all=True)
         assert result.delays == [PARAMS.host_start] and result.host == 1, policy
 
@@ -71,16 +75,16 @@ def test_ember_is_told_the_start_time_it_is_charged():
     ember = simulate.policy_factory("Ember")(PARAMS)
     assert ember.warm_host and ember.start_seconds == PARAMS.host_start
     # a scale-out: a loaded-host start plus half a tick, on average, before the tick sees it
-    assert ember.scale_out_seconds == PARAMS.warm_start + simulate.TICK / 2
+    assert ember.scale_out_seconds == PARAMS.warm_start + replay.TICK / 2
     cold = simulate.policy_factory("Ember[warm_host=0]")(PARAMS)
     assert not cold.warm_host and cold.start_seconds == PARAMS.cold_start
-    prompt = simulate.policy_factory("Ember")(simulate.SimParams(wake_on_queue=True))
+    prompt = simulate.policy_factory("Ember")(replay.ReplayParams(wake_on_queue=True))
     assert prompt.scale_out_seconds == PARAMS.warm_start
 
 
 def test_the_report_says_which_start_each_policy_was_charged():
     trace = traces.synthetic("tiny", [(k * 400.0, "m", 2.0) for k in range(30)])
-    results = simulate.run_all([trace], list(simulate.POLICIES), PARAMS, jobs=1)["tiny"]
+    results = simulate.run_all([trace], list(replay.POLICIES), PARAMS, jobs=1)["tiny"]
     assert results["Ember"].zero_start == "1 s host"
     assert {s.zero_start for name, s in results.items() if name != "Ember"} == {"10 s cold"}
     text = simulate.markdown(trace, results)
@@ -91,7 +95,7 @@ def test_the_report_says_which_start_each_policy_was_charged():
 
 def test_ember_runs_the_real_policy_code():
     policy = simulate.policy_factory("Ember")(PARAMS)
-    assert isinstance(policy, simulate.Ember)
+    assert isinstance(policy, replay.Ember)
     assert isinstance(policy.scaler, Autoscaler)
     assert isinstance(policy.history, IdleHistory)
     assert policy.settings.max_instances == PARAMS.max_instances
@@ -99,10 +103,10 @@ def test_ember_runs_the_real_policy_code():
     rng = random.Random(4)
     for _ in range(40):
         policy.gap(rng.expovariate(1 / (20 * MINUTE)))  # sparse and memoryless
-    assert policy.windows == policy.history.windows(simulate.DEFAULT_IDLE_TIMEOUT, 1.0)
+    assert policy.windows == policy.history.windows(DEFAULT_IDLE_TIMEOUT, 1.0)
     assert policy.windows.mode == "cost"
     variant = simulate.policy_factory("Ember[idle_timeout=600]")(PARAMS)
-    assert isinstance(variant, simulate.Ember) and not variant.learn
+    assert isinstance(variant, replay.Ember) and not variant.learn
     assert variant.windows.keepalive == 600
 
 
@@ -145,8 +149,8 @@ def test_a_burst_at_zero_scales_out_to_the_ceiling():
 
 def test_scale_out_from_a_loaded_model_is_a_warm_start():
     # one long request keeps a replica busy; a second one needs a second replica
-    result = simulate.run_model(
-        [0.0, 20.0], [60.0, 1.0], simulate.Ember(simulate.ember_settings(4)), PARAMS, 80.0
+    result = replay.run_model(
+        [0.0, 20.0], [60.0, 1.0], replay.Ember(replay.ember_settings(4)), PARAMS, 80.0
     )
     assert result.delays[0] == PARAMS.cold_start
     assert result.warm_starts >= 1
@@ -155,9 +159,9 @@ def test_scale_out_from_a_loaded_model_is_a_warm_start():
 
 
 def test_waking_on_every_queued_request_only_saves_the_tick():
-    late = simulate.SimParams(wake_on_queue=True)
-    policy = simulate.Ember(simulate.ember_settings(4))
-    result = simulate.run_model([0.0, 20.5], [60.0, 1.0], policy, late, 80.0)
+    late = replay.ReplayParams(wake_on_queue=True)
+    policy = replay.Ember(replay.ember_settings(4))
+    result = replay.run_model([0.0, 20.5], [60.0, 1.0], policy, late, 80.0)
     assert result.delays[1] == pytest.approx(late.warm_start)
 
 
@@ -169,11 +173,11 @@ def small_bursty(seed: int = 0) -> traces.Trace:
     return traces.bursty(models=3, hours=2, seed=seed, min_gap=300.0, max_gap=1200.0)
 
 
-@pytest.mark.parametrize("policy", list(simulate.POLICIES))
+@pytest.mark.parametrize("policy", list(replay.POLICIES))
 def test_billed_is_never_less_than_busy(policy: str):
     for trace in (small_trace(), small_bursty()):
         for model, (arrivals, services) in trace.models.items():
-            result = simulate.run_model(
+            result = replay.run_model(
                 arrivals, services, simulate.policy_factory(policy)(PARAMS), PARAMS, trace.duration
             )
             assert result.billed + 1e-6 >= result.busy + result.starting, (trace.name, model)
@@ -182,12 +186,12 @@ def test_billed_is_never_less_than_busy(policy: str):
             assert result.cold <= result.waited <= result.requests
 
 
-@pytest.mark.parametrize("policy", list(simulate.POLICIES))
+@pytest.mark.parametrize("policy", list(replay.POLICIES))
 def test_skipping_quiet_stretches_changes_nothing(policy: str):
     """The fast path (skip ticks at zero replicas with no work) equals ticking every second."""
     trace = small_trace(seed=3)
     fast = simulate.simulate(trace, policy, PARAMS)
-    exact = simulate.simulate(trace, policy, simulate.SimParams(exact=True))
+    exact = simulate.simulate(trace, policy, replay.ReplayParams(exact=True))
     assert exact.ticks > fast.ticks
     for name in ("cold", "waited", "events", "cold_starts", "warm_starts"):
         assert getattr(fast, name) == getattr(exact, name), name
@@ -207,17 +211,17 @@ def test_skipping_keeps_every_prewarm(seed: int, lead: float):
     services = [rng.uniform(0.5, 3) for _ in arrivals]
     results = []
     for exact in (False, True):
-        params = simulate.SimParams(exact=exact)
-        policy = simulate.Ember(simulate.ember_settings(4), lead=lead)
-        result = simulate.run_model(arrivals, services, policy, params, t)
+        params = replay.ReplayParams(exact=exact)
+        policy = replay.Ember(replay.ember_settings(4), lead=lead)
+        result = replay.run_model(arrivals, services, policy, params, t)
         results.append((result.billed, result.delays, result.cold_starts))
     assert results[0] == results[1]
     assert results[0][2] > sum(1 for delay in results[0][1] if delay > 0)  # pre-warms happened
 
 
 def test_same_seed_same_results_and_another_seed_differs():
-    first = {p: simulate.simulate(small_trace(7), p, PARAMS) for p in simulate.POLICIES}
-    again = {p: simulate.simulate(small_trace(7), p, PARAMS) for p in simulate.POLICIES}
+    first = {p: simulate.simulate(small_trace(7), p, PARAMS) for p in replay.POLICIES}
+    again = {p: simulate.simulate(small_trace(7), p, PARAMS) for p in replay.POLICIES}
     assert first == again
     other = simulate.simulate(small_trace(8), "Ember", PARAMS)
     assert other != first["Ember"]
@@ -237,8 +241,8 @@ def test_parallel_run_equals_serial_run():
 
 
 def test_verdict_needs_both_delays_and_the_billing_budget():
-    def summary(name: str, mean: float, p99: float, billed: float) -> simulate.Summary:
-        return simulate.Summary(name, 10, 0, 0, mean, 0.0, p99, p99, billed, 0, 1, 0, 0, 0, 0)
+    def summary(name: str, mean: float, p99: float, billed: float) -> replay.Result:
+        return replay.Result(name, 10, 0, 0, mean, 0.0, p99, p99, billed, 0, 1, 0, 0, 0, 0)
 
     ref = summary("fixed 10 min", 1.0, 10.0, 100.0)
     assert simulate.verdict(
@@ -331,7 +335,7 @@ def test_cli_runs_on_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert "fixed 10 min" in printed and ("PASS" in printed or "MISS" in printed)
     payload = json.loads(out.read_text())
     policies = payload["traces"]["tiny"]["policies"]
-    assert set(policies) == {*simulate.POLICIES, "Ember[idle_timeout=600]"}
+    assert set(policies) == {*replay.POLICIES, "Ember[idle_timeout=600]"}
     assert all(math.isfinite(p["billed"]) and p["billed"] >= p["busy"] for p in policies.values())
 
 

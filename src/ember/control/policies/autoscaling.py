@@ -20,7 +20,8 @@ concurrency) with Ray Serve's per-direction delays, adapted to paid accelerators
 - Floors: `min_instances` and keep-warm windows; ceiling: `max_instances`.
 
 Pure: no I/O and no clock of its own, so it is tested with a fake clock and replayed on traces
-by the simulator in bench/ exactly as the live controller runs it.
+by `control/replay` (bench/simulate.py, the cost advisor) exactly as the live controller runs
+it.
 """
 
 from __future__ import annotations
