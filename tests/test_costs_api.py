@@ -135,3 +135,18 @@ def test_a_spent_budget_refuses_with_402_saying_which_and_when(
         json={"scope": "deployment", "target": "ember/nope", "period": "day", "limit_usd": 1},
     )
     assert bad.status_code == 404
+
+
+def test_advice_replays_the_deployments_own_traffic(server: EmberServer, api: httpx.Client) -> None:
+    report = api.get("/v1/deployments/ember/billed/advice", params={"days": 1}).json()
+    assert report["deployment"] == "ember/billed" and report["requests"] >= 1
+    assert report["price"]["sku"] == "gpu-t4"
+    names = [o["name"] for o in report["options"]]
+    assert names[0] == "as deployed" and "keep one replica warm" in names
+    assert report["recommended"]["name"] in names
+    assert api.get("/v1/deployments/ember/billed/advice", params={"days": 0}).status_code == 400
+    assert api.get("/v1/deployments/ember/nope/advice").status_code == 404
+    printed = server.cli("advise", "ember/billed", "--days", "1")
+    assert printed.returncode == 0, printed.stderr
+    assert "ember/billed" in printed.stdout and "→" in printed.stdout
+    assert "Serverless or dedicated" in printed.stdout

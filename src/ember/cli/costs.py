@@ -111,3 +111,69 @@ def budget_ls(client: Client) -> None:
 def budget_rm(client: Client, budget_id: str) -> None:
     client.delete(f"/v1/budgets/{budget_id}")
     err.print(f"[green]✓[/green] removed budget {budget_id}", highlight=False)
+
+
+def _money(value: float) -> str:
+    return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
+
+
+def advise(client: Client, refs: list[str], days: float, output: str) -> None:
+    if not refs:
+        refs = [f"{d['owner']}/{d['name']}" for d in client.pages("/v1/deployments")]
+        if not refs:
+            err.print("No deployments to advise on: deploy one with `ember deploy`.")
+            return
+    reports = []
+    for ref in refs:
+        owner, _, name = ref.partition("/")
+        reports.append(client.get(f"/v1/deployments/{owner}/{name}/advice", params={"days": days}))
+    if output == "json":
+        out.print_json(json.dumps(reports if len(reports) > 1 else reports[0]))
+        return
+    for report in reports:
+        _print_advice(report)
+
+
+def _print_advice(report: dict[str, Any]) -> None:
+    price = report["price"]
+    out.print(
+        f"\n[bold]{report['deployment']}[/bold]: {report['requests']} requests in "
+        f"{report['days']:.1f} days, {report['busy_hours_per_day']:.2f} busy hours a day, on "
+        f"{price['sku']} at ${price['per_second']:g}/s",
+        highlight=False,
+    )
+    table = Table(title="Monthly, replaying this traffic", title_justify="left", title_style="bold")
+    for column in ("option", "bill", "waiting*", "waited for a start", "p99 wait", "apply"):
+        table.add_column(column, justify="right" if column in ("bill", "waiting*") else "left")
+    options = list(report["options"])
+    if report["dedicated"]:
+        options.append(report["dedicated"])
+    for option in options:
+        chosen = option["name"] == report["recommended"]["name"]
+        table.add_row(
+            ("→ " if chosen else "  ") + option["name"],
+            _money(option["monthly_cost"]),
+            _money(option["waiting_cost"]),
+            f"{option['start_wait_rate']:.1%}",
+            f"{option['p99_delay']:.2f} s",
+            option["apply"],
+            style="bold green" if chosen else None,
+        )
+    out.print(table)
+    out.print(
+        "[dim]* waiting priced at the keep-alive's rate of replica-seconds per second a "
+        "request waits (policies/costs.py); the recommendation (→) minimises bill + waiting.[/dim]"
+    )
+    out.print(f"Serverless or dedicated: {report['verdict']}", highlight=False)
+    if report["fewer_cold_starts"]:
+        calm = report["fewer_cold_starts"]
+        out.print(
+            f"For fewer cold starts: {calm['name']} ({_money(calm['monthly_cost'])}/month, "
+            f"{calm['start_wait_rate']:.1%} wait for a start): {calm['apply']}",
+            highlight=False,
+        )
+    for row in report["token_providers"][:3]:
+        out.print(
+            f"Same tokens on {row['provider']} {row['model']}: {_money(row['monthly_cost'])}/month",
+            highlight=False,
+        )

@@ -473,6 +473,31 @@ def _ledger(url: str, token: str | None, command: str, *args: object) -> None:
     _remote(url, token, command, *args, module="costs")
 
 
+@app.command("advise")
+def advise(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="owner/name of deployments (default: all).")
+    ] = None,
+    days: Annotated[
+        float, typer.Option(min=0.01, max=90, help="How many days of traffic to replay.")
+    ] = 7.0,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="table or json.")
+    ] = OutputFormat.table,
+    url: ServerUrl = DEFAULT_URL,
+    token: ApiToken = None,
+) -> None:
+    """Replay a deployment's own recent traffic under other settings and on a dedicated
+    machine: the monthly bill, cold starts and waiting of each, and the command to apply the
+    best one.
+
+    Example: `ember advise ember/sdxl --days 14`
+    """
+    if output_format == OutputFormat.csv:
+        raise _fail("ember advise prints a table or json", 2)
+    _ledger(url, token, "advise", names or [], days, output_format.value)
+
+
 budget_app = typer.Typer(
     help="Spend limits per API token or deployment, per UTC day or month: past one, new "
     "predictions get 402 until it resets (needs an admin token).\n\n"

@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ember.control.advisor import Advice, Traffic, advise
 from ember.control.budget_guard import BudgetGuard
 from ember.control.hardware import DEFAULT_HARDWARE, HARDWARE
 from ember.control.ledger import Ledger
@@ -39,6 +40,7 @@ from ember.control.policies.keepalive import IdleHistory
 from ember.control.predictions import PredictionState, new_prediction_id, utcnow
 from ember.control.prices import Price, PriceTable, configured_overrides
 from ember.control.readiness import TierKeeper, default_warm_host_memory
+from ember.control.replay import ReplayParams, Request
 from ember.control.reports import (
     CostRow,
     Grouping,
@@ -54,7 +56,7 @@ from ember.control.webhooks import new_signing_secret
 from ember.packages.archive import write_archive
 from ember.packages.loader import read_package
 from ember.packages.spec import PackageSpec
-from ember.runtime.base import ReplicaState
+from ember.runtime.base import ReplicaState, Tier
 from ember.runtime.local import LocalRuntime
 from ember.store import models as records
 from ember.store.db import connect, migrate, sqlite_url
@@ -505,6 +507,41 @@ class Platform:
                     charge.token = f"{names[charge.token]} ({charge.token})"
         hardware_of = {a.deployment: a.hardware for a in accounts}
         return summarize(accounts, charges.values(), by, hardware_of)
+
+    async def advice(self, owner: str, name: str, days: float = 7.0) -> Advice:
+        """Replay the deployment's last `days` of finished predictions under its settings and
+        the advisor's candidates (in a thread: a week of busy traffic takes seconds)."""
+        deployment, release = await self.deployment(owner, name)
+        runner = self.target_for_deployment(owner, name).runner
+        now = self.ledger.wall()
+        since = max(now - datetime.timedelta(days=days), as_utc(deployment.created_at))
+        rows = await asyncio.to_thread(self.store.finished_predictions_since, since)
+        requests, tokens_in, tokens_out = [], 0, 0
+        for row in rows:
+            if row.deployment != f"{owner}/{name}" or row.started_at is None:
+                continue
+            metrics = row.metrics or {}
+            service = metrics.get("predict_time")
+            if service is None and row.completed_at is not None:
+                service = (row.completed_at - row.started_at).total_seconds()
+            arrival = (as_utc(row.created_at) - since).total_seconds()
+            requests.append(Request(max(0.0, arrival), max(0.0, float(service or 0.0))))
+            tokens_in += int(metrics.get("input_token_count") or 0)
+            tokens_out += int(metrics.get("output_token_count") or 0)
+        traffic = Traffic(requests, (now - since).total_seconds(), since, tokens_in, tokens_out)
+        measured = runner.start_times
+        host = measured.get(Tier.WARM_HOST.value)
+        params = ReplayParams(
+            cold_start=measured.get(Tier.COLD.value) or measured.get(Tier.DISK.value) or 10.0,
+            host_start=host if host is not None else 1.0,
+            warm_start=host if host is not None else 0.3,
+            max_instances=runner.settings.max_instances,
+        )
+        price = self.prices.get(release.hardware)
+        warm_host = runner.cold_start.tier == Tier.WARM_HOST
+        return await asyncio.to_thread(
+            advise, f"{owner}/{name}", traffic, runner.settings, price, params, warm_host
+        )
 
     async def _accounts_since(self, since: datetime.datetime | None) -> list[ReplicaAccount]:
         """Replica accounts of the ledger since then; live ones brought up to now."""

@@ -159,3 +159,17 @@ async def delete_budget(request: Request, budget_id: str, caller: Caller) -> Res
     if not await platform.budgets.remove(budget_id):
         raise ApiError(404, f"no budget {budget_id!r}: `GET /v1/budgets` lists them")
     return Response(status_code=204)
+
+
+@router.get("/deployments/{owner}/{name}/advice")
+async def advice(
+    request: Request, owner: str, name: str, caller: Caller, days: float = 7.0
+) -> Response:
+    """Replay the deployment's last `days` of traffic under its settings, other settings and a
+    dedicated machine: monthly cost, cold starts and waiting of each, and a recommendation."""
+    _admin(caller)
+    if not 0 < days <= 90:
+        raise ApiError(400, f"days={days:g}: give a window between 0 and 90 days")
+    platform: Platform = request.app.state.platform
+    result = await platform.advice(owner, name, days)
+    return json_response(result.to_dict())
