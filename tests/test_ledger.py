@@ -71,6 +71,7 @@ def test_a_cold_start_is_charged_to_its_prediction_and_the_ledger_reconciles(
         assert state.status == "succeeded", state.error
         assert state.metrics["cold_start_cost"] == pytest.approx(10.0 * H100)
         assert state.metrics["cost"] == pytest.approx(10.0 * H100)
+        assert state.metrics["queue_time"] == pytest.approx(10.0)  # it waited for the start
 
         clock.advance(50.0)  # warm and idle
         await platform.update_deployment("ember", "forkable", "ember", scaling={"idle_timeout": 0})

@@ -279,9 +279,11 @@ class DeploymentRunner:
                 self._finish(state, event.status, event.output, event.error, event.metrics)
                 self._pump()
             elif event.type == "started":
+                now = self.clock()
+                accepted = self._accepted.get(state.id, now)
+                state.metrics["queue_time"] = max(0.0, now - accepted)
                 if meter is not None:
-                    now = self.clock()
-                    meter.started(state.id, now, self._accepted.get(state.id, now))
+                    meter.started(state.id, now, accepted)
                 state.mark_started()
                 self.on_event(state, "started")
             elif event.type == "output":
