@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from conftest import model_path, predict, start
@@ -31,6 +32,30 @@ async def warm(runtime: LocalRuntime, spec: PackageSpec, tier: Tier = Tier.WARM_
     raise AssertionError(f"{tier} never became ready: {runtime.readiness(spec)}")
 
 
+def hosted(
+    runtime: LocalRuntime,
+    scenario: Callable[[PackageSpec], Awaitable[None]],
+    spec: PackageSpec | None = None,
+    tier: Tier = Tier.WARM_HOST,
+    wait: bool = True,
+) -> None:
+    """Keep `tier` ready for `spec` (the forkable model by default), run the scenario, then
+    release everything the runtime kept."""
+
+    async def go() -> None:
+        package = spec or read_package(FORKABLE)
+        if wait:
+            await warm(runtime, package, tier)
+        else:
+            await runtime.keep_ready([(package, tier)])
+        try:
+            await scenario(package)
+        finally:
+            await runtime.close()
+
+    asyncio.run(go())
+
+
 async def info(replica) -> dict:  # type: ignore[no-untyped-def]
     run = await predict(replica, f"p-{replica.id}", input={"mode": "info"})
     assert run.result.status == "succeeded", run.result.error
@@ -38,9 +63,7 @@ async def info(replica) -> dict:  # type: ignore[no-untyped-def]
 
 
 def test_replicas_fork_from_a_host_that_ran_setup_once(runtime: LocalRuntime) -> None:
-    async def go() -> None:
-        spec = read_package(FORKABLE)
-        await warm(runtime, spec)
+    async def scenario(spec: PackageSpec) -> None:
         status = runtime.readiness(spec)
         assert status.tier == Tier.WARM_HOST and status.setup_in_host
         assert status.memory_bytes and status.memory_bytes > 0
@@ -57,127 +80,97 @@ def test_replicas_fork_from_a_host_that_ran_setup_once(runtime: LocalRuntime) ->
             assert seen[0]["random"] != seen[1]["random"]
         finally:
             await asyncio.gather(*(r.stop() for r in replicas))
-            await runtime.close()
 
-    asyncio.run(go())
+    hosted(runtime, scenario)
 
 
 def test_a_start_while_the_host_is_starting_waits_for_it(runtime: LocalRuntime) -> None:
     """The host is ahead of a spawn doing the same imports and setup."""
 
-    async def go() -> None:
-        spec = read_package(FORKABLE)
-        await runtime.keep_ready([(spec, Tier.WARM_HOST)])
-        try:
-            replica = await start(runtime, spec)
-            assert replica.tier == Tier.WARM_HOST
-            assert {"host_wait", "fork"} <= set(replica.start_phases())
-            await replica.stop()
-        finally:
-            await runtime.close()
+    async def scenario(spec: PackageSpec) -> None:
+        replica = await start(runtime, spec)
+        assert replica.tier == Tier.WARM_HOST
+        assert {"host_wait", "fork"} <= set(replica.start_phases())
+        await replica.stop()
 
-    asyncio.run(go())
+    hosted(runtime, scenario, wait=False)
 
 
 def test_a_forked_replica_that_crashes_or_is_killed_reports_its_exit_code(
     runtime: LocalRuntime,
 ) -> None:
-    async def go() -> None:
-        spec = read_package(FORKABLE)
-        await warm(runtime, spec)
-        try:
-            replica = await start(runtime, spec)
-            run = await predict(replica, input={"mode": "crash"})
-            assert run.result.status == "failed"
-            assert "exited with code 3" in run.result.error
-            assert await replica.wait_stopped() == 3
-            replica = await start(runtime, spec)
-            replica.kill("test")
-            assert await replica.wait_stopped() == -signal.SIGKILL
-        finally:
-            await runtime.close()
+    async def scenario(spec: PackageSpec) -> None:
+        replica = await start(runtime, spec)
+        run = await predict(replica, input={"mode": "crash"})
+        assert run.result.status == "failed"
+        assert "exited with code 3" in run.result.error
+        assert await replica.wait_stopped() == 3
+        replica = await start(runtime, spec)
+        replica.kill("test")
+        assert await replica.wait_stopped() == -signal.SIGKILL
 
-    asyncio.run(go())
+    hosted(runtime, scenario)
 
 
 def test_when_the_host_dies_its_replicas_are_stopped_and_starts_spawn(
     runtime: LocalRuntime,
 ) -> None:
-    async def go() -> None:
-        spec = read_package(FORKABLE)
-        await warm(runtime, spec)
-        try:
-            replica = await start(runtime, spec)
-            running = asyncio.create_task(predict(replica, input={"mode": "sleep"}))
-            await asyncio.sleep(0.3)
-            host = runtime._hosts[spec.root]
-            os.kill(host.pid, signal.SIGKILL)
-            run = await asyncio.wait_for(running, 10)
-            assert run.result.status == "failed"
-            assert await replica.wait_stopped() == -signal.SIGKILL
-            assert not runtime.readiness(spec).ready
-            spawned = await start(runtime, spec)
-            assert spawned.tier == Tier.COLD and "spawn" in spawned.start_phases()
-            await spawned.stop()
-        finally:
-            await runtime.close()
+    async def scenario(spec: PackageSpec) -> None:
+        replica = await start(runtime, spec)
+        running = asyncio.create_task(predict(replica, input={"mode": "sleep"}))
+        await asyncio.sleep(0.3)
+        host = runtime._hosts[spec.root]
+        os.kill(host.pid, signal.SIGKILL)
+        run = await asyncio.wait_for(running, 10)
+        assert run.result.status == "failed"
+        assert await replica.wait_stopped() == -signal.SIGKILL
+        assert not runtime.readiness(spec).ready
+        spawned = await start(runtime, spec)
+        assert spawned.tier == Tier.COLD and "spawn" in spawned.start_phases()
+        await spawned.stop()
 
-    asyncio.run(go())
+    hosted(runtime, scenario)
 
 
 def test_a_setup_that_starts_threads_is_not_forked_from(runtime: LocalRuntime) -> None:
     """Forking after setup() started threads (an OpenMP pool...) could deadlock the children:
     the host then only imports, and each replica runs setup() itself."""
 
-    async def go() -> None:
-        spec = read_package(FORKABLE).model_copy(update={"environment": {"START_THREAD": "1"}})
-        await warm(runtime, spec)
-        try:
-            status = runtime.readiness(spec)
-            assert status.ready and not status.setup_in_host
-            replica = await start(runtime, spec)
-            assert replica.tier == Tier.WARM_HOST and "setup" in replica.start_phases()
-            result = await info(replica)
-            assert result["setup_pid"] == result["pid"]
-            await replica.stop()
-        finally:
-            await runtime.close()
+    async def scenario(spec: PackageSpec) -> None:
+        status = runtime.readiness(spec)
+        assert status.ready and not status.setup_in_host
+        replica = await start(runtime, spec)
+        assert replica.tier == Tier.WARM_HOST and "setup" in replica.start_phases()
+        result = await info(replica)
+        assert result["setup_pid"] == result["pid"]
+        await replica.stop()
 
-    asyncio.run(go())
+    threads = read_package(FORKABLE).model_copy(update={"environment": {"START_THREAD": "1"}})
+    hosted(runtime, scenario, threads)
 
 
 def test_setup_in_host_can_be_turned_off(runtime: LocalRuntime) -> None:
-    async def go() -> None:
-        spec = read_package(FORKABLE).model_copy(update={"setup_in_host": False})
-        await warm(runtime, spec)
-        try:
-            assert not runtime.readiness(spec).setup_in_host
-            replica = await start(runtime, spec)
-            result = await info(replica)
-            assert result["setup_pid"] == result["pid"]
-            await replica.stop()
-        finally:
-            await runtime.close()
+    async def scenario(spec: PackageSpec) -> None:
+        assert not runtime.readiness(spec).setup_in_host
+        replica = await start(runtime, spec)
+        result = await info(replica)
+        assert result["setup_pid"] == result["pid"]
+        await replica.stop()
 
-    asyncio.run(go())
+    hosted(runtime, scenario, read_package(FORKABLE).model_copy(update={"setup_in_host": False}))
 
 
 def test_a_host_whose_setup_fails_leaves_starts_cold_with_the_reason(
     runtime: LocalRuntime,
 ) -> None:
-    async def go() -> None:
-        spec = read_package(model_path("faults", "setup-raises"))
-        await warm(runtime, spec)
-        try:
-            status = runtime.readiness(spec)
-            assert not status.ready and "weights file is corrupt" in (status.detail or "")
-            replica = await runtime.start_replica(spec)
-            assert replica.tier == Tier.COLD
-            assert await replica.wait_started() == ReplicaState.SETUP_FAILED
-        finally:
-            await runtime.close()
+    async def scenario(spec: PackageSpec) -> None:
+        status = runtime.readiness(spec)
+        assert not status.ready and "weights file is corrupt" in (status.detail or "")
+        replica = await runtime.start_replica(spec)
+        assert replica.tier == Tier.COLD
+        assert await replica.wait_started() == ReplicaState.SETUP_FAILED
 
-    asyncio.run(go())
+    hosted(runtime, scenario, read_package(model_path("faults", "setup-raises")))
 
 
 def test_the_disk_tier_keeps_weight_files_cached(runtime: LocalRuntime, tmp_path: Path) -> None:
@@ -188,17 +181,14 @@ def test_the_disk_tier_keeps_weight_files_cached(runtime: LocalRuntime, tmp_path
     (package / "model.safetensors").write_bytes(os.urandom(2 * 2**20))
     (package / "notes.txt").write_bytes(b"x" * 2 * 2**20)
 
-    async def go() -> None:
-        spec = read_package(package)
-        await warm(runtime, spec, Tier.DISK)
+    async def scenario(spec: PackageSpec) -> None:
         status = runtime.readiness(spec)
         assert status.ready and status.detail == "1 files, 2 MiB kept cached"
         replica = await start(runtime, spec)
         assert replica.tier == Tier.DISK and "spawn" in replica.start_phases()
         await replica.stop()
-        await runtime.close()
 
-    asyncio.run(go())
+    hosted(runtime, scenario, read_package(package), Tier.DISK)
 
 
 # -- the pure policy ---------------------------------------------------------------------------

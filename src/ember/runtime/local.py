@@ -463,7 +463,8 @@ class LocalRuntime(Runtime):
         tier = self._tiers.get(spec.root, Tier.COLD)
         if tier == Tier.WARM_HOST:
             host = self._hosts.get(spec.root)
-            if host is None or host.state == "starting":
+            if spec.root in self._preparing or host is None or host.state == "starting":
+                # (also between a host that failed and the one replacing it, without setup)
                 return TierStatus(tier, ready=False, detail="warm host starting")
             if not host.ready:
                 return TierStatus(
