@@ -178,6 +178,7 @@ def test_ls_shows_deployments_and_models(server: EmberServer, api: httpx.Client)
     row = next(line for line in result.stdout.splitlines() if "ember/hello-world" in line)
     assert version[:12] in row
     assert "cpu" in row
+    assert "warm-host" in row  # the tier kept ready for its starts
     models = result.stdout.split("Models without a deployment")[1]
     assert "ember/undeployed" in models
     assert "ember/hello-world" not in models

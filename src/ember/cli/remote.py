@@ -718,6 +718,7 @@ def ls(client: Client) -> None:
             "replicas",
             "queued",
             "scaling",
+            "cold start",
             "release",
         )
         for column in columns:
@@ -743,6 +744,7 @@ def ls(client: Client) -> None:
                 + (f" +{starting} starting" if starting else ""),
                 str(status.get("queued", 0)),
                 f"wants {scaling['desired']}: {scaling['reason']}" if scaling else "-",
+                _tier_cell(status.get("cold_start")),
                 str(release["number"]),
             )
         _print_table(table)
@@ -757,6 +759,12 @@ def ls(client: Client) -> None:
                 f"{m['owner']}/{m['name']}", latest[:12] if latest else "-", m["hardware"]
             )
         _print_table(table)
+
+
+def _tier_cell(cold_start: dict[str, Any] | None) -> str:
+    if not cold_start:
+        return "-"
+    return cold_start["tier"] + ("" if cold_start["ready"] else " (not ready)")
 
 
 def _print_table(table: Table) -> None:
