@@ -63,6 +63,15 @@ def test_concurrent_predictions_share_the_busy_seconds() -> None:
     assert a.predict_cost + b.predict_cost == pytest.approx(6.0 * RATE)
 
 
+def test_a_replica_told_to_stop_while_starting_drains_once_ready() -> None:
+    meter = ReplicaMeter(RATE, requested_at=0.0)
+    meter.draining(1.0)
+    meter.ready(2.0, waiting=0)
+    usage = meter.stopped(3.0)
+    assert usage.seconds[STARTING] == 2.0 and usage.seconds[DRAINING] == 1.0
+    assert usage.seconds[IDLE] == 0.0
+
+
 def test_a_replica_that_never_became_ready_is_all_start_overhead() -> None:
     meter = ReplicaMeter(RATE, requested_at=0.0)
     usage = meter.stopped(3.0)

@@ -149,6 +149,20 @@ def test_a_setup_that_starts_threads_is_not_forked_from(runtime: LocalRuntime) -
     hosted(runtime, scenario, threads)
 
 
+def test_an_import_that_starts_threads_leaves_no_warm_host_and_starts_spawn(
+    runtime: LocalRuntime,
+) -> None:
+    async def scenario(spec: PackageSpec) -> None:
+        status = runtime.readiness(spec)
+        assert not status.ready and "importing the predictor started 1 thread" in status.detail
+        replica = await start(runtime, spec)
+        assert replica.tier == Tier.COLD
+        await replica.stop()
+
+    threads = read_package(FORKABLE).model_copy(update={"environment": {"IMPORT_THREAD": "1"}})
+    hosted(runtime, scenario, threads)
+
+
 def test_setup_in_host_can_be_turned_off(runtime: LocalRuntime) -> None:
     async def scenario(spec: PackageSpec) -> None:
         assert not runtime.readiness(spec).setup_in_host
@@ -223,6 +237,18 @@ def test_a_shared_package_counts_once_and_set_tiers_are_kept() -> None:
     assert choices["a"].tier == choices["b"].tier == Tier.WARM_HOST
     assert choices["pinned"].tier == Tier.WARM_HOST
     assert choices["frugal"].tier == Tier.COLD and choices["frugal"].reason.startswith("set")
+
+
+def test_a_running_host_is_not_swapped_for_a_deployment_used_a_moment_later() -> None:
+    turns = [
+        request("a", 990.0, 2 * GIB, hosted=True),
+        request("b", 1000.0, 2 * GIB),  # takes turns with a; both do not fit
+    ]
+    choices = choose_tiers(turns, now=1000.0, memory_budget=3 * GIB)
+    assert choices["a"].tier == Tier.WARM_HOST and choices["b"].tier == Tier.DISK
+    stale = [request("a", 0.0, 2 * GIB, hosted=True), request("b", 1000.0, 2 * GIB)]
+    choices = choose_tiers(stale, now=1000.0, memory_budget=3 * GIB)  # a idle 1000 s > hold
+    assert choices["b"].tier == Tier.WARM_HOST and choices["a"].tier == Tier.DISK
 
 
 def test_a_deployment_unused_for_a_day_gives_its_host_memory_back() -> None:

@@ -168,3 +168,48 @@ def test_budgets_refuse_at_the_limit_and_reset_on_schedule(tmp_path: Path) -> No
             await platform.stop()
 
     asyncio.run(go())
+
+
+def test_the_last_checkpoint_of_a_crashed_ember_is_closed_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """Replicas die with Ember: their accounts end where their last checkpoint did, instead
+    of counting as running forever in reports and budgets."""
+
+    async def go() -> None:
+        first = Platform(tmp_path / "home", admin_token="t")
+        await first.start()
+        requested = datetime.datetime(2026, 11, 1, 12, 0, tzinfo=datetime.UTC)
+        row = {
+            "id": "r-crashed",
+            "deployment": "ember/forkable",
+            "hardware": "cpu",
+            "tier": "cold",
+            "rate": 0.001,
+            "requested_at": requested,
+            "stopped_at": None,
+            "starting_seconds": 10.0,
+            "busy_seconds": 20.0,
+            "idle_seconds": 30.0,
+            "draining_seconds": 0.0,
+            "attributed_start_cost": 0.0,
+            "cost": 0.06,
+            "final": False,
+        }
+        await asyncio.to_thread(first.store.upsert_replica_usage, [row])
+        await first.stop()  # as if it had died: the row was only a checkpoint
+
+        second = Platform(tmp_path / "home", admin_token="t")
+        await second.start()
+        try:
+            [usage] = await asyncio.to_thread(second.store.replica_usage_since, None)
+            assert usage.final
+            stopped = usage.stopped_at.replace(tzinfo=datetime.UTC)
+            assert stopped == requested + datetime.timedelta(seconds=60)
+            since = datetime.datetime(2026, 11, 20, tzinfo=datetime.UTC)
+            rows = await second.costs("deployment", since)  # it ended weeks before
+            assert [r.key for r in rows] == ["total"] and rows[0].cost == 0
+        finally:
+            await second.stop()
+
+    asyncio.run(go())

@@ -29,6 +29,7 @@ from ember.store import models as records
 from ember.store.repository import Store
 
 CACHE_SECONDS = 2.0
+PRUNE_ABOVE = 10_000  # spend entries kept before those of past periods are dropped
 PERIODS: tuple[Period, ...] = ("day", "month")
 
 Accounts = Callable[[datetime.datetime], Awaitable[list[ReplicaAccount]]]
@@ -77,6 +78,10 @@ class BudgetGuard:
         self, token_id: str | None, created_at: datetime.datetime, cost: object
     ) -> None:
         if token_id and isinstance(cost, int | float) and cost > 0:
+            if len(self._token_spend) > PRUNE_ABOVE:  # forget periods that are over
+                month = period_start("month", self.wall())
+                self._token_spend = {k: v for k, v in self._token_spend.items() if k[2] >= month}
+                self._deployment_spend.clear()
             for period in PERIODS:
                 key = (token_id, period, period_start(period, created_at))
                 self._token_spend[key] = self._token_spend.get(key, 0.0) + float(cost)

@@ -133,8 +133,7 @@ class Platform:
         self.clock = clock  # what replica and prediction durations are measured with
         self.prices = PriceTable(configured_overrides())
         self._set_prices: dict[str, dict[str, Any]] = {}  # through the API, saved
-        runners = lambda: [t.runner for t in self.targets.values()]  # noqa: E731
-        self.ledger = Ledger(self.store, runners, clock, wall)
+        self.ledger = Ledger(self.store, self._metered_runners, clock, wall)
         self.budgets = BudgetGuard(self.store, self._accounts_since, wall)
         self.tiers = TierKeeper(
             self.runtime,
@@ -179,6 +178,9 @@ class Platform:
             self._set_prices = json.loads(saved)
             for sku, fields in self._set_prices.items():
                 self.prices.set(sku, **fields)
+        closed = await asyncio.to_thread(self.store.close_unfinished_usage)
+        if closed:
+            logger.warning("%d replica accounts closed at their last checkpoint", closed)
         await self.budgets.load()
         await self._load_deployments()
         await self.recover()
@@ -550,6 +552,10 @@ class Platform:
         for row in self.ledger.live_rows():  # fresher than their last checkpoint
             accounts[row["id"]] = _account(row)
         return list(accounts.values())
+
+    def _metered_runners(self) -> list[DeploymentRunner]:
+        """Runners whose replicas are billed now: current ones and replaced ones draining."""
+        return [*(t.runner for t in self.targets.values()), *self._retired_runners]
 
     def _on_replica_event(self, deployment: str, kind: str, data: dict[str, Any]) -> None:
         self.metrics.on_replica_event(deployment, kind, data)

@@ -76,6 +76,9 @@ class PredictionState:
     # Whether a client has been told the prediction exists (async 201, or a `Prefer: wait`
     # answer that ran out of time). Only then must its intermediate states be durable.
     acknowledged: bool = False
+    # The deploying runner's clock when it was accepted (queue time, cold-start attribution);
+    # it moves with the prediction when a new release's runner takes the queue over.
+    accepted_clock: float | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _subscribers: list[asyncio.Queue[StreamEvent]] = field(default_factory=list, repr=False)
 

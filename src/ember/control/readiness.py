@@ -89,9 +89,9 @@ class TierKeeper:
         requests = []
         for runner in runners:
             spec = runner.spec
-            measured = self.runtime.readiness(spec).memory_bytes
-            if measured:
-                self._host_memory[spec.root] = measured
+            status = self.runtime.readiness(spec)
+            if status.memory_bytes:
+                self._host_memory[spec.root] = status.memory_bytes
             requests.append(
                 TierRequest(
                     deployment=runner.name,
@@ -100,6 +100,7 @@ class TierKeeper:
                     last_active=runner.last_active,
                     # Until its host has been measured, what the package says a replica needs.
                     host_memory=self._host_memory.get(spec.root, spec.resources.memory),
+                    hosted=status.tier == Tier.WARM_HOST and status.ready,
                 )
             )
         choices = choose_tiers(requests, self.clock(), self.memory_budget)

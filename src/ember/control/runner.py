@@ -114,7 +114,6 @@ class DeploymentRunner:
         # By replica id, while its process lives (draining ones included): replica, its meter,
         # and the hardware it was started on.
         self.meters: dict[str, tuple[Replica, ReplicaMeter, str]] = {}
-        self._accepted: dict[str, float] = {}  # prediction id: clock reading at acceptance
         self.last_decision = Decision(0, "not started")
         self.last_setup_error: str | None = None
         self._pending_starts = 0
@@ -134,7 +133,8 @@ class DeploymentRunner:
             raise QueueFull(self.name, self.settings.queue_limit)
         now = self.clock()
         self.last_active = now
-        self._accepted.setdefault(state.id, now)
+        if state.accepted_clock is None:
+            state.accepted_clock = now
         if self._idle_since is not None and not self.outstanding:
             self.history.record(max(0.0, now - self._idle_since))
             self._idle_since = None
@@ -280,7 +280,7 @@ class DeploymentRunner:
                 self._pump()
             elif event.type == "started":
                 now = self.clock()
-                accepted = self._accepted.get(state.id, now)
+                accepted = state.accepted_clock if state.accepted_clock is not None else now
                 state.metrics["queue_time"] = max(0.0, now - accepted)
                 if meter is not None:
                     meter.started(state.id, now, accepted)
@@ -303,7 +303,6 @@ class DeploymentRunner:
         error: str | None = None,
         metrics: dict[str, Any] | None = None,
     ) -> None:
-        self._accepted.pop(state.id, None)
         state.finish(status, output, error, metrics)
         self.on_event(state, "done")
 

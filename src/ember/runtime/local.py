@@ -147,8 +147,16 @@ class LocalReplica(Replica):
                 except HostUnavailable:
                     logger.warning("replica %s: warm host unavailable, spawning", self.id)
                     self.host, self.tier = None, Tier.COLD
+                    # The host may have forked on that socket before failing: a new pair.
+                    parent.close()
+                    child.close()
+                    parent, child = socket.socketpair()
             if self._process is None:
                 await self._spawn(child)
+        except BaseException:
+            parent.close()
+            shutil.rmtree(self.scratch_dir, ignore_errors=True)
+            raise
         finally:
             child.close()
         self._launch_seconds = time.perf_counter() - began

@@ -78,6 +78,7 @@ class WarmHost:
         self._sock: socket.socket | None = None
         self._children: dict[int, ForkedProcess] = {}
         self._forks: dict[str, asyncio.Future[ForkedProcess]] = {}
+        self._abandoned: set[str] = set()  # forks whose requester gave up waiting
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -105,6 +106,11 @@ class WarmHost:
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
+        except OSError as exc:  # no process (out of fds or processes, no interpreter)
+            ours.close()
+            self.state, self.error = "failed", f"the warm host could not be started: {exc}"
+            self._ready.set()
+            return
         finally:
             theirs.close()
         ours.setblocking(False)
@@ -155,8 +161,10 @@ class WarmHost:
             os.close(write_fd)
         try:
             process = await future
-        except HostUnavailable:
+        except BaseException:  # the host failed, or the start was cancelled
             os.close(read_fd)
+            if self._forks.pop(replica_id, None) is not None:
+                self._abandoned.add(replica_id)  # if it is forked after all, kill it
             raise
         loop = asyncio.get_running_loop()
         stderr = asyncio.StreamReader(limit=_LOG_LIMIT)
@@ -223,6 +231,11 @@ class WarmHost:
             self._ready.set()
         elif event == "forked":
             process = self._children[message["pid"]] = ForkedProcess(message["pid"])
+            if message["replica"] in self._abandoned:
+                self._abandoned.discard(message["replica"])
+                with contextlib.suppress(OSError):
+                    os.kill(message["pid"], signal.SIGKILL)
+                return
             future = self._forks.pop(message["replica"], None)
             if future is not None and not future.done():
                 future.set_result(process)

@@ -254,6 +254,20 @@ class Store:
             with self.engine.begin() as connection:
                 connection.execute(self._upsert_usage, rows)
 
+    def close_unfinished_usage(self) -> int:
+        """Make the last checkpoints of replicas of an Ember that died final: they stopped
+        with it, when their checkpointed time ran out (at start, no replica is alive)."""
+        with self.session.begin() as session:
+            rows = list(session.scalars(select(ReplicaUsage).where(~ReplicaUsage.final)))
+            for row in rows:
+                lived = (
+                    row.starting_seconds + row.busy_seconds + row.idle_seconds
+                    + row.draining_seconds
+                )  # fmt: skip
+                row.stopped_at = row.requested_at + datetime.timedelta(seconds=lived)
+                row.final = True
+        return len(rows)
+
     def replica_usage_since(self, since: datetime.datetime | None) -> list[ReplicaUsage]:
         """Replicas that lived at some point after `since` (all of them without it)."""
         query = select(ReplicaUsage)

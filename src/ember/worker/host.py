@@ -13,7 +13,9 @@ OpenMP region deadlocks its children's first parallel op, and CUDA cannot cross 
   packages that allow it) and only if it is synchronous; if it started threads (a connection
   pool, a native worker...) the host refuses to fork from that state and exits with
   `retry_without_setup`, and the runtime starts a host that only imports. Known harmless
-  Python threads (tqdm's progress monitor, which HF loaders start) are not counted.
+  Python threads (tqdm's progress monitor, which HF loaders start) are not counted. Imports
+  that start threads, or initialise CUDA, leave no safe state to fork from: the host then
+  fails, and replicas start the ordinary way.
 - Each child calls `setsid()` (its own process group, which the runtime kills as a whole),
   reseeds the random generators it inherited, and becomes an ordinary worker (`main.Worker`).
 
@@ -88,6 +90,9 @@ class Host:
         os.environ.update(self.spec.environment)
         self.replica_threads = os.environ.get("OMP_NUM_THREADS")
         os.environ["OMP_NUM_THREADS"] = "1"  # read once, when the OpenMP runtime loads
+        # torch.cuda.is_available() through NVML, which does not initialise CUDA here.
+        os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+        threads = thread_count()
         began = time.perf_counter()
         try:
             self.predictor = load_predictor(self.spec)
@@ -95,9 +100,11 @@ class Host:
             self.send({"ev": "failed", "error": traceback.format_exc()})
             return False
         timings = {"load": round(time.perf_counter() - began, 6)}
+        if unsafe := fork_hazard(threads):
+            self.send({"ev": "failed", "error": f"importing the predictor {unsafe}"})
+            return False
         note = None
         if self.run_setup:
-            threads = thread_count()
             began = time.perf_counter()
             try:
                 result = self.predictor.setup()
@@ -109,13 +116,12 @@ class Host:
                 if inspect.iscoroutine(result):
                     result.close()
                 note = "setup() is async, so each replica runs it after the fork"
-            elif (started := thread_count() - threads) > 0:
+            elif unsafe := fork_hazard(threads):
                 self.send(
                     {
                         "ev": "failed",
                         "retry_without_setup": True,
-                        "error": f"setup() started {started} thread(s) (e.g. an OpenMP pool); "
-                        "forking that state could deadlock, so replicas will run setup()",
+                        "error": f"setup() {unsafe}; replicas will run setup() themselves",
                     }
                 )
                 return False
@@ -193,10 +199,12 @@ class Host:
             try:
                 code = self._become_worker(message, worker_fd, stderr_fd)
             except BaseException:
-                traceback.print_exc()
+                with contextlib.suppress(BaseException):
+                    traceback.print_exc()
             finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
+                with contextlib.suppress(BaseException):
+                    sys.stdout.flush()
+                    sys.stderr.flush()
                 os._exit(code)  # never back into the host's loop
         os.close(worker_fd)
         os.close(stderr_fd)
@@ -244,6 +252,19 @@ class Host:
         for pid in self.children:
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def fork_hazard(threads_before: int) -> str | None:
+    """Why forking from this process now could break its children, or None: threads started
+    since `threads_before` (their locks and pools do not survive a fork), or CUDA initialised
+    (it cannot cross a fork at all)."""
+    started = thread_count() - threads_before
+    if started > 0:
+        return f"started {started} thread(s) (a pool of some kind): forking could deadlock"
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        return "initialised CUDA, which cannot cross a fork"
+    return None
 
 
 def restore_threads(replica_threads: str | None) -> None:

@@ -41,7 +41,8 @@ def parse_since(
         raise ApiError(
             400, f"since={value!r} is neither a span like 7d, 24h, 2w nor an ISO 8601 date"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
+    # The database compares UTC wall times: an offset must be applied, not dropped.
+    return moment.astimezone(datetime.UTC) if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
 def _admin(caller: Principal) -> None:

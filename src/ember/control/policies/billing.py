@@ -74,6 +74,7 @@ class ReplicaMeter:
         self.stopped_at: float | None = None
         self._last = requested_at
         self._state = STARTING
+        self._stopping = False
         self._running: dict[str, Charge] = {}
         self._shares_left = 0
         self._share = 0.0
@@ -101,7 +102,7 @@ class ReplicaMeter:
         `starting_replicas` (this one included) were starting to serve them."""
         self._advance(now)
         self.ready_at = now
-        self._state = IDLE
+        self._state = DRAINING if self._stopping else IDLE
         self._shares_left = max(1, math.ceil(waiting / max(1, starting_replicas)))
         self._share = self.usage.seconds[STARTING] * self.usage.rate / self._shares_left
 
@@ -123,9 +124,10 @@ class ReplicaMeter:
 
     def draining(self, now: float) -> None:
         self._advance(now)
+        self._stopping = True
         if self._state != STARTING:
             self._state = DRAINING
-        # Told to stop while starting: the rest of its start is still a start.
+        # Told to stop while starting: the rest of its start is still a start, then it drains.
 
     def stopped(self, now: float) -> Usage:
         """The process is gone: the final account (predictions still running are charged

@@ -6,6 +6,10 @@ held in the page cache), cold (nothing). Host RAM is cheap next to GPU time, so 
 (`auto`) every deployment gets a warm host while they all fit in the host-memory budget; when
 they do not, the most recently used keep theirs and the rest fall back to the disk tier. A
 deployment unused for a day gives its host's memory back. A tier the user sets is kept as set.
+
+A running host is not given up for a newcomer merely used a moment later: hosts in use within
+`HOLD_SECONDS` are admitted first, so two deployments that take turns do not swap one host
+back and forth (each swap re-imports and re-runs setup).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from ember.runtime.base import Tier
 
 AUTO = "auto"
 IDLE_RELEASE_SECONDS = 24 * 3600.0
+HOLD_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,7 @@ class TierRequest:
     requested: str  # "auto" or a Tier value
     last_active: float  # when it was deployed or last got a request (clock seconds)
     host_memory: int  # bytes its warm host uses (measured) or is expected to use
+    hosted: bool = False  # its package's warm host is running now
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,9 @@ def choose_tiers(
                 used += request.host_memory
         else:
             automatic.append(request)
-    automatic.sort(key=lambda r: r.last_active, reverse=True)
+    automatic.sort(
+        key=lambda r: (not (r.hosted and now - r.last_active < HOLD_SECONDS), -r.last_active)
+    )
     budget = f"{memory_budget / 2**30:.1f} GiB"
     for request in automatic:
         idle = now - request.last_active

@@ -1,11 +1,15 @@
 """Reports where it was set up and where it runs, so tests can tell a forked replica (set up
-once in the warm host) from a spawned one; START_THREAD=1 makes setup() start a thread."""
+once in the warm host) from a spawned one. START_THREAD=1 makes setup() start a thread,
+IMPORT_THREAD=1 makes importing this module start one."""
 
 import json
 import os
 import random
 import threading
 import time
+
+if os.environ.get("IMPORT_THREAD") == "1":
+    threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
 
 
 class Predictor:
