@@ -12,6 +12,7 @@ from pathlib import Path
 
 from conftest import model_path, predict, start
 
+from ember.control.platform import Platform
 from ember.control.policies.tiers import TierRequest, choose_tiers
 from ember.packages.loader import read_package
 from ember.packages.spec import PackageSpec
@@ -203,6 +204,41 @@ def test_the_disk_tier_keeps_weight_files_cached(runtime: LocalRuntime, tmp_path
         await replica.stop()
 
     hosted(runtime, scenario, read_package(package), Tier.DISK)
+
+
+def test_a_deployment_whose_forked_replicas_fail_setup_starts_in_full(tmp_path: Path) -> None:
+    """A model that cannot be set up after a fork (CUDA initialised by an import) still runs:
+    one failed forked start, then full starts, said in its status."""
+    package = tmp_path / "forkshy"
+    package.mkdir()
+    (package / "predict.py").write_text((FORKABLE / "predict.py").read_text())
+    (package / "ember.yaml").write_text(
+        "name: forkshy\npredictor: predict.py:Predictor\nsetup_in_host: false\n"
+        "environment: {FAIL_IF_FORKED: '1'}\n"
+    )
+
+    async def go() -> None:
+        platform = Platform(tmp_path / "home", admin_token="t")
+        await platform.start()
+        try:
+            await platform.deploy_folder(package, "ember")
+            target = platform.target_for_deployment("ember", "forkshy")
+            for _ in range(400):
+                if target.runner.status()["cold_start"]["ready"]:
+                    break
+                await asyncio.sleep(0.025)
+            state = platform.new_prediction(target, {"mode": "info"}, "ember")
+            platform.accept(target, state)
+            assert await platform.wait(state, 30)
+            assert state.status == "succeeded", state.error
+            result = json.loads(state.output)
+            assert result["setup_pid"] == result["pid"]  # set up in a full start
+            cold_start = target.runner.status()["cold_start"]
+            assert not cold_start["ready"] and "failed to set up" in cold_start["detail"]
+        finally:
+            await platform.stop()
+
+    asyncio.run(go())
 
 
 # -- the pure policy ---------------------------------------------------------------------------

@@ -111,6 +111,9 @@ class DeploymentRunner:
         self.last_active = clock()  # deployed, or last given a prediction (tier choice)
         self.cold_start = TierChoice(Tier.COLD, "not chosen yet")  # set by the platform
         self._unproven: set[str] = set()  # replicas that have not finished a prediction yet
+        # A forked replica failed to set up (e.g. CUDA initialised in the host by an import):
+        # from then on replicas start in full, without the warm host.
+        self._fork_failed = False
         # By replica id, while its process lives (draining ones included): replica, its meter,
         # and the hardware it was started on.
         self.meters: dict[str, tuple[Replica, ReplicaMeter, str]] = {}
@@ -178,7 +181,14 @@ class DeploymentRunner:
     def _cold_start(self) -> dict[str, Any]:
         """The tier kept ready for the next start, why, and whether it is ready now."""
         ready = self.runtime.readiness(self.spec)
-        if ready.tier != self.cold_start.tier:  # the package is kept faster for another
+        if self._fork_failed and ready.tier == Tier.WARM_HOST:
+            ready = TierStatus(
+                Tier.WARM_HOST,
+                ready=False,
+                detail="replicas forked from the warm host failed to set up, so replicas "
+                "start in full (e.g. an import initialised CUDA: keep it out of module level)",
+            )
+        elif ready.tier != self.cold_start.tier:  # the package is kept faster for another
             ready = TierStatus(self.cold_start.tier, ready=self.cold_start.tier == Tier.COLD)
         return {
             "tier": ready.tier.value,
@@ -336,9 +346,15 @@ class DeploymentRunner:
             self._unproven.intersection_update(r.id for r in self.replicas)
         return self.replicas
 
+    def _start_tier(self) -> Tier:
+        """The fastest tier this deployment's replicas may start from."""
+        if self._fork_failed and self.cold_start.tier == Tier.WARM_HOST:
+            return Tier.DISK
+        return self.cold_start.tier
+
     def _start_seconds(self) -> float | None:
         """What a start from the tier kept ready takes, as measured (None before one was)."""
-        return self.start_times.get(self.cold_start.tier.value)
+        return self.start_times.get(self._start_tier().value)
 
     def limits(self, now: float, now_wall: datetime.datetime | None = None) -> Limits:
         """The policy's bounds now: floors from min_instances, keep-warm windows and the
@@ -410,7 +426,7 @@ class DeploymentRunner:
         began = time.perf_counter()
         meter = ReplicaMeter(self.rate(self.hardware), self.clock())
         try:
-            replica = await self.runtime.start_replica(self.spec, self.cold_start.tier)
+            replica = await self.runtime.start_replica(self.spec, self._start_tier())
             self.meters[replica.id] = (replica, meter, self.hardware)
             self._spawn(self._account(replica, meter, self.hardware))
             if self._closed:
@@ -445,6 +461,17 @@ class DeploymentRunner:
                 self._failed_starts = 0
             elif self._closed or state == ReplicaState.DRAINING:
                 return  # stopped on purpose while starting: not a failure of the model
+            elif replica.tier == Tier.WARM_HOST and not self._fork_failed:
+                # Maybe only the fork is at fault: one full start decides before it counts.
+                self._fork_failed = True
+                logger.warning(
+                    "%s: a replica forked from the warm host failed to set up; starting in "
+                    "full from now on:\n%s",
+                    self.name,
+                    replica.setup_error,
+                )
+                self.wake()
+                return
             else:
                 self.last_setup_error = replica.setup_error or f"replica ended {state.value}"
                 logger.error("%s: replica failed to start:\n%s", self.name, self.last_setup_error)

@@ -1,6 +1,7 @@
 """Reports where it was set up and where it runs, so tests can tell a forked replica (set up
 once in the warm host) from a spawned one. START_THREAD=1 makes setup() start a thread,
-IMPORT_THREAD=1 makes importing this module start one."""
+IMPORT_THREAD=1 makes importing this module start one, FAIL_IF_FORKED=1 makes setup() fail
+in a process forked after the import (as CUDA does)."""
 
 import json
 import os
@@ -8,12 +9,15 @@ import random
 import threading
 import time
 
+IMPORT_PID = os.getpid()
 if os.environ.get("IMPORT_THREAD") == "1":
     threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
 
 
 class Predictor:
     def setup(self) -> None:
+        if os.environ.get("FAIL_IF_FORKED") == "1" and os.getpid() != IMPORT_PID:
+            raise RuntimeError("Cannot re-initialize CUDA in forked subprocess")
         self.setup_pid = os.getpid()
         if os.environ.get("START_THREAD") == "1":
             threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
