@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from ember.control.policies.billing import BUSY, DRAINING, IDLE, STARTING, ReplicaMeter
 from ember.control.prices import DEFAULT_PRICES, PriceError, PriceTable, load_overrides
+from ember.control.reports import ReplicaAccount, summarize
 
 RATE = 0.001
 
@@ -109,3 +111,26 @@ def test_price_files_are_read_and_checked(tmp_path: Path) -> None:
     bad.write_text("cpu: 3\n")
     with pytest.raises(PriceError, match="must map SKUs"):
         load_overrides(bad)
+
+
+def test_a_replica_counts_in_a_report_window_for_the_part_it_lived_in_it() -> None:
+    start = datetime.datetime(2026, 11, 22, 10, 0, tzinfo=datetime.UTC)
+    account = ReplicaAccount(
+        id="r",
+        deployment="ember/a",
+        hardware="cpu",
+        requested_at=start,
+        starting_seconds=600.0,
+        busy_seconds=1200.0,
+        idle_seconds=1800.0,
+        draining_seconds=0.0,
+        rate=0.001,
+        cost=3.6,
+        stopped_at=start + datetime.timedelta(hours=1),
+    )
+    minutes = datetime.timedelta(minutes=1)
+    half = account.within(start + 30 * minutes, start + 120 * minutes)
+    assert half.cost == pytest.approx(1.8) and half.busy_seconds == pytest.approx(600.0)
+    assert account.within(start - datetime.timedelta(days=1), start).cost == 0.0
+    [row, total] = summarize([half], [], "deployment")
+    assert total.cost == pytest.approx(1.8) and row.gpu_seconds == pytest.approx(1800.0)

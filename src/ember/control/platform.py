@@ -481,6 +481,9 @@ class Platform:
         """The cost report: replicas that lived since `since` (live ones up to now) and the
         predictions finished since then, grouped `by`."""
         accounts = await self._accounts_since(since)
+        if since is not None:
+            now = self.ledger.wall()
+            accounts = [a.within(since, now) for a in accounts]
         charges = {
             row.id: PredictionCharge(
                 row.id,

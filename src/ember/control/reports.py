@@ -8,14 +8,16 @@ billed; by token, only predictions can be attributed to a token, so a row's cost
 predictions were charged and one more row, "(overhead)", holds the rest (idle-warm time and the
 starts nobody waited for), so every grouping adds up to the same total.
 
-A replica is counted whole in the window it lived in (by the day it was asked for).
+With a `since`, a replica that lived partly before it counts for the part after (its states
+taken as spread evenly over its life); grouped by day, a replica counts on the day it was asked
+for.
 """
 
 from __future__ import annotations
 
 import datetime
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 Grouping = Literal["deployment", "day", "hardware", "token"]
@@ -43,14 +45,31 @@ class ReplicaAccount:
     cost: float
     stopped_at: datetime.datetime | None = None  # None: still running
 
-    def cost_between(self, start: datetime.datetime, end: datetime.datetime) -> float:
-        """Its cost prorated to the part of its life inside [start, end)."""
+    def share_between(self, start: datetime.datetime, end: datetime.datetime) -> float:
+        """The part of its life inside [start, end), from 0 to 1."""
         stop = self.stopped_at or end
         life = (stop - self.requested_at).total_seconds()
         inside = (min(stop, end) - max(self.requested_at, start)).total_seconds()
         if life <= 0:
-            return self.cost if start <= self.requested_at < end else 0.0
-        return self.cost * max(0.0, inside) / life
+            return 1.0 if start <= self.requested_at < end else 0.0
+        return min(1.0, max(0.0, inside) / life)
+
+    def cost_between(self, start: datetime.datetime, end: datetime.datetime) -> float:
+        """Its cost prorated to the part of its life inside [start, end)."""
+        return self.cost * self.share_between(start, end)
+
+    def within(self, start: datetime.datetime, end: datetime.datetime) -> ReplicaAccount:
+        """The account prorated to [start, end): every figure scaled by the share of its life
+        inside (its states are taken as spread evenly over it)."""
+        share = self.share_between(start, end)
+        return replace(
+            self,
+            starting_seconds=self.starting_seconds * share,
+            busy_seconds=self.busy_seconds * share,
+            idle_seconds=self.idle_seconds * share,
+            draining_seconds=self.draining_seconds * share,
+            cost=self.cost * share,
+        )
 
 
 @dataclass
