@@ -27,7 +27,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-import ember
 from ember.packages.environment import Environment, ensure_environment, require_system_packages
 from ember.packages.spec import PackageSpec
 from ember.runtime.base import (
@@ -44,6 +43,7 @@ from ember.runtime.base import (
     TierStatus,
 )
 from ember.runtime.page_cache import CachedFiles, find_weight_files, read_ahead
+from ember.runtime.processes import start_module, worker_env
 from ember.runtime.warm_host import HostUnavailable, WarmHost
 from ember.worker import protocol
 
@@ -66,28 +66,6 @@ class ReplicaProcess(Protocol):
     returncode: int | None
 
     async def wait(self) -> int: ...
-
-
-def worker_env(spec: PackageSpec, environment: Environment, outputs_dir: Path) -> dict[str, str]:
-    """The environment of a worker (or of a warm host, whose children inherit it)."""
-    env = dict(os.environ)
-    env.update(
-        EMBER_PACKAGE_SPEC=spec.model_dump_json(),
-        EMBER_OUTPUTS_DIR=str(outputs_dir),
-        PYTHONUNBUFFERED="1",
-    )
-    if "OMP_NUM_THREADS" not in env:
-        # As many compute threads as the CPUs the replica asks for (torch would otherwise take
-        # every core, and replicas side by side would fight over them).
-        env["OMP_NUM_THREADS"] = str(max(1, int(spec.resources.cpu)))
-    if environment.shared_with_ember:
-        # Ember's own interpreter: make sure it finds this very copy of ember.
-        source = str(Path(ember.__file__).resolve().parents[1])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
-    else:
-        # A model environment sees ember through its .pth link and nothing else of ours.
-        env.pop("PYTHONPATH", None)
-    return env
 
 
 class LocalReplica(Replica):
@@ -172,16 +150,13 @@ class LocalReplica(Replica):
         env = worker_env(self.spec, self.environment, self.outputs_dir)
         # A private temp folder, removed when the replica exits however it exits.
         env.update(EMBER_WORKER_FD=str(child.fileno()), TMPDIR=str(self.scratch_dir))
-        process = await asyncio.create_subprocess_exec(
-            str(self.environment.python),
-            "-m",
+        process = await start_module(
+            self.environment,
             "ember.worker",
-            pass_fds=(child.fileno(),),
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
+            child.fileno(),
+            env,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # a terminal's Ctrl-C reaches Ember, which drains
         )
         self._process, self._stderr_stream = process, process.stderr
 

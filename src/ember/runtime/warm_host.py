@@ -21,6 +21,7 @@ from typing import Any
 
 from ember.packages.environment import Environment
 from ember.packages.spec import PackageSpec
+from ember.runtime.processes import start_module
 
 logger = logging.getLogger("ember.runtime")
 
@@ -95,16 +96,13 @@ class WarmHost:
             EMBER_HOST_SETUP="1" if self.run_setup else "0",
         )
         try:
-            self._process = await asyncio.create_subprocess_exec(
-                str(self.environment.python),
-                "-m",
+            self._process = await start_module(
+                self.environment,
                 "ember.worker.host",
-                pass_fds=(theirs.fileno(),),
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
+                theirs.fileno(),
+                env,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
             )
         except OSError as exc:  # no process (out of fds or processes, no interpreter)
             ours.close()
