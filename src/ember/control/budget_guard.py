@@ -26,6 +26,7 @@ from ember.control.policies.budgets import (
 from ember.control.predictions import PredictionState
 from ember.control.reports import ReplicaAccount
 from ember.store import models as records
+from ember.store.db import aware
 from ember.store.repository import Store
 
 CACHE_SECONDS = 2.0
@@ -62,12 +63,8 @@ class BudgetGuard:
         self.budgets = {r.id: _budget(r) for r in records}
         since = period_start("month", self.wall())
         for row in await asyncio.to_thread(self.store.finished_predictions_since, since):
-            created = (
-                row.created_at
-                if row.created_at.tzinfo
-                else row.created_at.replace(tzinfo=datetime.UTC)
-            )
-            self._add_token_spend(row.token_id, created, (row.metrics or {}).get("cost"))
+            cost = (row.metrics or {}).get("cost")
+            self._add_token_spend(row.token_id, aware(row.created_at), cost)  # type: ignore[arg-type]
 
     def on_prediction(self, state: PredictionState, event: str) -> None:
         """A platform listener: a finished prediction's cost counts against its token."""

@@ -17,16 +17,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ember.control.policies.billing import BUSY, DRAINING, IDLE, STARTING, ReplicaMeter
+from ember.control.predictions import utcnow
 from ember.control.runner import DeploymentRunner
 from ember.store.repository import Store
 
 logger = logging.getLogger("ember.control")
 
 CHECKPOINT_SECONDS = 30.0
-
-
-def utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 class Ledger:

@@ -59,7 +59,7 @@ from ember.packages.spec import PackageSpec
 from ember.runtime.base import ReplicaState, Tier
 from ember.runtime.local import LocalRuntime
 from ember.store import models as records
-from ember.store.db import connect, migrate, sqlite_url
+from ember.store.db import aware, connect, migrate, sqlite_url
 from ember.store.repository import Store
 from ember.store.writer import GroupCommitWriter
 
@@ -490,7 +490,7 @@ class Platform:
                 row.deployment or f"version:{row.version_id}",
                 row.token_id or "(admin)",
                 row.status,
-                as_utc(row.created_at),
+                aware(row.created_at),
                 row.metrics or {},
             )
             for row in await asyncio.to_thread(self.store.finished_predictions_since, since)
@@ -519,7 +519,7 @@ class Platform:
         deployment, release = await self.deployment(owner, name)
         runner = self.target_for_deployment(owner, name).runner
         now = self.ledger.wall()
-        since = max(now - datetime.timedelta(days=days), as_utc(deployment.created_at))
+        since = max(now - datetime.timedelta(days=days), aware(deployment.created_at))
         rows = await asyncio.to_thread(self.store.finished_predictions_since, since)
         requests, tokens_in, tokens_out = [], 0, 0
         for row in rows:
@@ -529,7 +529,7 @@ class Platform:
             service = metrics.get("predict_time")
             if service is None and row.completed_at is not None:
                 service = (row.completed_at - row.started_at).total_seconds()
-            arrival = (as_utc(row.created_at) - since).total_seconds()
+            arrival = (aware(row.created_at) - since).total_seconds()
             requests.append(Request(max(0.0, arrival), max(0.0, float(service or 0.0))))
             tokens_in += int(metrics.get("input_token_count") or 0)
             tokens_out += int(metrics.get("output_token_count") or 0)
@@ -836,20 +836,15 @@ def _account(row: dict[str, Any]) -> ReplicaAccount:
         id=row["id"],
         deployment=row["deployment"],
         hardware=row["hardware"],
-        requested_at=as_utc(row["requested_at"]),
+        requested_at=aware(row["requested_at"]),
         starting_seconds=row["starting_seconds"],
         busy_seconds=row["busy_seconds"],
         idle_seconds=row["idle_seconds"],
         draining_seconds=row["draining_seconds"],
         rate=row["rate"],
         cost=row["cost"],
-        stopped_at=as_utc(row["stopped_at"]) if row["stopped_at"] else None,
+        stopped_at=aware(row["stopped_at"]) if row["stopped_at"] else None,
     )
-
-
-def as_utc(moment: datetime.datetime) -> datetime.datetime:
-    """SQLite gives back naive datetimes; Ember stores UTC only."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
 def _history_key(deployment: str) -> str:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ember.store.db import aware
+
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 _ID_ALPHABET = string.digits + string.ascii_lowercase
 
@@ -197,19 +199,12 @@ class PredictionState:
             streams_output=row.streams_output,
             webhook=row.webhook,
             webhook_events_filter=row.webhook_events_filter,
-            created_at=_aware(row.created_at),
-            started_at=_aware(row.started_at),
-            completed_at=_aware(row.completed_at),
+            created_at=aware(row.created_at),
+            started_at=aware(row.started_at),
+            completed_at=aware(row.completed_at),
             files_dir=files_dir,
             acknowledged=True,
         )
         if state.terminal:
             state.done.set()
         return state
-
-
-def _aware(value: datetime.datetime | None) -> datetime.datetime | None:
-    """SQLite hands datetimes back without their timezone; they were stored in UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=datetime.UTC)
-    return value

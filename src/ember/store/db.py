@@ -10,6 +10,7 @@ fraction of a second.
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +66,10 @@ def migrate(engine: Engine) -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def aware(value: datetime.datetime | None) -> datetime.datetime | None:
+    """SQLite hands datetimes back without their timezone; Ember stores them in UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=datetime.UTC)
+    return value
