@@ -12,7 +12,16 @@ from starlette.responses import Response
 
 from ember import __version__
 from ember.api import errors, serialize
-from ember.api.routes import account, costs, deployments, files, models, predictions, tokens
+from ember.api.routes import (
+    account,
+    costs,
+    deployments,
+    files,
+    models,
+    openai,
+    predictions,
+    tokens,
+)
 from ember.control.platform import Platform
 from ember.control.predictions import PredictionState
 from ember.control.webhooks import WebhookSender
@@ -60,12 +69,13 @@ def create_app(platform: Platform, *, started: bool = False) -> FastAPI:
     app = FastAPI(
         title="Ember",
         version=__version__,
-        description="Serverless inference on your own machines, with Replicate's v1 API.",
+        description="Serverless inference on your own machines, with Replicate's v1 API and "
+        "OpenAI's chat, completions and embeddings API.",
         lifespan=lifespan,
     )
     app.state.platform = platform
     errors.install(app)
-    for module in (predictions, models, deployments, files, account, tokens, costs):
+    for module in (predictions, models, deployments, files, account, tokens, costs, openai):
         app.include_router(module.router)
 
     @app.get("/health", include_in_schema=False)

@@ -2,6 +2,10 @@
 
 Input validation errors keep Cog's list-shaped `detail` (`loc`/`msg`/`type` per field), which
 is what Cog's own server answers and what tools written against it parse.
+
+On OpenAI's routes the same errors come in OpenAI's shape, `{"error": {"message", "type",
+"param", "code"}}`, and a body that fails validation is a 400 (OpenAI's status), not a 422:
+the `openai` client raises its typed exceptions (BadRequestError, NotFoundError...) from them.
 """
 
 from __future__ import annotations
@@ -54,6 +58,48 @@ def error_response(
     )
 
 
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    402: "insufficient_quota",
+    404: "invalid_request_error",
+    429: "rate_limit_exceeded",
+}
+OPENAI_CODES = {401: "invalid_api_key", 402: "insufficient_quota", 404: "model_not_found"}
+
+
+def is_openai(request: Request) -> bool:
+    path = request.url.path
+    return path in OPENAI_PATHS or (path.startswith("/v1/models/") and path.count("/") == 3)
+
+
+def openai_response(
+    status: int, message: str, param: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
+    body = {
+        "error": {
+            "message": message,
+            "type": OPENAI_TYPES.get(
+                status, "server_error" if status >= 500 else "invalid_request_error"
+            ),
+            "param": param,
+            "code": OPENAI_CODES.get(status),
+        }
+    }
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def _openai_validation(exc: RequestValidationError) -> Response:
+    first = exc.errors()[0] if exc.errors() else {}
+    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    param = ".".join(location) or None
+    message = first.get("msg", "invalid request body")
+    return openai_response(400, f"{param}: {message}" if param else message, param)
+
+
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     return [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
@@ -63,11 +109,15 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> Response:
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        if is_openai(request):
+            return openai_response(exc.status, str(exc.detail), headers=exc.headers)
         return error_response(exc.status, exc.detail, exc.title, exc.headers)
 
     @app.exception_handler(NotFound)
-    async def _not_found(_: Request, exc: NotFound) -> Response:
+    async def _not_found(request: Request, exc: NotFound) -> Response:
+        if is_openai(request):
+            return openai_response(404, str(exc), "model")
         return error_response(404, str(exc))
 
     @app.exception_handler(Conflict)
@@ -75,15 +125,22 @@ def install(app: FastAPI) -> None:
         return error_response(409, str(exc))
 
     @app.exception_handler(InvalidRequest)
-    async def _invalid(_: Request, exc: InvalidRequest) -> Response:
+    async def _invalid(request: Request, exc: InvalidRequest) -> Response:
+        if is_openai(request):
+            return openai_response(400, str(exc), "model")
         if exc.details:
             return error_response(422, exc.details, title=str(exc))
         return error_response(422, str(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def _bad_body(_: Request, exc: RequestValidationError) -> Response:
+    async def _bad_body(request: Request, exc: RequestValidationError) -> Response:
+        if is_openai(request):
+            return _openai_validation(exc)
         return error_response(422, _validation_details(exc), title="Invalid request body")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        return error_response(exc.status_code, exc.detail, headers=getattr(exc, "headers", None))
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = getattr(exc, "headers", None)
+        if is_openai(request):
+            return openai_response(exc.status_code, str(exc.detail), headers=headers)
+        return error_response(exc.status_code, exc.detail, headers=headers)

@@ -8,6 +8,7 @@ queue length), which are read from the runners when Prometheus scrapes.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -37,6 +38,8 @@ LATENCY_BUCKETS = (
     300,
     600,
 )
+# vLLM's buckets for time to first token and inter-token latency.
+TOKEN_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10)
 START_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -141,13 +144,49 @@ class Metrics:
             [*labels, "direction"],
             registry=self.registry,
         )
+        # Streamed outputs (LLM tokens), named after vLLM's so its dashboards read them.
+        self.time_to_first_token = Histogram(
+            "ember_time_to_first_token_seconds",
+            "From acceptance to the first streamed output item (queue and cold start included)",
+            labels,
+            buckets=TOKEN_BUCKETS,
+            registry=self.registry,
+        )
+        self.inter_token_latency = Histogram(
+            "ember_inter_token_latency_seconds",
+            "Between successive streamed output items of one prediction",
+            labels,
+            buckets=TOKEN_BUCKETS,
+            registry=self.registry,
+        )
+        self.prompt_tokens = Counter(
+            "ember_prompt_tokens",
+            "Input tokens of finished predictions, as their predictors counted them",
+            labels,
+            registry=self.registry,
+        )
+        self.generation_tokens = Counter(
+            "ember_generation_tokens",
+            "Output tokens of finished predictions, as their predictors counted them",
+            labels,
+            registry=self.registry,
+        )
         self.registry.register(_Gauges(status))
 
     def on_prediction(self, state: PredictionState, event: str) -> None:
-        """A platform listener: record finished predictions."""
+        """A platform listener: record streamed items as they come, predictions as they end."""
+        if event == "output":
+            self._on_output(state)
         if event != "done":
             return
         name = deployment_label(state)
+        for counter, metric in (
+            (self.prompt_tokens, "input_token_count"),
+            (self.generation_tokens, "output_token_count"),
+        ):
+            count = state.metrics.get(metric)
+            if isinstance(count, int | float) and count > 0:
+                counter.labels(name).inc(count)
         self.predictions.labels(name, state.status).inc()
         if state.started_at is not None:
             queued = (state.started_at - state.created_at).total_seconds()
@@ -157,6 +196,15 @@ class Metrics:
         if state.completed_at is not None:
             total = (state.completed_at - state.created_at).total_seconds()
             self.total_time.labels(name).observe(max(0.0, total))
+
+    def _on_output(self, state: PredictionState) -> None:
+        now = time.monotonic()
+        name = deployment_label(state)
+        if state.last_output_at is None:
+            self.time_to_first_token.labels(name).observe(max(0.0, now - state.accepted_at))
+        else:
+            self.inter_token_latency.labels(name).observe(now - state.last_output_at)
+        state.last_output_at = now
 
     def on_replica_event(self, deployment: str, kind: str, data: dict[str, Any]) -> None:
         """A runner's replica news: `scale` {direction, count}, `start` {tier, ok, phases},

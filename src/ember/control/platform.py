@@ -655,6 +655,53 @@ class Platform:
             self.tiers.wake()
         return target
 
+    def openai_models(self) -> dict[str, Target]:
+        """Every name the OpenAI API's `model` field accepts → its deployment: `owner/name`,
+        the package's aliases, and the bare name where no other deployment shares it."""
+        names: dict[str, Target] = {}
+        bare: dict[str, list[Target]] = {}
+        for key, target in self.targets.items():
+            if target.deployment is None or not serves_openai(target.version):
+                continue
+            names[key] = target
+            bare.setdefault(key.partition("/")[2], []).append(target)
+            for alias in target.runner.spec.aliases:
+                names.setdefault(alias, target)
+        for name, targets in bare.items():
+            if len(targets) == 1:
+                names.setdefault(name, targets[0])
+        return names
+
+    def target_for_openai(self, model: str, route: str) -> Target:
+        """The deployment an OpenAI request's `model` names; NotFound in OpenAI's words, or
+        InvalidRequest when the deployment does not serve that route."""
+        target = self.openai_models().get(model)
+        if target is None:
+            raise NotFound(f"The model `{model}` does not exist or you do not have access to it.")
+        routes = serves_openai(target.version)
+        if route not in routes:
+            raise InvalidRequest(
+                f"The model `{model}` does not serve {route}; it serves: {', '.join(routes)}"
+            )
+        return target
+
+    def new_openai_request(
+        self, target: Target, route: str, body: dict[str, Any], owner: str, **fields: Any
+    ) -> PredictionState:
+        """A prediction carrying an OpenAI request body to the predictor's own handler (the
+        gateway has validated the body)."""
+        return PredictionState(
+            id=new_prediction_id(),
+            owner=owner,
+            model=target.model,
+            version_id=target.version.id,
+            input=body,
+            deployment=target.deployment,
+            streams_output=bool(body.get("stream")),
+            method=route,
+            **fields,
+        )
+
     def new_prediction(
         self, target: Target, input: dict[str, Any], owner: str, **fields: Any
     ) -> PredictionState:
@@ -824,6 +871,11 @@ class Platform:
                 continue
             self.live[state.id] = state
             target.runner.submit(state, force=True)
+
+
+def serves_openai(version: records.Version) -> list[str]:
+    """The OpenAI routes a version's predictor serves itself (read from its schema)."""
+    return list((version.openapi_schema or {}).get("info", {}).get("x-ember-openai", []))
 
 
 def _check_name(value: str, what: str) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import datetime
 import secrets
 import string
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,9 @@ class PredictionState:
     error: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     source: str = "api"
+    method: str = "predict"  # or an OpenAI route ("chat.completions", ...), never persisted
+    # Why the replica refused the input, per field (an OpenAI request's 400), when it did.
+    validation: list[dict[str, Any]] = field(default_factory=list)
     stream: bool = False
     streams_output: bool = False  # the version's output is an iterator
     webhook: str | None = None
@@ -81,6 +85,9 @@ class PredictionState:
     # The deploying runner's clock when it was accepted (queue time, cold-start attribution);
     # it moves with the prediction when a new release's runner takes the queue over.
     accepted_clock: float | None = None
+    # Monotonic times for token latencies: when it was accepted, when its last item came.
+    accepted_at: float = field(default_factory=time.monotonic, repr=False)
+    last_output_at: float | None = field(default=None, repr=False)
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _subscribers: list[asyncio.Queue[StreamEvent]] = field(default_factory=list, repr=False)
 

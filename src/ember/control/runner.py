@@ -246,6 +246,7 @@ class DeploymentRunner:
                         input=self.resolve_input(state.input),
                         context={"deployment": self.name},
                         timeout=self.settings.request_timeout or self.spec.timeout,
+                        method=state.method,
                     ),
                     self._listener(state, replica),
                 )
@@ -286,6 +287,7 @@ class DeploymentRunner:
                 if not self.outstanding:
                     self._idle_since = self.clock()
                 state.files_dir = event.files_dir
+                state.validation = event.validation_errors
                 self._finish(state, event.status, event.output, event.error, event.metrics)
                 self._pump()
             elif event.type == "started":

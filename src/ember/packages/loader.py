@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ember.packages import cog, native, truss
+from ember.packages import cog, engines, native, truss
 from ember.packages.predictor import Predictor
 from ember.packages.spec import PackageError, PackageSpec
 
@@ -31,6 +31,8 @@ def read_package(path: str | Path) -> PackageSpec:
     if not root.is_dir():
         raise PackageError(f"{path} is not a folder")
     spec = _FORMATS[detect_format(root)].read_spec(root)
+    if spec.engine is not None:
+        return spec
     relative_file, _ = spec.predictor_parts()
     if not (root / relative_file).is_file():
         raise PackageError(f"predictor file {relative_file!r} not found in {root}")
@@ -39,4 +41,6 @@ def read_package(path: str | Path) -> PackageSpec:
 
 def load_predictor(spec: PackageSpec) -> Predictor:
     """Import the predictor (inside the replica) and describe it."""
+    if spec.engine is not None:
+        return engines.load(spec)
     return _FORMATS[spec.format].load(spec)

@@ -13,11 +13,17 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ember.packages.engines import ENGINES, with_engine_requirements
 from ember.packages.importing import load_attribute
-from ember.packages.predictor import Predictor, PredictorError, inputs_from_signature
-from ember.packages.spec import PackageError, PackageSpec, Resources, read_manifest
+from ember.packages.predictor import (
+    Predictor,
+    PredictorError,
+    inputs_from_signature,
+    openai_handlers,
+)
+from ember.packages.spec import EngineSpec, PackageError, PackageSpec, Resources, read_manifest
 
 MANIFEST = "ember.yaml"
 
@@ -28,7 +34,24 @@ class EmberManifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", description="lowercase model name")
-    predictor: str = Field(description="'predict.py:Predictor'")
+    predictor: str | None = Field(default=None, description="'predict.py:Predictor'")
+    engine: str | None = Field(
+        default=None,
+        description="a serving engine Ember ships, instead of a predictor: " + ", ".join(ENGINES),
+    )
+    model: str | None = Field(
+        default=None,
+        description="the engine's model file or folder (relative, absolute, or "
+        "'pkg:<module>/<path>' inside an installed Python package)",
+    )
+    engine_options: dict[str, Any] = Field(default_factory=dict)
+    install_no_deps: list[str] = Field(
+        default_factory=list,
+        description="requirements installed without their dependencies (weights-only packages)",
+    )
+    aliases: list[str] = Field(
+        default_factory=list, description="other names the OpenAI API's `model` field accepts"
+    )
     python_version: str | None = None
     requirements: list[str] | str = Field(
         default_factory=list, description="requirement lines, or the path of a requirements file"
@@ -36,12 +59,29 @@ class EmberManifest(BaseModel):
     system_packages: list[str] = Field(default_factory=list)
     environment: dict[str, str] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
-    concurrency: int = Field(default=1, ge=1, description="predictions one replica runs at once")
+    concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="predictions one replica runs at once (default 1, or the engine's own)",
+    )
     timeout: float | None = Field(default=None, gt=0, description="seconds per prediction")
     setup_in_host: bool = Field(
         default=True, description="set up once in the warm host, then fork replicas (CPU only)"
     )
     scaling: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _predictor_or_engine(self) -> EmberManifest:
+        if (self.predictor is None) == (self.engine is None):
+            raise ValueError(
+                "give either `predictor: predict.py:Predictor` (your own code) or "
+                f"`engine: <name>` (one of {', '.join(ENGINES)}), not both"
+            )
+        if self.engine is not None and self.engine not in ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}: use one of {', '.join(ENGINES)}")
+        if self.engine is None and (self.model or self.engine_options):
+            raise ValueError("`model` and `engine_options` only apply with `engine:`")
+        return self
 
 
 def read_requirements(root: Path, value: list[str] | str) -> list[str]:
@@ -60,20 +100,32 @@ def read_spec(root: Path) -> PackageSpec:
         manifest = EmberManifest.model_validate(read_manifest(root / MANIFEST))
     except ValidationError as exc:
         raise PackageError(f"{root / MANIFEST} is invalid:\n{_describe(exc)}") from exc
+    requirements = read_requirements(root, manifest.requirements)
+    engine = None
+    concurrency = manifest.concurrency
+    if manifest.engine is not None:
+        engine = EngineSpec(
+            name=manifest.engine, model=manifest.model, options=manifest.engine_options
+        )
+        requirements = with_engine_requirements(requirements, manifest.engine)
+        concurrency = concurrency or ENGINES[manifest.engine].default_concurrency
     return PackageSpec(
         name=manifest.name,
         format="ember",
         root=str(root),
-        predictor=manifest.predictor,
+        predictor=manifest.predictor or f"ember.engines.{manifest.engine}:Engine",
         python_version=manifest.python_version,
-        requirements=read_requirements(root, manifest.requirements),
+        requirements=requirements,
+        install_no_deps=manifest.install_no_deps,
         system_packages=manifest.system_packages,
         environment=manifest.environment,
         resources=manifest.resources,
-        max_concurrency=manifest.concurrency,
+        max_concurrency=concurrency or 1,
         timeout=manifest.timeout,
         setup_in_host=manifest.setup_in_host,
         scaling=manifest.scaling,
+        engine=engine,
+        aliases=manifest.aliases,
     )
 
 
@@ -90,18 +142,27 @@ def predictor_from_target(
     setup_kwargs: dict[str, Any] | None = None,
     reject_unknown_inputs: bool = False,
 ) -> Predictor:
-    """Build a Predictor from a class (instantiated here) or a plain function."""
+    """Build a Predictor from a class (instantiated here), an instance, or a plain function.
+
+    A class may also serve OpenAI's API itself with `chat_completions`, `completions` or
+    `embeddings` methods (Truss's hook names) taking the request body.
+    """
     if inspect.isclass(target):
         instance = target()
-        predict = getattr(instance, method, None)
-        if predict is None:
-            raise PredictorError(f"{target.__name__} has no {method}() method")
-        setup = getattr(instance, "setup", None)
-        healthcheck = getattr(instance, "healthcheck", None)
-    elif callable(target):
-        predict, setup, healthcheck = target, None, None
+    elif inspect.isfunction(target):
+        instance = None
+    elif hasattr(target, method):
+        instance = target
     else:
         raise PredictorError(f"{spec.predictor} is neither a class nor a function")
+    if instance is None:
+        predict, setup, healthcheck = target, None, None
+    else:
+        predict = getattr(instance, method, None)
+        if predict is None:
+            raise PredictorError(f"{type(instance).__name__} has no {method}() method")
+        setup = getattr(instance, "setup", None)
+        healthcheck = getattr(instance, "healthcheck", None)
     inputs, extra = inputs_from_signature(predict)
     if inspect.signature(predict).return_annotation is inspect.Signature.empty:
         raise PredictorError(
@@ -119,6 +180,7 @@ def predictor_from_target(
         max_concurrency=spec.max_concurrency,
         healthcheck=healthcheck,
         reject_unknown_inputs=reject_unknown_inputs,
+        openai=openai_handlers(instance),
     )
 
 

@@ -20,6 +20,7 @@ import pydantic
 from pydantic import BaseModel, Field, create_model
 from pydantic.fields import FieldInfo
 
+from ember.engines.base import OPENAI_METHODS
 from ember.types import (
     AsyncConcatenateIterator,
     ConcatenateIterator,
@@ -90,6 +91,8 @@ class Predictor:
     # Truss passes the whole input dict as one argument instead of keyword arguments.
     call_with_input_dict: bool = False
     reject_unknown_inputs: bool = False
+    # OpenAI route ("chat.completions", "completions", "embeddings") → handler of its body.
+    openai: dict[str, Callable[[dict[str, Any]], Any]] = dataclasses.field(default_factory=dict)
     input_model: type[BaseModel] = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
@@ -104,6 +107,18 @@ class Predictor:
     @property
     def output_kind(self) -> OutputKind:
         return output_kind(self.output_type)
+
+
+def openai_handlers(instance: Any) -> dict[str, Callable[[dict[str, Any]], Any]]:
+    """The OpenAI routes a predictor object serves itself, by Truss's method names."""
+    if instance is None:
+        return {}
+    handlers = {}
+    for route, method in OPENAI_METHODS.items():
+        handler = getattr(instance, method, None)
+        if callable(handler):
+            handlers[route] = handler
+    return handlers
 
 
 def is_async_callable(fn: Callable[..., Any]) -> bool:

@@ -126,9 +126,13 @@ def openapi_schema(predictor: Predictor) -> dict[str, Any]:
     components["Output"] = output_schema(predictor, components)
     components.update(copy.deepcopy(_STANDARD_COMPONENTS))
     _describe_enums(components)
+    info: dict[str, Any] = {"title": "Cog", "version": "0.1.0"}
+    if predictor.openai:
+        # Which OpenAI routes the model serves: the gateway reads this from the version.
+        info["x-ember-openai"] = sorted(predictor.openai)
     return {
         "openapi": "3.0.2",
-        "info": {"title": "Cog", "version": "0.1.0"},
+        "info": info,
         "paths": copy.deepcopy(_PATHS),
         "components": {"schemas": components},
     }

@@ -100,6 +100,20 @@ class Resources(BaseModel):
         return parse_memory(value)
 
 
+class EngineSpec(BaseModel):
+    """A serving engine Ember ships (``ember.engines.<name>``) in place of user code."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="llama_cpp, vllm or sentence_transformers")
+    model: str | None = Field(
+        default=None,
+        description="model file or folder: relative to the package, absolute, or "
+        "'pkg:<module>/<path>' inside an installed Python package",
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="the engine's settings")
+
+
 class PackageSpec(BaseModel):
     """One model package, whatever format it was written in."""
 
@@ -109,6 +123,10 @@ class PackageSpec(BaseModel):
     predictor: str = Field(description="'file.py:Name' relative to root")
     python_version: str | None = None
     requirements: list[str] = Field(default_factory=list)
+    install_no_deps: list[str] = Field(
+        default_factory=list,
+        description="requirements installed without their dependencies (weights-only packages)",
+    )
     system_packages: list[str] = Field(default_factory=list)
     environment: dict[str, str] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
@@ -120,6 +138,10 @@ class PackageSpec(BaseModel):
         "packages); turn off when setup() opens connections or files replicas must not share",
     )
     scaling: dict[str, Any] = Field(default_factory=dict)
+    engine: EngineSpec | None = None
+    aliases: list[str] = Field(
+        default_factory=list, description="other names the OpenAI API's `model` field accepts"
+    )
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="format-specific settings the loader needs (e.g. Truss's whole config)",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ember.packages.importing import load_attribute
-from ember.packages.predictor import Predictor
+from ember.packages.predictor import Predictor, openai_handlers
 from ember.packages.spec import PackageError, PackageSpec, Resources, read_manifest
 
 MANIFEST = "config.yaml"
@@ -149,4 +149,5 @@ def load(spec: PackageSpec) -> Predictor:
         max_concurrency=spec.max_concurrency,
         healthcheck=getattr(model, "is_healthy", None),
         call_with_input_dict=True,
+        openai=openai_handlers(model),
     )

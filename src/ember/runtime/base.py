@@ -61,6 +61,7 @@ class PredictionRequest:
     input: dict[str, Any]
     context: dict[str, Any] = field(default_factory=dict)
     timeout: float | None = None
+    method: str = "predict"  # or the OpenAI route the predictor serves itself
 
 
 @dataclass

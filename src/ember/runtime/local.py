@@ -226,6 +226,7 @@ class LocalReplica(Replica):
                 "input": request.input,
                 "context": request.context,
                 "timeout": request.timeout,
+                "method": request.method,
             }
         )
         self._handles[request.id] = handle  # only once the worker has it
@@ -390,6 +391,7 @@ class LocalRuntime(Runtime):
             ensure_environment,
             spec.requirements,
             cache_dir=self.envs_dir,
+            no_deps=spec.install_no_deps,
             python_version=spec.python_version,
             on_progress=on_progress,
         )

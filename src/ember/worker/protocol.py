@@ -6,7 +6,8 @@ no dependency inside model environments. Messages are plain dicts so either side
 written in another language later.
 
 Runtime → worker ("op"):
-  predict  {id, input, context, timeout}      run one prediction
+  predict  {id, input, context, timeout, method?}  run one prediction (method: "predict" or
+                                              an OpenAI route the predictor serves itself)
   cancel   {id}                               stop it (CancelationException / CancelledError)
   shutdown {}                                 drain: finish in-flight predictions, then exit
 Worker → runtime ("ev"):

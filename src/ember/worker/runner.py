@@ -33,13 +33,15 @@ from typing import Any
 import pydantic
 
 from ember import scope
-from ember.packages.predictor import Predictor, validated_inputs
+from ember.engines.base import RequestError
+from ember.packages.predictor import Predictor, is_async_callable, validated_inputs
 from ember.types import CancelationException
 from ember.worker import protocol
 from ember.worker.inputs import InputFileError, materialize
 from ember.worker.outputs import OutputEncoder
 
 Send = Callable[[dict[str, Any]], None]
+PREDICT = "predict"
 SIGNAL_RETRY_SECONDS = 0.1
 
 
@@ -51,6 +53,8 @@ class Job:
     input: dict[str, Any]
     context: dict[str, Any]
     timeout: float | None
+    # "predict", or the OpenAI route the predictor serves itself ("chat.completions", ...).
+    method: str = PREDICT
     scope: scope.Scope = field(init=False)
     interrupt: str | None = None  # "canceled" or "timeout" once asked to stop
     thread_id: int | None = None
@@ -104,7 +108,15 @@ class Runner:
         return Path(tempfile.gettempdir()) / f"inputs-{job.id}"
 
     def prepare(self, job: Job, scratch: Path) -> dict[str, Any] | None:
-        """Validated keyword arguments, or None after reporting an input error."""
+        """Validated keyword arguments, or None after reporting an input error.
+
+        An OpenAI request's body was validated by the gateway; it goes to its handler whole.
+        """
+        if job.method != PREDICT:
+            if job.method not in self.predictor.openai:
+                self._done(job, "failed", error=f"this model does not serve {job.method}")
+                return None
+            return {"request": job.input}
         try:
             raw = materialize(self.predictor, job.input, scratch)
             values = validated_inputs(self.predictor, raw)
@@ -126,7 +138,14 @@ class Runner:
             return {"model_input": values}
         return values
 
-    def call(self, values: dict[str, Any]) -> Any:
+    def is_async(self, job: Job) -> bool:
+        if job.method != PREDICT:
+            return is_async_callable(self.predictor.openai[job.method])
+        return self.predictor.is_async
+
+    def call(self, job: Job, values: dict[str, Any]) -> Any:
+        if job.method != PREDICT:
+            return self.predictor.openai[job.method](values["request"])
         if self.predictor.call_with_input_dict:
             return self.predictor.predict(values["model_input"])
         return self.predictor.predict(**values)
@@ -157,6 +176,11 @@ class Runner:
             self._done(job, "failed", error=f"prediction timed out after {job.timeout:g} s")
         elif job.interrupt == "canceled":
             self._done(job, "canceled")
+        elif isinstance(error, RequestError):
+            # The engine could not serve the request as asked: the caller's to fix (400).
+            where = ["body", error.param] if error.param else ["body"]
+            errors = [{"loc": where, "msg": str(error), "type": "invalid_request_error"}]
+            self._done(job, "failed", error=str(error), validation=errors)
         else:
             self._log_traceback(job, error)
             self._done(job, "failed", error=str(error) or type(error).__name__)
@@ -208,7 +232,7 @@ class Runner:
         """The only frame in which a serial prediction may be interrupted (see on_signal)."""
         if job.interrupt:  # asked to stop before predict() even began
             raise CancelationException(job.interrupt)
-        return self.encode_result(job, self.call(values), encoder)
+        return self.encode_result(job, self.call(job, values), encoder)
 
     def _emit_item(self, job: Job, item: Any, encoder: OutputEncoder) -> Any:
         encoded = encoder.encode(item)
@@ -320,9 +344,11 @@ class Runner:
             self.send({"ev": protocol.EV_STARTED, "id": job.id})
             output, error = None, None
             try:
-                if self.predictor.is_async:
+                if self.is_async(job):
                     async with asyncio.timeout(job.timeout):
-                        output = await self.encode_result_async(job, self.call(values), encoder)
+                        output = await self.encode_result_async(
+                            job, self.call(job, values), encoder
+                        )
                 else:
                     # Timed by a timer that interrupts the thread itself: an asyncio timeout
                     # would only stop waiting, and report a result while the thread runs on.
@@ -348,7 +374,7 @@ class Runner:
         try:
             if job.interrupt:  # asked to stop before this thread took it
                 raise CancelationException(job.interrupt)
-            return self.encode_result(job, self.call(values), encoder)
+            return self.encode_result(job, self.call(job, values), encoder)
         finally:
             with self._lock:
                 job.thread_id = None

@@ -21,6 +21,7 @@ from starlette.responses import Response, StreamingResponse
 from ember.api import serialize
 from ember.api.auth import principal
 from ember.api.responses import json_response
+from ember.api.routes import openai
 from ember.control.hardware import DEFAULT_HARDWARE
 from ember.control.platform import InvalidRequest, Platform, Principal
 from ember.packages.environment import EnvironmentBuildError, MissingSystemPackages
@@ -48,9 +49,13 @@ async def _modeljson_response(platform: Platform, record) -> dict:  # type: igno
 
 @router.get("/models")
 async def list_models(request: Request, caller: Caller) -> Response:
+    """Replicate's page of models (`results`) and, in the same answer, OpenAI's list of the
+    names its API accepts (`object: list`, `data`): both official clients read their part."""
     platform: Platform = request.app.state.platform
     records = await platform.models()
-    return json_response(serialize.page([await _modeljson_response(platform, m) for m in records]))
+    body = serialize.page([await _modeljson_response(platform, m) for m in records])
+    body.update(object="list", data=openai.model_list(platform))
+    return json_response(body)
 
 
 @router.post("/models", status_code=201)
@@ -68,8 +73,14 @@ async def create_model(request: Request, body: ModelCreate, caller: Caller) -> R
 
 @router.get("/models/{owner}/{name}")
 async def get_model(request: Request, owner: str, name: str, caller: Caller) -> Response:
+    """Replicate's model object; for a deployment OpenAI serves, with OpenAI's fields too
+    (`openai.models.retrieve("owner/name")` lands here)."""
     platform: Platform = request.app.state.platform
-    return json_response(await _modeljson_response(platform, await platform.model(owner, name)))
+    body = await _modeljson_response(platform, await platform.model(owner, name))
+    target = platform.openai_models().get(f"{owner}/{name}")
+    if target is not None:
+        body.update(openai.model_object(f"{owner}/{name}", target))
+    return json_response(body)
 
 
 @router.delete("/models/{owner}/{name}", status_code=204)

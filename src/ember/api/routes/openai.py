@@ -1,0 +1,272 @@
+"""OpenAI's API: chat completions, completions and embeddings, served by deployments whose
+predictor handles them (an engine from `ember.yaml`, or a class with Truss's hooks).
+
+Each request becomes an ordinary prediction of the deployment, so it queues, scales from
+zero, is metered by the ledger and shows in the history like any other; the gateway only
+validates the body, picks the deployment the `model` field names, and frames the answer:
+JSON, or server-sent events ending in `data: [DONE]` as OpenAI's clients expect. Errors come
+in OpenAI's shape (`{"error": {"message", "type", "param", "code"}}`, see `api/errors.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response, StreamingResponse
+
+from ember.api.auth import principal
+from ember.api.errors import ApiError
+from ember.api.responses import json_response
+from ember.control.budget_guard import BudgetExceeded
+from ember.control.platform import Platform, Principal, Target
+from ember.control.predictions import PredictionState, StreamEvent
+from ember.control.runner import QueueFull
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+Caller = Annotated[Principal, Depends(principal)]
+DONE = b"data: [DONE]\n\n"
+
+
+class _Request(BaseModel):
+    # Fields OpenAI has and engines add (vLLM's top_k, min_p...) pass through to the engine,
+    # which answers 400 for what it cannot honour rather than ignoring it.
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, description="a deployment (owner/name) or an alias")
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class _Generation(_Request):
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    n: int = Field(default=1, ge=1, le=16)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    user: str | None = None
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+
+class ChatCompletionRequest(_Generation):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+
+class CompletionRequest(_Generation):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+    echo: bool = False
+
+
+class EmbeddingRequest(_Request):
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+
+@router.post("/chat/completions")
+async def chat_completions(
+    request: Request, body: ChatCompletionRequest, caller: Caller
+) -> Response:
+    """Chat with an LLM deployment; `stream: true` answers with server-sent events."""
+    return await _serve(request, "chat.completions", body, caller)
+
+
+@router.post("/completions")
+async def completions(request: Request, body: CompletionRequest, caller: Caller) -> Response:
+    """Complete a prompt with an LLM deployment."""
+    return await _serve(request, "completions", body, caller)
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request, body: EmbeddingRequest, caller: Caller) -> Response:
+    """Embed text with an embeddings deployment."""
+    return await _serve(request, "embeddings", body, caller)
+
+
+@router.get("/models/{model_id}")
+async def retrieve_model(request: Request, model_id: str, caller: Caller) -> Response:
+    """An OpenAI model object for an alias or a bare deployment name (`owner/name` is
+    answered by the Replicate route, with the same OpenAI fields added)."""
+    platform: Platform = request.app.state.platform
+    target = platform.openai_models().get(model_id)
+    if target is None:
+        raise ApiError(
+            404, f"The model `{model_id}` does not exist or you do not have access to it."
+        )
+    return json_response(model_object(model_id, target))
+
+
+def model_object(name: str, target: Target) -> dict[str, Any]:
+    """OpenAI's model object for one name a deployment answers to."""
+    return {
+        "id": name,
+        "object": "model",
+        "created": int(target.version.created_at.timestamp()),
+        "owned_by": target.model.partition("/")[0],
+        "root": target.deployment,
+    }
+
+
+def model_list(platform: Platform) -> list[dict[str, Any]]:
+    """Every name OpenAI clients may use, deployments first, then aliases."""
+    names = platform.openai_models()
+    ordered = sorted(names, key=lambda name: ("/" not in name, name))
+    return [model_object(name, names[name]) for name in ordered]
+
+
+async def _serve(request: Request, route: str, body: _Request, caller: Caller) -> Response:
+    platform: Platform = request.app.state.platform
+    target = platform.target_for_openai(body.model, route)
+    try:
+        await platform.budgets.check(caller.token_id, target.deployment)
+    except BudgetExceeded as exc:
+        raise ApiError(402, str(exc), title="insufficient_quota") from None
+    payload = body.model_dump(exclude_none=True)
+    state = platform.new_openai_request(
+        target, route, payload, caller.owner, token_id=caller.token_id
+    )
+    events = state.subscribe() if state.streams_output else None
+    try:
+        platform.accept(target, state)
+    except QueueFull as exc:
+        raise ApiError(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+    if events is None:
+        if not await _until_done_or_gone(request, state):
+            await platform.cancel(state.id)
+            return Response(status_code=499)
+        return _final_answer(state)
+    first = await _first_event(request, state, events)
+    if first is None:
+        await platform.cancel(state.id)
+        return Response(status_code=499)
+    if first.kind == "done" and state.status != "succeeded":
+        return _final_answer(state)  # failed before any output: a proper error status
+    return StreamingResponse(
+        _sse(platform, state, events, first),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _until_done_or_gone(request: Request, state: PredictionState) -> bool:
+    """Wait for the prediction; False if the client hung up first (then it is canceled:
+    nobody is left to read the answer)."""
+    done = asyncio.ensure_future(state.done.wait())
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({done, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        done.cancel()
+    return state.terminal
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _first_event(
+    request: Request, state: PredictionState, events: asyncio.Queue[StreamEvent]
+) -> StreamEvent | None:
+    """The first output (or the end): only then does the status line go out, so a request
+    the engine refuses still gets its 400."""
+    while True:
+        got = asyncio.ensure_future(events.get())
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({got, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not got.done():
+            got.cancel()
+            state.unsubscribe(events)
+            return None
+        event = got.result()
+        if event.kind in ("output", "done"):
+            return event
+
+
+async def _sse(
+    platform: Platform,
+    state: PredictionState,
+    events: asyncio.Queue[StreamEvent],
+    first: StreamEvent,
+) -> AsyncIterator[bytes]:
+    event: StreamEvent | None = first
+    try:
+        while event is not None and event.kind != "done":
+            if event.kind == "output":
+                yield b"data: " + orjson.dumps(event.data) + b"\n\n"
+            event = events.get_nowait() if not events.empty() else await events.get()
+        if state.status == "succeeded":
+            yield DONE
+        else:
+            # Mid-stream failure: the status line is long gone, so the error rides the stream.
+            error = _error_body(state)
+            yield b"data: " + orjson.dumps(error) + b"\n\n"
+    finally:
+        state.unsubscribe(events)
+        if not state.terminal:  # the client went away mid-stream: stop generating
+            with contextlib.suppress(Exception):
+                await platform.cancel(state.id)
+
+
+def _final_answer(state: PredictionState) -> Response:
+    if state.status == "succeeded":
+        return json_response(state.output)
+    status = 400 if state.validation else 499 if state.status == "canceled" else 500
+    return json_response(_error_body(state), status)
+
+
+def _error_body(state: PredictionState) -> dict[str, Any]:
+    if state.validation:
+        first = state.validation[0]
+        param = first["loc"][-1] if len(first["loc"]) > 1 else None
+        return {
+            "error": {
+                "message": first["msg"],
+                "type": "invalid_request_error",
+                "param": param,
+                "code": None,
+            }
+        }
+    return {
+        "error": {
+            "message": state.error or f"the prediction was {state.status}",
+            "type": "server_error",
+            "param": None,
+            "code": state.status,
+        }
+    }
