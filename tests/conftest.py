@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,6 +18,9 @@ from ember.runtime.base import PredictionEvent, PredictionRequest, PredictionRes
 from ember.runtime.local import LocalReplica, LocalRuntime
 
 MODELS = Path(__file__).parent / "models"
+# One uv cache for every server and runtime the tests start (and for the next run on this
+# machine): torch for the embeddings engine is unpacked once, then hardlinked.
+os.environ.setdefault("UV_CACHE_DIR", str(Path.home() / ".cache" / "ember" / "uv"))
 
 
 @pytest.fixture(scope="session")

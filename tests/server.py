@@ -138,6 +138,7 @@ class EmberServer:
             response = client.post(
                 f"/v1/models/{owner}/{name}/versions",
                 files={"package": ("package.tar.gz", package_archive(package))},
+                timeout=600,  # the first build of an environment (torch: a minute or more)
             )
             assert response.status_code == 201, response.text
             return response.json()

@@ -7,7 +7,6 @@ wheelhouse `scripts/wheels.sh` fills, found through pip's find-links), once per 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,10 +62,8 @@ def test_first_chat_after_zero_starts_a_replica_and_is_metered(
     assert answer.usage.prompt_tokens > 5 and 0 < answer.usage.completion_tokens <= 24
     with server.client() as http:
         text = http.get("/metrics").text
-        started = (
-            rf'ember_replica_starts_total{{deployment="{CHAT}",tier="[a-z-]+",outcome="ready"}}'
-        )
-        assert re.search(started, text), "the cold start is not in /metrics"
+        started = rf'ember_replica_starts_total{{deployment="{CHAT}",outcome="ready",tier='
+        assert started in text, "the cold start is not in /metrics"
         history = http.get("/v1/predictions").json()["results"]
     mine = next(p for p in history if p["model"] == CHAT)
     assert mine["metrics"]["output_token_count"] == answer.usage.completion_tokens

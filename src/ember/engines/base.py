@@ -12,9 +12,11 @@ tiers, metrics and the cost ledger treat it like any other model. Its contract:
   used) and return the OpenAI response object, or, when ``request["stream"]`` is true, an
   iterator of OpenAI chunk objects (no ``[DONE]``: the gateway frames the stream);
 - token counts go to the prediction's metrics (``input_token_count``, ``output_token_count``)
-  for the cost ledger;
-- class attributes ``requirements`` (installed unless the package names them itself) and
-  ``default_concurrency`` (predictions one replica accepts at once).
+  for the cost ledger.
+
+What the control plane needs without importing an engine, its requirements (installed unless
+the package names them itself) and default concurrency (predictions one replica accepts at
+once), is held by the registry ``ENGINES`` in ``ember/packages/engines.py``, not here.
 
 This module runs in model environments: standard library only.
 """

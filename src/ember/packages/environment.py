@@ -20,6 +20,9 @@ every environment:
 ``uv`` does not read pip's configuration, yet the user's pip configuration (mirrors, a local
 find-links folder with CPU wheels, ...) is what decides whether an install takes seconds or pulls
 gigabytes of CUDA wheels, so it is translated into uv flags by :func:`uv_index_args`.
+Ember's own wheelhouse (``EMBER_WHEELHOUSE``, default ``~/.cache/ember/wheels``), where
+``scripts/wheels.sh`` puts portable builds of source-only packages such as llama-cpp-python, is
+offered too: uv would otherwise compile them for the building CPU.
 """
 
 from __future__ import annotations
@@ -452,6 +455,16 @@ def _find_uv() -> str:
     )
 
 
+def wheelhouse() -> Path:
+    """Ember's folder of wheels built here for packages PyPI has only as source."""
+    return Path(os.environ.get("EMBER_WHEELHOUSE") or Path.home() / ".cache/ember/wheels")
+
+
+def _wheelhouse_args() -> list[str]:
+    folder = wheelhouse()
+    return ["--find-links", str(folder)] if any(folder.glob("*.whl")) else []
+
+
 def _uv_environment(cache_dir: Path, pip_options: Mapping[str, str]) -> dict[str, str]:
     env = dict(os.environ)
     if not env.get("UV_CACHE_DIR"):
@@ -573,7 +586,7 @@ def _build(
     """
     uv = _find_uv()
     pip_options = _pip_options(None)
-    index_args = _uv_args_from_options(pip_options)
+    index_args = _uv_args_from_options(pip_options) + _wheelhouse_args()
     env = _uv_environment(cache_dir, pip_options)
     for stale in cache_dir.glob(f".{key}.tmp-*"):  # left by a crashed build; we hold the lock
         shutil.rmtree(stale, ignore_errors=True)
