@@ -77,6 +77,7 @@ def _turn(client: Client, model: str, messages: list[dict[str, str]], options: d
                     pieces.append(text)
                     out.print(text, end="", markup=False, highlight=False, soft_wrap=True)
     out.print()
+    out.file.flush()  # the answer before the figures, also when stdout is a pipe
     _figures(started, first, usage)
     return "".join(pieces)
 

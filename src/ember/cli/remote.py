@@ -38,7 +38,8 @@ TERMINAL = ("succeeded", "failed", "canceled")
 # Version build lines worth keeping on screen; the rest (uv's chatter) only pass the spinner.
 IMPORTANT = re.compile(
     r"^(package:|environment ready|setup succeeded|this package is already|"
-    r"Building Python environment|Waiting for another)"
+    r"Building Python environment|Waiting for another|"
+    r"(llama\.cpp|sentence_transformers|vllm): )"  # an engine loading its model
 )
 
 

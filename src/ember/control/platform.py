@@ -289,7 +289,10 @@ class Platform:
         target = self.packages_dir / version_id
         await asyncio.to_thread(_unpack, archive, target)
         spec = read_package(target)
-        progress(f"package: {spec.format} predictor {spec.predictor}")
+        if spec.engine is not None:
+            progress(f"package: {spec.format}, engine {spec.engine.name} ({spec.engine.model})")
+        else:
+            progress(f"package: {spec.format} predictor {spec.predictor}")
         environment = await self.runtime.prepare(spec, progress)
         progress(
             "environment ready"
@@ -297,6 +300,13 @@ class Platform:
         )
         progress("starting a replica to check setup and read the schema")
         replica = await self.runtime.start_replica(spec)
+
+        def setup_output(text: str) -> None:  # e.g. an engine's load progress, as it comes
+            for line in text.splitlines():
+                if line.strip():
+                    progress(line)
+
+        replica.on_setup_log = setup_output
         try:
             state = await replica.wait_started()
             if state != ReplicaState.READY or replica.schema is None:

@@ -269,6 +269,8 @@ class LocalReplica(Replica):
                 handle.publish(PredictionEvent("log", handle.id, message["data"]))
             elif self.state == ReplicaState.STARTING:
                 self.setup_logs += message["data"]
+                if self.on_setup_log is not None:
+                    self.on_setup_log(message["data"])
         elif event == protocol.EV_STARTED and handle is not None:
             handle.publish(PredictionEvent("started", handle.id))
             self._arm_watchdog(handle)
