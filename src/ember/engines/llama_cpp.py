@@ -1,0 +1,680 @@
+"""The llama.cpp engine: GGUF models on CPU through llama-cpp-python, with OpenAI's chat and
+text completions and a Replicate-style ``predict``.
+
+It drives llama.cpp's token loop (``Llama.generate``) itself rather than calling
+``create_chat_completion``, because that is what OpenAI's shapes need and the high-level call
+lacks: ``n`` choices, usage in streams, exact token counts for the cost ledger, and logprobs
+read from the last position's logits, so they cost nothing unless asked for (llama-cpp-python's
+own way, ``logits_all=True``, keeps an n_ctx x n_vocab float array: ~400 MB for a 2048-token
+context and a 49k vocabulary, and slower prompt processing).
+
+Sampling follows OpenAI's defaults (temperature 1, top_p 1, no top_k, min_p or repetition
+penalty) rather than llama-cpp-python's, and a request without a seed gets a random one:
+llama-cpp-python's default derives it from a fixed value, so every replica would answer alike.
+
+One ``Llama`` context runs one sequence at a time and is not thread-safe: a lock covers each
+generation from its first token to its last, released when a stream is closed early or
+interrupted (then the context's cache is reset, so a half-evaluated batch is never reused).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+import numpy as np
+from llama_cpp import llama_chat_format
+from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+from ember.engines import openai_shapes as shapes
+from ember.engines.base import RequestError
+from ember.scope import record_metric
+from ember.types import ConcatenateIterator, Input
+
+ENGINE = "llama_cpp"
+FINGERPRINT = f"ember-llama_cpp-{llama_cpp.__version__}"
+SEED_RANGE = 0xFFFFFFFF  # llama.cpp seeds are uint32; 0xFFFFFFFF itself means "random"
+
+# engine_options → (type, default, what it does)
+OPTIONS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
+    "n_ctx": (int, 2048, "context length in tokens (prompt + completion)"),
+    "n_threads": (int, None, "CPU threads; default: the replica's OMP_NUM_THREADS, else 1"),
+    "n_batch": (int, 512, "prompt tokens evaluated per batch"),
+    "chat_format": (str, None, "a llama-cpp-python chat format; default: the GGUF's template"),
+    "n_gpu_layers": (int, 0, "layers offloaded to a GPU (GPU builds only; -1: all)"),
+    "use_mmap": (bool, True, "map the weights instead of reading them into memory"),
+    "sampling": (dict, None, "defaults for requests that leave them out, e.g. {temperature: 0.2}"),
+}
+# Request fields → Sampling attributes (top_k, min_p, repetition_penalty as vLLM takes them).
+SAMPLING_FIELDS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "repetition_penalty": "repeat_penalty",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
+# Fields beyond OpenAI's own (openai_shapes) that this engine honours.
+COMPLETION_EXTRAS = shapes.VLLM_SAMPLING_FIELDS
+CHAT_EXTRAS = COMPLETION_EXTRAS | {"response_format"}
+
+
+@dataclass
+class Sampling:
+    """How to draw one completion; defaults are OpenAI's."""
+
+    max_tokens: int | None = None  # None: until the context is full
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    min_p: float = 0.0
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    top_logprobs: int | None = None  # None: no logprobs; k: the token's and k alternatives
+    grammar: LlamaGrammar | None = None
+
+
+@dataclass
+class TokenLogprob:
+    token: int
+    piece: bytes
+    logprob: float
+    top: list[tuple[int, float]]  # (token id, logprob) of the likeliest tokens
+    start: int  # character offset of the token's text in the completion
+    end: int
+
+
+@dataclass
+class Completion:
+    """One choice as it is generated: its text so far, its end, its tokens' logprobs."""
+
+    text: str = ""
+    finish_reason: str = "length"
+    tokens: int = 0
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+
+
+class Engine:
+    """A GGUF model served by llama.cpp (``engine: llama_cpp`` in ember.yaml)."""
+
+    def __init__(self, model: Path | None, options: dict[str, Any]) -> None:
+        if model is None:
+            raise ValueError("the llama_cpp engine needs `model:` in ember.yaml (a .gguf file)")
+        self.model = model
+        self.options = _check_options(options)
+        self.llm: llama_cpp.Llama | None = None
+        self._lock = threading.Lock()
+        self._threads_pid = 0
+        self._format: Callable[..., Any] | None = None
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Load the GGUF, saying what it loads and how long it took (shown by `ember deploy`)."""
+        path = _gguf_file(self.model)
+        opts = self.options
+        _say(f"llama.cpp: loading {path} ({path.stat().st_size / 2**20:.0f} MB)")
+        began = time.perf_counter()
+        threads = self._threads()
+        with _load_progress():
+            self.llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=opts["n_ctx"],
+                n_batch=opts["n_batch"],
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_gpu_layers=opts["n_gpu_layers"],
+                use_mmap=opts["use_mmap"],
+                # OpenAI's penalties count every generated token, not llama.cpp's last 64.
+                last_n_tokens_size=opts["n_ctx"],
+                verbose=False,
+            )
+        self._threads_pid = os.getpid()
+        self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self._n_vocab = self.llm.n_vocab()
+        self._format, format_name = _chat_formatter(self.llm, opts["chat_format"])
+        _say(
+            f"llama.cpp: loaded in {time.perf_counter() - began:.2f} s (context {opts['n_ctx']}"
+            f" tokens, {threads} thread{'s' * (threads > 1)}, chat format {format_name})"
+        )
+
+    def _threads(self) -> int:
+        configured = self.options["n_threads"]
+        if configured:
+            return configured
+        try:
+            return max(1, int(os.environ.get("OMP_NUM_THREADS", "1")))
+        except ValueError:
+            return 1
+
+    def _ready(self) -> llama_cpp.Llama:
+        if self.llm is None:
+            raise RuntimeError("setup() has not run")
+        return self.llm
+
+    def _set_threads(self, llm: llama_cpp.Llama) -> None:
+        """Use this process's thread count: setup may have run in the warm host (one thread)
+        before this replica was forked with a CPU count of its own. Called under the lock."""
+        if self._threads_pid != os.getpid():
+            threads = self._threads()
+            llama_cpp.llama_set_n_threads(llm.ctx, threads, threads)
+            self._threads_pid = os.getpid()
+
+    # -- Replicate-style ----------------------------------------------------------------
+
+    def predict(
+        self,
+        prompt: str = Input(description="The user's message"),
+        system_prompt: str = Input(
+            default="", description="System prompt; empty: the model's own default"
+        ),
+        max_tokens: int = Input(default=512, ge=1, description="Most tokens to generate"),
+        temperature: float = Input(default=0.7, ge=0, le=2, description="0: greedy"),
+        top_p: float = Input(default=0.95, ge=0, le=1, description="Nucleus sampling"),
+        top_k: int = Input(default=0, ge=0, description="Sample from the k likeliest; 0: off"),
+        stop_sequences: str | None = Input(
+            default=None, description="Comma-separated strings that end the answer"
+        ),
+        seed: int | None = Input(default=None, description="Random seed; empty: random"),
+    ) -> ConcatenateIterator[str]:
+        """Answer one message with the model's chat template, streaming the text (at most
+        `max_tokens`, fewer when the context has less room left)."""
+        messages = [{"role": "user", "content": prompt}]
+        if system_prompt:
+            messages.insert(0, {"role": "system", "content": system_prompt})
+        tokens, stop = self._chat_prompt(messages)
+        room = shapes.check_context(len(tokens), None, self.options["n_ctx"], "prompt")
+        sampling = Sampling(
+            max_tokens=min(max_tokens, room),
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            stop=[s for s in (stop_sequences or "").split(",") if s] + stop,
+            seed=seed,
+        )
+        return self._text_stream(tokens, sampling)
+
+    def _text_stream(self, tokens: list[int], sampling: Sampling) -> Iterator[str]:
+        with self._generating([tokens], sampling) as usage:
+            choice = usage.choice()
+            for text, _ in self._generate(tokens, sampling, choice):
+                yield text
+
+    # -- OpenAI ---------------------------------------------------------------------------
+
+    def chat_completions(self, request: dict[str, Any]) -> dict[str, Any] | Iterator[dict]:
+        """POST /v1/chat/completions: a chat.completion, or chat.completion.chunk objects."""
+        asked = shapes.chat_request(request, CHAT_EXTRAS, ENGINE)
+        tokens, stop = self._chat_prompt(shapes.chat_messages(request.get("messages")))
+        sampling = self._sampling(request, asked, [*asked.stop, *stop])
+        sampling.max_tokens = shapes.check_context(
+            len(tokens), asked.max_tokens, self.options["n_ctx"], "messages"
+        )
+        sampling.grammar = _grammar(request.get("response_format"))
+        answer = shapes.Answer(request, "chat", FINGERPRINT)
+        if request.get("stream"):
+            return self._chat_stream(answer, asked.n, tokens, sampling)
+        with self._generating([tokens], sampling) as usage:
+            choices = []
+            for i in range(asked.n):
+                choice = self._complete(tokens, _nth(sampling, i), usage)
+                logprobs = self._chat_logprobs(choice.logprobs, sampling)
+                choices.append(shapes.chat_choice(i, choice.text, choice.finish_reason, logprobs))
+        return answer.response(choices, usage.as_dict())
+
+    def _chat_stream(
+        self, answer: shapes.Answer, n: int, tokens: list[int], sampling: Sampling
+    ) -> Iterator[dict[str, Any]]:
+        with self._generating([tokens], sampling) as usage:
+            for i in range(n):
+                # The role chunk goes out with the first token, not before the prompt is
+                # processed: the first chunk's arrival is then the true time to first token,
+                # for the client and for Ember's metrics.
+                role: dict[str, Any] | None = answer.chunk(shapes.chat_role_delta(i))
+                choice = usage.choice()
+                for text, logprobs in self._generate(tokens, _nth(sampling, i), choice):
+                    if role is not None:
+                        yield role
+                        role = None
+                    delta = {"content": text}
+                    logprob = self._chat_logprobs(logprobs, sampling)
+                    yield answer.chunk(shapes.chat_delta(i, delta, logprob))
+                if role is not None:
+                    yield role
+                yield answer.chunk(shapes.chat_delta(i, {}), choice.finish_reason)
+            if answer.include_usage:
+                yield answer.usage_chunk(usage.as_dict())
+
+    def completions(self, request: dict[str, Any]) -> dict[str, Any] | Iterator[dict]:
+        """POST /v1/completions: a text_completion, or a stream of them."""
+        asked = shapes.completion_request(request, COMPLETION_EXTRAS, ENGINE)
+        llm = self._ready()
+        prompts = [self._completion_prompt(p) for p in shapes.prompts(request.get("prompt"))]
+        for tokens in prompts:
+            shapes.check_context(len(tokens), asked.max_tokens, self.options["n_ctx"], "prompt")
+        sampling = self._sampling(request, asked, asked.stop)
+        sampling.max_tokens = asked.max_tokens
+        # Logprobs' text offsets count from the prompt's start, so its text is needed too.
+        texts = [llm.detokenize(p).decode("utf-8", errors="replace") for p in prompts]
+        answer = shapes.Answer(request, "text", FINGERPRINT)
+        if request.get("stream"):
+            return self._completion_stream(answer, asked, prompts, texts, sampling)
+        with self._generating(prompts, sampling) as usage:
+            choices = []
+            for p, (tokens, prompt_text) in enumerate(zip(prompts, texts, strict=True)):
+                for i in range(asked.n):
+                    choice = self._complete(tokens, _nth(sampling, i), usage)
+                    logprobs = self._text_logprobs(choice.logprobs, sampling, len(prompt_text))
+                    text = (prompt_text if asked.echo else "") + choice.text
+                    index = p * asked.n + i
+                    choices.append(shapes.text_choice(index, text, choice.finish_reason, logprobs))
+        return answer.response(choices, usage.as_dict())
+
+    def _completion_stream(
+        self,
+        answer: shapes.Answer,
+        asked: shapes.Asked,
+        prompts: list[list[int]],
+        texts: list[str],
+        sampling: Sampling,
+    ) -> Iterator[dict[str, Any]]:
+        with self._generating(prompts, sampling) as usage:
+            for p, (tokens, prompt_text) in enumerate(zip(prompts, texts, strict=True)):
+                for i in range(asked.n):
+                    index = p * asked.n + i
+                    if asked.echo:
+                        yield answer.chunk(shapes.text_choice(index, prompt_text))
+                    choice = usage.choice()
+                    for text, logprobs in self._generate(tokens, _nth(sampling, i), choice):
+                        lp = self._text_logprobs(logprobs, sampling, len(prompt_text))
+                        yield answer.chunk(shapes.text_choice(index, text, logprobs=lp))
+                    yield answer.chunk(shapes.text_choice(index, ""), choice.finish_reason)
+            if answer.include_usage:
+                yield answer.usage_chunk(usage.as_dict())
+
+    # -- requests → prompts and sampling ------------------------------------------------------
+
+    def _chat_prompt(self, messages: list[dict[str, str]]) -> tuple[list[int], list[str]]:
+        """The messages through the chat template, as tokens, and the template's stop strings."""
+        llm = self._ready()
+        if self._format is None:
+            raise RequestError(
+                "this model has no chat template: set engine_options.chat_format (e.g. chatml)"
+                " or use /v1/completions",
+                param="messages",
+            )
+        try:
+            formatted = self._format(messages=messages)
+        except Exception as exc:  # the template's raise_exception, a Jinja error
+            raise RequestError(
+                f"the chat template rejected the messages: {exc}", param="messages"
+            ) from exc
+        tokens = llm.tokenize(
+            formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
+        )
+        stop = formatted.stop or []
+        return tokens, [stop] if isinstance(stop, str) else list(stop)
+
+    def _completion_prompt(self, prompt: str | list[int]) -> list[int]:
+        llm = self._ready()
+        if isinstance(prompt, str):
+            tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        else:
+            tokens = list(prompt)
+            if any(not 0 <= t < self._n_vocab for t in tokens):
+                raise RequestError(f"prompt: token ids must be in [0, {self._n_vocab})", "prompt")
+        if not tokens:  # generation needs one token to start from
+            if llm.token_bos() < 0:
+                raise RequestError("prompt: empty prompt", param="prompt")
+            tokens = [llm.token_bos()]
+        return tokens
+
+    def _sampling(self, request: dict[str, Any], asked: shapes.Asked, stop: list[str]) -> Sampling:
+        """The request's sampling, over the package's defaults, over OpenAI's."""
+        s = Sampling(stop=stop, seed=request.get("seed"), top_logprobs=asked.top_logprobs)
+        for source in (self.options["sampling"] or {}, request):
+            for key, attr in SAMPLING_FIELDS.items():
+                if source.get(key) is not None:
+                    setattr(s, attr, source[key])
+        if s.top_k < 0:  # vLLM's "off"
+            s.top_k = 0
+        return s
+
+    # -- generation ------------------------------------------------------------------------
+
+    @contextmanager
+    def _generating(self, prompts: list[list[int]], sampling: Sampling) -> Iterator[_Usage]:
+        """Hold the model for one request and bill its tokens, even if it stops early.
+
+        A seeded request starts from an empty cache: llama.cpp's logits depend on how the
+        prompt was split into batches (a cached prefix plus a suffix differed from one batch by
+        0.6 in a logit on SmolLM2), so reusing the previous request's prefix would make the same
+        seed give different answers. Unseeded requests keep the prefix cache.
+
+        An exception inside (a cancel signal, a closed stream) releases the lock; one raised
+        between tokens may leave llama.cpp's cache half-updated, so the context is reset and
+        the next request evaluates its prompt from scratch."""
+        usage = _Usage(prompt_tokens=sum(len(p) for p in prompts))
+        record_metric("input_token_count", usage.prompt_tokens)
+        with self._lock:
+            llm = self._ready()
+            self._set_threads(llm)
+            if sampling.seed is not None:
+                llm.reset()
+            try:
+                yield usage
+            except GeneratorExit:
+                raise
+            except BaseException:
+                llm.reset()
+                raise
+            finally:
+                record_metric("output_token_count", usage.completion_tokens)
+
+    def _complete(self, prompt: list[int], s: Sampling, usage: _Usage) -> Completion:
+        """One whole choice, counted in `usage`. Call with the lock held."""
+        choice = usage.choice()
+        for _ in self._generate(prompt, s, choice):
+            pass
+        return choice
+
+    def _generate(
+        self, prompt: list[int], s: Sampling, out: Completion
+    ) -> Iterator[tuple[str, list[TokenLogprob]]]:
+        """Generate one completion into `out`, yielding its text as soon as it is final: whole
+        UTF-8 characters, and never a tail that could still turn out to start a stop string.
+        Call with the lock held."""
+        llm = self._ready()
+        limit = llm.n_ctx() - len(prompt)
+        if s.max_tokens is not None:
+            limit = min(limit, s.max_tokens)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        longest_stop = max((len(x) for x in s.stop), default=0)
+        sent = given = 0  # characters of out.text, and entries of out.logprobs, yielded
+
+        def logprobs_upto(end: int) -> list[TokenLogprob]:
+            nonlocal given
+            first = given
+            while given < len(out.logprobs) and out.logprobs[given].end <= end:
+                given += 1
+            return out.logprobs[first:given]
+
+        llm.set_seed(s.seed % SEED_RANGE if s.seed is not None else secrets.randbelow(SEED_RANGE))
+        tokens = llm.generate(
+            prompt,
+            temp=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            min_p=s.min_p,
+            repeat_penalty=s.repeat_penalty,
+            presence_penalty=s.presence_penalty,
+            frequency_penalty=s.frequency_penalty,
+            grammar=s.grammar,
+        )
+        stopped = False
+        try:
+            for token in tokens:
+                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    out.finish_reason = "stop"
+                    break
+                out.tokens += 1
+                piece = llm.detokenize([token])
+                start = len(out.text)
+                out.text += decoder.decode(piece)
+                if s.top_logprobs is not None:
+                    out.logprobs.append(self._logprob(token, piece, s.top_logprobs, start, out))
+                if stopped := self._cut_at_stop(out, s.stop, max(0, start - longest_stop)):
+                    break
+                if out.tokens >= limit:
+                    break
+                final = len(out.text) - shapes.held_back(out.text, s.stop)
+                if final > sent:
+                    yield out.text[sent:final], logprobs_upto(final)
+                    sent = final
+        finally:
+            tokens.close()
+        if out.finish_reason == "length":
+            out.text += decoder.decode(b"", final=True)
+            stopped = self._cut_at_stop(out, s.stop, max(0, sent - longest_stop))
+        if stopped:  # tokens that only spell the stop string are not part of the answer
+            out.logprobs = [t for t in out.logprobs if t.start < len(out.text)]
+        if len(out.text) > sent or given < len(out.logprobs):
+            yield out.text[sent:], out.logprobs[given:]
+
+    @staticmethod
+    def _cut_at_stop(out: Completion, stop: list[str], since: int) -> bool:
+        at = shapes.stop_index(out.text, stop, since)
+        if at is None:
+            return False
+        out.text = out.text[:at]
+        out.finish_reason = "stop"
+        return True
+
+    def _logprob(
+        self, token: int, piece: bytes, k: int, start: int, out: Completion
+    ) -> TokenLogprob:
+        """The sampled token's log-probability and the k likeliest, from the logits llama.cpp
+        kept for the last position (valid until the next token is evaluated)."""
+        assert self.llm is not None
+        pointer = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
+        peak = float(logits.max())
+        log_total = peak + float(np.log(np.exp(logits - peak).sum()))
+        top: list[tuple[int, float]] = []
+        if k:
+            best = np.argpartition(logits, -k)[-k:]
+            best = best[np.argsort(-logits[best])]
+            top = [(int(i), float(logits[i]) - log_total) for i in best]
+        return TokenLogprob(
+            token, piece, float(logits[token]) - log_total, top, start, len(out.text)
+        )
+
+    def _shaped(self, tokens: list[TokenLogprob]) -> list[shapes.TokenLogprob]:
+        """Tokens as openai_shapes renders them: their bytes (a piece may be part of a UTF-8
+        character) and where their text starts in the completion."""
+        assert self.llm is not None
+        piece = self.llm.detokenize
+        return [
+            shapes.TokenLogprob(t.piece, t.logprob, [(piece([i]), lp) for i, lp in t.top], t.start)
+            for t in tokens
+        ]
+
+    def _chat_logprobs(self, tokens: list[TokenLogprob], s: Sampling) -> dict[str, Any] | None:
+        if s.top_logprobs is None:
+            return None
+        return shapes.chat_logprobs(self._shaped(tokens))
+
+    def _text_logprobs(
+        self, tokens: list[TokenLogprob], s: Sampling, offset: int
+    ) -> dict[str, Any] | None:
+        if s.top_logprobs is None:
+            return None
+        return shapes.text_logprobs(self._shaped(tokens), offset)
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Usage:
+    """The tokens of one request, counted as they are generated (a closed stream is billed for
+    what it got)."""
+
+    prompt_tokens: int
+    choices: list[Completion] = field(default_factory=list)
+
+    def choice(self) -> Completion:
+        self.choices.append(Completion())
+        return self.choices[-1]
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(c.tokens for c in self.choices)
+
+    def as_dict(self) -> dict[str, int]:
+        return shapes.usage(self.prompt_tokens, self.completion_tokens)
+
+
+def _nth(s: Sampling, i: int) -> Sampling:
+    """Choice i of n: its own seed (seed + i), so n choices differ yet replay alike."""
+    if i == 0 or s.seed is None:
+        return s
+    return Sampling(**{**s.__dict__, "seed": s.seed + i})
+
+
+def _grammar(response_format: dict[str, Any] | None) -> LlamaGrammar | None:
+    """JSON mode and structured outputs as a llama.cpp grammar."""
+    kind = (response_format or {}).get("type", "text")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+    if kind == "json_schema":
+        schema = (response_format or {}).get("json_schema", {}).get("schema")
+        if not isinstance(schema, dict):
+            raise RequestError("response_format.json_schema.schema is required", "response_format")
+        try:
+            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        except Exception as exc:
+            raise RequestError(f"response_format: {exc}", param="response_format") from exc
+    raise RequestError(f"response_format: unknown type {kind!r}", param="response_format")
+
+
+def _check_options(options: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        known = "; ".join(f"{k} ({why})" for k, (_, _, why) in OPTIONS.items())
+        raise ValueError(f"unknown llama_cpp engine_options {', '.join(unknown)}: known: {known}")
+    checked = {}
+    for name, (kind, default, _) in OPTIONS.items():
+        value = options.get(name, default)
+        if value is not None and (
+            not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+        ):
+            raise ValueError(f"engine_options.{name} must be {kind.__name__}, not {value!r}")
+        checked[name] = value
+    unknown = sorted(set(checked["sampling"] or {}) - set(SAMPLING_FIELDS))
+    if unknown:
+        raise ValueError(
+            f"engine_options.sampling: unknown {', '.join(unknown)}; known: "
+            + ", ".join(SAMPLING_FIELDS)
+        )
+    return checked
+
+
+def _gguf_file(model: Path) -> Path:
+    """`model` itself, or the one .gguf file in the folder it names."""
+    if model.is_file():
+        return model
+    found = sorted(model.glob("*.gguf"))
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found) or "none"
+        raise FileNotFoundError(f"{model}: expected exactly one .gguf file, found {names}")
+    return found[0]
+
+
+def _chat_formatter(
+    llm: llama_cpp.Llama, name: str | None
+) -> tuple[Callable[..., Any] | None, str]:
+    """The prompt formatter for chat: the GGUF's own template, one of its named templates
+    (``chat_template.<name>``), or a format llama-cpp-python ships (chatml, llama-3...)."""
+    metadata = llm.metadata
+
+    def jinja(template: str) -> Callable[..., Any]:
+        def text(token: int) -> str:
+            return llm.detokenize([token], special=True).decode() if token >= 0 else ""
+
+        return llama_chat_format.Jinja2ChatFormatter(
+            template=template,
+            eos_token=text(llm.token_eos()),
+            bos_token=text(llm.token_bos()),
+            stop_token_ids=[llm.token_eos()],
+        )
+
+    if name is None:
+        template = metadata.get("tokenizer.chat_template")
+        return (jinja(template), "from the GGUF") if template else (None, "none")
+    if name.startswith("chat_template."):
+        key = "tokenizer." + name
+        if key not in metadata:
+            raise ValueError(f"chat_format {name!r}: the GGUF has no {key}")
+        return jinja(metadata[key]), name
+    try:
+        handler = llama_chat_format.get_chat_completion_handler(name)
+    except llama_chat_format.LlamaChatCompletionHandlerNotFoundException as exc:
+        raise ValueError(f"chat_format: {exc}") from None
+    # Formats registered with @register_chat_format wrap a plain prompt formatter; the others
+    # (function calling, vision) generate by themselves and do not fit this engine.
+    free = handler.__code__.co_freevars
+    if "chat_formatter" not in free or handler.__closure__ is None:
+        raise ValueError(f"chat_format {name!r} is not a prompt format this engine can use")
+    return handler.__closure__[free.index("chat_formatter")].cell_contents, name
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _load_progress() -> Iterator[None]:
+    """Print llama.cpp's weight-loading progress at each quarter.
+
+    llama-cpp-python offers no hook for llama.cpp's progress callback and silences fds 1 and 2
+    while loading, so the callback is set on the load call's parameters, and writes to the
+    stream stderr was before (the worker's capture), or to a copy of fd 2 when that stream is
+    the process's own stderr (which is silenced)."""
+    module = llama_cpp.llama_cpp
+    load = getattr(module, "llama_model_load_from_file", None)
+    if load is None:  # another llama-cpp-python: load without progress rather than fail
+        yield
+        return
+    stream = sys.stderr
+    fd = os.dup(2) if stream is sys.__stderr__ else None
+    reached = [0]
+
+    def report(progress: float, _user_data: Any) -> bool:
+        quarter = int(progress * 4 + 1e-6)
+        if quarter > reached[0]:
+            reached[0] = quarter
+            line = f"llama.cpp: weights {quarter * 25}%\n"
+            try:
+                if fd is not None:
+                    os.write(fd, line.encode())
+                else:
+                    stream.write(line)
+                    stream.flush()
+            except Exception:  # progress is a courtesy, never a reason to fail the load
+                pass
+        return True
+
+    callback = llama_cpp.llama_progress_callback(report)
+
+    def load_with_progress(path: bytes, params: Any) -> Any:
+        params.progress_callback = callback
+        try:
+            return load(path, params)
+        finally:
+            params.progress_callback = llama_cpp.llama_progress_callback()
+
+    module.llama_model_load_from_file = load_with_progress
+    try:
+        yield
+    finally:
+        module.llama_model_load_from_file = load
+        if fd is not None:
+            os.close(fd)
