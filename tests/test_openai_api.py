@@ -167,7 +167,8 @@ def test_failure_mid_stream_is_reported_in_the_stream(server: EmberServer) -> No
     }
     with server.client() as http, http.stream("POST", "/v1/chat/completions", json=request) as r:
         lines = [line for line in r.iter_lines() if line]
-    assert "engine crashed mid-stream" in lines[-1] and "[DONE]" not in lines[-1]
+    assert "engine crashed mid-stream" in lines[-2] and '"error"' in lines[-2]
+    assert lines[-1] == "data: [DONE]"  # as vLLM's server ends a failed stream
 
 
 def test_client_gone_cancels_generation(server: EmberServer) -> None:
@@ -240,3 +241,55 @@ def test_raw_base64_embedding(server: EmberServer) -> None:
             "/v1/embeddings", json={"model": NAME, "input": "abc", "encoding_format": "base64"}
         ).json()
     assert _floats(body["data"][0]["embedding"]) == [3.0, 1.0, 1.0]
+
+
+def test_stream_options_need_stream(server: EmberServer) -> None:
+    request = {
+        "model": NAME,
+        "messages": [{"role": "user", "content": "x"}],
+        "stream_options": {"include_usage": True},
+    }
+    with server.client() as http:
+        response = http.post("/v1/chat/completions", json=request)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "stream_options"
+
+
+def test_history_keeps_a_summary_not_the_vectors(server: EmberServer) -> None:
+    with server.client() as http:
+        answer = http.post("/v1/embeddings", json={"model": NAME, "input": ["a", "bb", "ccc"]})
+        assert len(answer.json()["data"]) == 3
+        deadline = time.monotonic() + 10
+        while True:  # the history is written a moment after the answer
+            page = http.get("/v1/predictions").json()["results"]
+            mine = [p for p in page if p["input"].get("input") == ["a", "bb", "ccc"]]
+            if mine or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert mine[0]["output"]["data"] == "3 embeddings"
+    mine = mine[0]
+    assert mine["output"]["usage"]["prompt_tokens"] == 3
+
+
+def test_second_deployment_names(server: EmberServer, client: openai.OpenAI) -> None:
+    """A deployment named unlike its model is retrievable by its own name; a bare name or
+    alias two deployments share belongs to neither (ask by owner/name)."""
+    version = server.deploy(MODELS / "ember" / "openai-echo", "ember", "echo")["id"]
+    with server.client() as http:
+        response = http.post(
+            "/v1/deployments",
+            json={"name": "chatbot", "model": NAME, "version": version, "hardware": "cpu"},
+        )
+        assert response.status_code == 201, response.text
+    try:
+        assert client.models.retrieve("ember/chatbot").id == "ember/chatbot"
+        ids = {model.id for model in client.models.list()}
+        assert {"ember/echo", "ember/chatbot", "echo", "chatbot"} <= ids
+        assert "echo-chat" not in ids  # both deployments run the package with that alias
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(
+                model="echo-chat", messages=[{"role": "user", "content": "x"}]
+            )
+    finally:
+        with server.client() as http:
+            assert http.delete("/v1/deployments/ember/chatbot").status_code == 204

@@ -41,8 +41,10 @@ class ApiError(Exception):
         detail: Any,
         title: str | None = None,
         headers: dict[str, str] | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(str(detail))
+        self.param = param  # the request field at fault, for OpenAI's error shape
         self.status = status
         self.detail = detail
         self.title = title or TITLES.get(status, "Error")
@@ -64,9 +66,14 @@ OPENAI_TYPES = {
     401: "invalid_request_error",
     402: "insufficient_quota",
     404: "invalid_request_error",
+    429: "requests",
+}
+OPENAI_CODES = {
+    401: "invalid_api_key",
+    402: "insufficient_quota",
+    404: "model_not_found",
     429: "rate_limit_exceeded",
 }
-OPENAI_CODES = {401: "invalid_api_key", 402: "insufficient_quota", 404: "model_not_found"}
 
 
 def is_openai(request: Request) -> bool:
@@ -93,11 +100,13 @@ def openai_response(
 
 
 def _openai_validation(exc: RequestValidationError) -> Response:
+    """OpenAI names the top-level field (`param`); the message says where inside it."""
     first = exc.errors()[0] if exc.errors() else {}
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
-    param = ".".join(location) or None
+    location = list(first.get("loc", ()))[1:]  # after "body"
     message = first.get("msg", "invalid request body")
-    return openai_response(400, f"{param}: {message}" if param else message, param)
+    if not location or not isinstance(location[0], str):  # not a field: unreadable JSON
+        return openai_response(400, f"the request body is not valid JSON: {message}")
+    return openai_response(400, f"{'.'.join(map(str, location))}: {message}", location[0])
 
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -111,7 +120,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
         if is_openai(request):
-            return openai_response(exc.status, str(exc.detail), headers=exc.headers)
+            return openai_response(exc.status, str(exc.detail), exc.param, exc.headers)
         return error_response(exc.status, exc.detail, exc.title, exc.headers)
 
     @app.exception_handler(NotFound)
@@ -137,6 +146,14 @@ def install(app: FastAPI) -> None:
         if is_openai(request):
             return _openai_validation(exc)
         return error_response(422, _validation_details(exc), title="Invalid request body")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        # Logged by Starlette's error middleware, which re-raises after answering.
+        message = "Ember failed to handle the request; the server log says why"
+        if is_openai(request):
+            return openai_response(500, message)
+        return error_response(500, message)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:

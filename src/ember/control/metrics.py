@@ -91,6 +91,19 @@ class _Gauges(Collector):
         yield from (replicas, queued, running, desired, tier, host_memory)
 
 
+def _carries_tokens(state: PredictionState) -> bool:
+    """Whether the item just streamed holds generated text: an OpenAI chunk counts only when
+    a choice has content (not the role, finish or usage chunks); any other item counts."""
+    item = state.last_item
+    if not isinstance(item, dict) or "choices" not in item:
+        return True
+    for choice in item["choices"]:
+        delta = choice.get("delta") or {}
+        if delta.get("content") or choice.get("text"):
+            return True
+    return False
+
+
 class Metrics:
     def __init__(
         self, status: Callable[[], Iterable[tuple[str, dict[str, Any]]]] = lambda: ()
@@ -175,7 +188,7 @@ class Metrics:
 
     def on_prediction(self, state: PredictionState, event: str) -> None:
         """A platform listener: record streamed items as they come, predictions as they end."""
-        if event == "output":
+        if event == "output" and _carries_tokens(state):
             self._on_output(state)
         if event != "done":
             return

@@ -667,19 +667,19 @@ class Platform:
 
     def openai_models(self) -> dict[str, Target]:
         """Every name the OpenAI API's `model` field accepts → its deployment: `owner/name`,
-        the package's aliases, and the bare name where no other deployment shares it."""
+        and the bare name and the package's aliases where no other deployment claims them
+        (a shared one would route by whichever was deployed last: ask by owner/name)."""
         names: dict[str, Target] = {}
-        bare: dict[str, list[Target]] = {}
+        claims: dict[str, dict[str, Target]] = {}
         for key, target in self.targets.items():
             if target.deployment is None or not serves_openai(target.version):
                 continue
             names[key] = target
-            bare.setdefault(key.partition("/")[2], []).append(target)
-            for alias in target.runner.spec.aliases:
-                names.setdefault(alias, target)
-        for name, targets in bare.items():
-            if len(targets) == 1:
-                names.setdefault(name, targets[0])
+            for other in (key.partition("/")[2], *target.runner.spec.aliases):
+                claims.setdefault(other, {})[key] = target
+        for name, claimants in claims.items():
+            if len(claimants) == 1 and name not in names:
+                names[name] = next(iter(claimants.values()))
         return names
 
     def target_for_openai(self, model: str, route: str) -> Target:
@@ -789,14 +789,19 @@ class Platform:
         state = await self.prediction(prediction_id)
         if state.terminal:
             return state
-        runners = [t.runner for t in self.targets.values()] + list(self._retired_runners)
-        for runner in runners:
-            if runner.cancel(state):
-                break
+        self.stop_prediction(state)
         # A prediction waiting inside a replica, or one that stops promptly, is canceled a
         # round trip later: answer with that outcome rather than the state before it.
         await self.wait(state, CANCEL_SETTLE_SECONDS)
         return state
+
+    def stop_prediction(self, state: PredictionState) -> None:
+        """Ask for a live prediction to be canceled, without waiting for it (callable from
+        cleanup code that must not await, e.g. when a streaming client has gone)."""
+        runners = [t.runner for t in self.targets.values()] + list(self._retired_runners)
+        for runner in runners:
+            if runner.cancel(state):
+                break
 
     async def wait(self, state: PredictionState, timeout: float) -> bool:
         """Wait up to `timeout` seconds for the prediction to end; True if it did."""

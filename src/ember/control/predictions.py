@@ -41,6 +41,28 @@ def new_prediction_id() -> str:
     return "".join(digits)
 
 
+PREDICT = "predict"
+
+
+def openai_summary(output: Any) -> Any:
+    """An OpenAI response as the prediction history keeps it: the answers' text, finish
+    reasons and usage, but not embedding vectors or logprobs (megabytes per request)."""
+    if not isinstance(output, dict):
+        return output
+    summary = {k: output[k] for k in ("id", "object", "model", "usage") if k in output}
+    choices = output.get("choices")
+    if isinstance(choices, list):
+        summary["choices"] = [
+            {k: v for k, v in choice.items() if k != "logprobs"}
+            for choice in choices
+            if isinstance(choice, dict)
+        ]
+    data = output.get("data")
+    if data is not None:
+        summary["data"] = f"{len(data)} embeddings" if isinstance(data, list) else data
+    return summary
+
+
 def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
@@ -68,7 +90,7 @@ class PredictionState:
     error: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     source: str = "api"
-    method: str = "predict"  # or an OpenAI route ("chat.completions", ...), never persisted
+    method: str = PREDICT  # or an OpenAI route ("chat.completions", ...), never persisted
     # Why the replica refused the input, per field (an OpenAI request's 400), when it did.
     validation: list[dict[str, Any]] = field(default_factory=list)
     stream: bool = False
@@ -88,6 +110,7 @@ class PredictionState:
     # Monotonic times for token latencies: when it was accepted, when its last item came.
     accepted_at: float = field(default_factory=time.monotonic, repr=False)
     last_output_at: float | None = field(default=None, repr=False)
+    last_item: Any = field(default=None, repr=False)  # the latest streamed item
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _subscribers: list[asyncio.Queue[StreamEvent]] = field(default_factory=list, repr=False)
 
@@ -103,10 +126,16 @@ class PredictionState:
             self.started_at = utcnow()
 
     def add_output(self, item: Any) -> None:
-        if not isinstance(self.output, list):
-            self.output = []
-        self.output.append(item)
+        self.last_item = item
+        if self.method == PREDICT:  # an OpenAI stream's chunks only pass through
+            if not isinstance(self.output, list):
+                self.output = []
+            self.output.append(item)
         self._publish(StreamEvent("output", item))
+
+    def keep_summary(self) -> None:
+        """Once an OpenAI answer is delivered, keep only what the history needs of it."""
+        self.output = openai_summary(self.output)
 
     def add_logs(self, text: str) -> None:
         self.logs += text
@@ -162,6 +191,8 @@ class PredictionState:
     def row(self) -> dict[str, Any]:
         """The record to persist; copies mutable parts (taken on the writer's thread)."""
         output = list(self.output) if isinstance(self.output, list) else self.output
+        if self.method != PREDICT:
+            output = openai_summary(output)
         return {
             "id": self.id,
             "owner": self.owner,

@@ -31,7 +31,7 @@ from ember.control.policies.billing import ReplicaMeter
 from ember.control.policies.costs import StartTimes
 from ember.control.policies.keepalive import IdleHistory
 from ember.control.policies.tiers import TierChoice
-from ember.control.predictions import PredictionState
+from ember.control.predictions import PREDICT, PredictionState
 from ember.control.scaling import DEFAULT_IDLE_TIMEOUT, ScalingSettings, keep_warm_floor
 from ember.packages.spec import PackageSpec
 from ember.runtime.base import (
@@ -243,7 +243,12 @@ class DeploymentRunner:
                 handle = replica.submit(
                     PredictionRequest(
                         id=state.id,
-                        input=self.resolve_input(state.input),
+                        # An OpenAI body holds text, not links to uploaded files.
+                        input=(
+                            self.resolve_input(state.input)
+                            if state.method == PREDICT
+                            else state.input
+                        ),
                         context={"deployment": self.name},
                         timeout=self.settings.request_timeout or self.spec.timeout,
                         method=state.method,

@@ -235,29 +235,59 @@ class Runner:
         return self.encode_result(job, self.call(job, values), encoder)
 
     def _emit_item(self, job: Job, item: Any, encoder: OutputEncoder) -> Any:
-        encoded = encoder.encode(item)
+        encoded = self._encode(job, item, encoder)
         self.send({"ev": protocol.EV_OUTPUT, "id": job.id, "value": encoded})
         return encoded
 
-    def encode_result(self, job: Job, result: Any, encoder: OutputEncoder) -> Any:
-        """The encoded output of a synchronous call, streaming iterator items as they come.
+    @staticmethod
+    def _encode(job: Job, value: Any, encoder: OutputEncoder) -> Any:
+        # An OpenAI handler's objects are JSON already: no walk looking for files in them.
+        return value if job.method != PREDICT else encoder.encode(value)
 
-        A streamed output's final value is the list of its items, as in Cog.
-        """
+    def _collect(self, job: Job, items: list[Any]) -> list[Any] | None:
+        """A streamed output's final value: the list of its items, as in Cog. An OpenAI
+        stream's chunks went out one by one and are not sent again (a long answer or a batch
+        of embeddings would be carried, and kept, twice)."""
+        return items if job.method == PREDICT else None
+
+    def _emit_all(self, job: Job, items: Iterator[Any], encoder: OutputEncoder) -> Any:
+        """Send each item as it comes. The iterator is closed however this ends (canceled, a
+        send failing): a generator suspended at a yield may hold a lock or a model's
+        context, which must not wait for the garbage collector."""
+        try:
+            return self._collect(job, [self._emit_item(job, item, encoder) for item in items])
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    async def _emit_all_async(
+        self, job: Job, items: AsyncIterator[Any], encoder: OutputEncoder
+    ) -> Any:
+        try:
+            emitted = [self._emit_item(job, item, encoder) async for item in items]
+            return self._collect(job, emitted)
+        finally:
+            close = getattr(items, "aclose", None)
+            if close is not None:
+                await close()
+
+    def encode_result(self, job: Job, result: Any, encoder: OutputEncoder) -> Any:
+        """The encoded output of a synchronous call, streaming iterator items as they come."""
         if inspect.isawaitable(result) or isinstance(result, AsyncIterator):
             return asyncio.run(self.encode_result_async(job, result, encoder))
         if isinstance(result, Iterator):
-            return [self._emit_item(job, item, encoder) for item in result]
-        return encoder.encode(result)
+            return self._emit_all(job, result, encoder)
+        return self._encode(job, result, encoder)
 
     async def encode_result_async(self, job: Job, result: Any, encoder: OutputEncoder) -> Any:
         if inspect.isawaitable(result):
             result = await result
         if isinstance(result, AsyncIterator):
-            return [self._emit_item(job, item, encoder) async for item in result]
+            return await self._emit_all_async(job, result, encoder)
         if isinstance(result, Iterator):
-            return [self._emit_item(job, item, encoder) for item in result]
-        return encoder.encode(result)
+            return self._emit_all(job, result, encoder)
+        return self._encode(job, result, encoder)
 
     def _start_timer(self, job: Job) -> threading.Timer | None:
         if not job.timeout:

@@ -23,7 +23,7 @@ from ember.api.auth import principal
 from ember.api.responses import json_response
 from ember.api.routes import openai
 from ember.control.hardware import DEFAULT_HARDWARE
-from ember.control.platform import InvalidRequest, Platform, Principal
+from ember.control.platform import InvalidRequest, NotFound, Platform, Principal
 from ember.packages.environment import EnvironmentBuildError, MissingSystemPackages
 from ember.packages.spec import PackageError
 
@@ -74,10 +74,17 @@ async def create_model(request: Request, body: ModelCreate, caller: Caller) -> R
 @router.get("/models/{owner}/{name}")
 async def get_model(request: Request, owner: str, name: str, caller: Caller) -> Response:
     """Replicate's model object; for a deployment OpenAI serves, with OpenAI's fields too
-    (`openai.models.retrieve("owner/name")` lands here)."""
+    (`openai.models.retrieve("owner/name")` lands here, also for a deployment named unlike
+    its model)."""
     platform: Platform = request.app.state.platform
-    body = await _modeljson_response(platform, await platform.model(owner, name))
     target = platform.openai_models().get(f"{owner}/{name}")
+    try:
+        record = await platform.model(owner, name)
+    except NotFound:
+        if target is None:
+            raise
+        record = await platform.model(*target.model.split("/", 1))
+    body = await _modeljson_response(platform, record)
     if target is not None:
         body.update(openai.model_object(f"{owner}/{name}", target))
     return json_response(body)

@@ -11,7 +11,6 @@ in OpenAI's shape (`{"error": {"message", "type", "param", "code"}}`, see `api/e
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -42,6 +41,8 @@ class _Request(BaseModel):
 
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
     include_usage: bool = False
 
 
@@ -147,6 +148,10 @@ def model_list(platform: Platform) -> list[dict[str, Any]]:
 
 async def _serve(request: Request, route: str, body: _Request, caller: Caller) -> Response:
     platform: Platform = request.app.state.platform
+    if getattr(body, "stream_options", None) is not None and not getattr(body, "stream", False):
+        raise ApiError(
+            400, "stream_options is only allowed when stream is true", param="stream_options"
+        )
     target = platform.target_for_openai(body.model, route)
     try:
         await platform.budgets.check(caller.token_id, target.deployment)
@@ -163,20 +168,44 @@ async def _serve(request: Request, route: str, body: _Request, caller: Caller) -
         raise ApiError(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
     if events is None:
         if not await _until_done_or_gone(request, state):
-            await platform.cancel(state.id)
+            platform.stop_prediction(state)
             return Response(status_code=499)
         return _final_answer(state)
     first = await _first_event(request, state, events)
     if first is None:
-        await platform.cancel(state.id)
+        platform.stop_prediction(state)
         return Response(status_code=499)
     if first.kind == "done" and state.status != "succeeded":
         return _final_answer(state)  # failed before any output: a proper error status
-    return StreamingResponse(
-        _sse(platform, state, events, first),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return _EventStream(platform, state, events, first)
+
+
+class _EventStream(StreamingResponse):
+    """Server-sent events of an OpenAI stream. However the response ends (the answer is
+    complete, the client hung up, the server is stopping) a prediction still running is
+    canceled: nobody is left to read it, and its replica has other work."""
+
+    def __init__(
+        self,
+        platform: Platform,
+        state: PredictionState,
+        events: asyncio.Queue[StreamEvent],
+        first: StreamEvent,
+    ) -> None:
+        super().__init__(
+            _sse(state, events, first),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self.platform, self.state, self.events = platform, state, events
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.state.unsubscribe(self.events)
+            if not self.state.terminal:
+                self.platform.stop_prediction(self.state)
 
 
 async def _until_done_or_gone(request: Request, state: PredictionState) -> bool:
@@ -201,51 +230,51 @@ async def _first_event(
     request: Request, state: PredictionState, events: asyncio.Queue[StreamEvent]
 ) -> StreamEvent | None:
     """The first output (or the end): only then does the status line go out, so a request
-    the engine refuses still gets its 400."""
-    while True:
-        got = asyncio.ensure_future(events.get())
-        gone = asyncio.ensure_future(_disconnected(request))
-        try:
-            await asyncio.wait({got, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-        if not got.done():
-            got.cancel()
-            state.unsubscribe(events)
-            return None
-        event = got.result()
-        if event.kind in ("output", "done"):
-            return event
+    the engine refuses still gets its 400. None when the client hung up first."""
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        while True:
+            got = asyncio.ensure_future(events.get())
+            try:
+                await asyncio.wait({got, gone}, return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                got.cancel()
+                raise
+            if not got.done():  # the client hung up
+                got.cancel()
+                state.unsubscribe(events)
+                return None
+            event = got.result()
+            if event.kind in ("output", "done"):
+                return event
+    finally:
+        gone.cancel()
 
 
 async def _sse(
-    platform: Platform,
-    state: PredictionState,
-    events: asyncio.Queue[StreamEvent],
-    first: StreamEvent,
+    state: PredictionState, events: asyncio.Queue[StreamEvent], first: StreamEvent
 ) -> AsyncIterator[bytes]:
-    event: StreamEvent | None = first
-    try:
-        while event is not None and event.kind != "done":
-            if event.kind == "output":
-                yield b"data: " + orjson.dumps(event.data) + b"\n\n"
-            event = events.get_nowait() if not events.empty() else await events.get()
-        if state.status == "succeeded":
-            yield DONE
-        else:
-            # Mid-stream failure: the status line is long gone, so the error rides the stream.
-            error = _error_body(state)
-            yield b"data: " + orjson.dumps(error) + b"\n\n"
-    finally:
-        state.unsubscribe(events)
-        if not state.terminal:  # the client went away mid-stream: stop generating
-            with contextlib.suppress(Exception):
-                await platform.cancel(state.id)
+    event = first
+    while event.kind != "done":
+        if event.kind == "output":
+            yield b"data: " + orjson.dumps(event.data) + b"\n\n"
+        event = await events.get()
+    if state.status == "succeeded":
+        if isinstance(state.output, dict):  # a handler that answered whole though asked to stream
+            yield b"data: " + orjson.dumps(state.output) + b"\n\n"
+    else:
+        # Mid-stream failure: the status line is long gone, so the error rides the stream,
+        # then [DONE] as vLLM's server does (clients reading until [DONE] stop cleanly).
+        yield b"data: " + orjson.dumps(_error_body(state)) + b"\n\n"
+    yield DONE
+    state.keep_summary()
 
 
 def _final_answer(state: PredictionState) -> Response:
     if state.status == "succeeded":
-        return json_response(state.output)
+        response = json_response(state.output)
+        state.keep_summary()  # the vectors or text are out: keep the history small
+        return response
     status = 400 if state.validation else 499 if state.status == "canceled" else 500
     return json_response(_error_body(state), status)
 
