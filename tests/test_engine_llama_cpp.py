@@ -369,6 +369,34 @@ def test_closing_a_stream_early_releases_the_model(engine: Any, prediction: scop
     assert engine.chat_completions(chat(max_tokens=2))["usage"]["completion_tokens"] == 2
 
 
+@pytest.mark.parametrize("kind", ["chat", "completion", "predict"])
+def test_any_stream_closed_after_two_chunks_gives_the_model_back(engine: Any, kind: str) -> None:
+    # As the worker does in a finally when a client goes away: close() after two chunks.
+    if kind == "chat":
+        stream = engine.chat_completions(chat(max_tokens=50, stream=True))
+    elif kind == "completion":
+        request = {"model": "smollm2", "prompt": "Once upon a time", "n": 2, "echo": True}
+        stream = engine.completions({**request, "max_tokens": 50, "seed": 1, "stream": True})
+    else:
+        stream = engine.predict(
+            prompt="Tell me a story",
+            system_prompt="",
+            max_tokens=50,
+            temperature=0.7,
+            top_p=0.95,
+            top_k=0,
+            stop_sequences=None,
+            seed=1,
+        )
+    next(stream)
+    next(stream)
+    assert engine._lock.locked()
+    stream.close()
+    assert not engine._lock.locked()
+    assert engine.llm.n_tokens > 0  # closed between tokens: the cache is whole, and kept
+    assert engine.chat_completions(chat(max_tokens=2))["usage"]["completion_tokens"] == 2
+
+
 def test_cancellation_mid_generation_leaves_the_model_usable(engine: Any) -> None:
     reference = engine.chat_completions(chat(max_tokens=8, seed=11))
     stream = engine.chat_completions(chat(max_tokens=50, stream=True))
@@ -377,6 +405,7 @@ def test_cancellation_mid_generation_leaves_the_model_usable(engine: Any) -> Non
     with pytest.raises(CancelationException):
         stream.throw(CancelationException("canceled"))
     assert not engine._lock.locked()
+    assert engine.llm.n_tokens == 0  # an exception may land mid-batch: the cache is reset
 
     # A signal landing while llama.cpp decodes, as the worker cancels a serial prediction.
     def cancel(signum: int, frame: Any) -> None:

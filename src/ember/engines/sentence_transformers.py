@@ -25,7 +25,9 @@ Engine options (``engine_options`` in ``ember.yaml``):
   Normalize module, so its vectors are unit length); ``true`` normalizes the output of models
   whose pipeline does not. ``false`` cannot undo a pipeline's Normalize and is refused.
 - ``threads`` (unset): torch's intra-op threads; unset, torch follows ``OMP_NUM_THREADS``,
-  which the runtime sets from the package's CPU request.
+  which the runtime sets from the package's CPU request. Applied by the batcher thread when
+  it starts (with the replica's first request): `setup()` may run in a warm host, which sets
+  each replica's thread count from its environment after forking it.
 - ``matryoshka_dimensions`` (unset): the shorter sizes the model was trained to be cut to
   (Matryoshka representation learning, stated on its model card). Only these may be asked
   for with the request's ``dimensions``; cutting any other model's vectors short degrades
@@ -34,13 +36,13 @@ Engine options (``engine_options`` in ``ember.yaml``):
 Vectors equal ``SentenceTransformer.encode(texts)`` for the same texts (within float
 rounding: a text's padding depends on its batch neighbours). Texts longer than the model's
 ``max_seq_length`` (256 tokens for all-MiniLM-L6-v2) are truncated, as sentence-transformers
-does; the usage counts the tokens the model actually saw.
+does; the usage counts the tokens the model actually saw, read from the attention masks of the
+same forward pass (texts are tokenized once).
 """
 
 from __future__ import annotations
 
 import base64
-import sys
 import threading
 import time
 from collections import deque
@@ -54,9 +56,10 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from ember import scope
-from ember.engines.base import RequestError
+from ember.engines.base import RequestError, say
 from ember.types import Input, InputSpec
 
+SAYS = "sentence_transformers"  # the prefix of this engine's setup lines
 OPTIONS = {
     "device",
     "max_batch_size",
@@ -98,12 +101,15 @@ class Engine:
         self.max_batch_size = int(options.get("max_batch_size", 64))
         self.batch_wait = float(options.get("batch_wait_ms", 0)) / 1000
         self.normalize: bool | None = options.get("normalize")
-        self.threads: int | None = options.get("threads")
+        threads = options.get("threads")
+        self.threads = None if threads is None else int(threads)
         self.matryoshka_dimensions = {int(d) for d in options.get("matryoshka_dimensions", [])}
         if self.max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if self.batch_wait < 0:
             raise ValueError("batch_wait_ms cannot be negative")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("threads must be at least 1")
         self.model: SentenceTransformer | None = None
         self.dimension = 0
         self.normalized = False
@@ -118,24 +124,19 @@ class Engine:
     # -- loading --------------------------------------------------------------------------
 
     def setup(self) -> None:
-        """Load the model. Nothing here starts a thread or runs the model: a warm host may run
-        `setup()` and fork replicas from it, which threads (and the tokenizer's and OpenMP's
-        native pools, started by a first `encode()`) would make unsafe. The batcher starts
-        with the first request instead."""
+        """Load the model. Nothing here starts a thread, runs the model or sets torch's thread
+        count: a warm host may run `setup()` and fork replicas from it, which threads (and the
+        tokenizer's and OpenMP's native pools, started by a first `encode()`) would make
+        unsafe, and each replica's thread count is set after its fork. The batcher starts
+        with the first request instead, and applies the `threads` option then."""
         if self.model_path is None:
             raise ValueError(
                 "the sentence_transformers engine needs `model:` in ember.yaml: a folder "
                 "holding a sentence-transformers model (modules.json, weights, tokenizer)"
             )
-        if self.threads is not None:
-            torch.set_num_threads(int(self.threads))
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        print(
-            f"sentence_transformers: loading {self.model_path} on {device} "
-            f"({torch.get_num_threads()} torch threads)",
-            file=sys.stderr,
-            flush=True,
-        )
+        threads = "from OMP_NUM_THREADS" if self.threads is None else f"{self.threads} per replica"
+        say(SAYS, f"loading {self.model_path} on {device} (torch threads {threads})")
         began = time.perf_counter()
         # local_files_only: the weights are in the package; nothing may come from a hub.
         model = SentenceTransformer(str(self.model_path), device=device, local_files_only=True)
@@ -155,12 +156,11 @@ class Engine:
                 f"{self.dimension} dimensions"
             )
         self.model = model
-        print(
-            f"sentence_transformers: loaded in {time.perf_counter() - began:.2f} s "
-            f"({self.dimension} dimensions, max_seq_length {model.max_seq_length}, "
+        say(
+            SAYS,
+            f"loaded in {time.perf_counter() - began:.2f} s ({self.dimension} dimensions, "
+            f"max_seq_length {model.max_seq_length}, "
             f"{'normalized' if self.normalized else 'not normalized'})",
-            file=sys.stderr,
-            flush=True,
         )
 
     # -- serving --------------------------------------------------------------------------
@@ -260,6 +260,11 @@ class Engine:
             return self._batcher
 
     def _run_batcher(self) -> None:
+        # Here, not in setup(): this runs in the replica, after the warm host's fork and its
+        # thread setting, and on the thread that runs every forward pass (OpenMP's thread
+        # count is a per-thread setting).
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
         while True:
             jobs = [job for job in self._take_batch() if job.future.set_running_or_notify_cancel()]
             if jobs:
@@ -312,25 +317,36 @@ class Engine:
 
     def _encode(self, texts: list[str]) -> Embedded:
         """Rows for `texts` and each text's token count as the model sees it (special tokens
-        included, truncated to max_seq_length). Runs on the batcher thread only: a fast
-        tokenizer must not be used from two threads at once."""
+        included, truncated to max_seq_length), from one tokenization: with
+        ``output_value=None``, `encode()` gives each text's features (its attention mask
+        among them) beside its embedding.
+
+        Those features hold each batch's token embeddings too, so `encode()` gets one batch at
+        a time (of the longest texts left, as it would batch them itself), and only the rows
+        are kept. Runs on the batcher thread only: a fast tokenizer must not be used from two
+        threads at once."""
         assert self.model is not None
-        features = self.model.preprocess(texts)
-        mask = features.get("attention_mask")
-        if mask is not None:
-            counts = [int(n) for n in mask.sum(dim=1).tolist()]
-        else:
-            counts = [len(ids) for ids in features["input_ids"]]
-        vectors = self.model.encode(
-            texts,
-            batch_size=self.max_batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=self.normalize is True,
-            show_progress_bar=False,
-        )
-        self.batches += 1
+        rows: list[torch.Tensor] = [torch.empty(0)] * len(texts)
+        counts = [0] * len(texts)
+        longest_first = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        for start in range(0, len(texts), self.max_batch_size):
+            batch = longest_first[start : start + self.max_batch_size]
+            outputs = self.model.encode(
+                [texts[i] for i in batch],
+                batch_size=len(batch),
+                output_value=None,
+                show_progress_bar=False,
+            )
+            for i, features in zip(batch, outputs, strict=True):
+                rows[i] = features["sentence_embedding"]
+                counts[i] = _token_count(features)
+            self.batches += 1
+        with torch.inference_mode():
+            vectors = torch.stack(rows).float()
+            if self.normalize is True:
+                vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
         self.texts_embedded += len(texts)
-        return np.asarray(vectors, dtype=np.float32), counts
+        return vectors.cpu().numpy(), counts
 
     # -- request details ------------------------------------------------------------------
 
@@ -391,6 +407,15 @@ def _texts(value: Any) -> list[str]:
             param="input",
         )
     raise RequestError("input must be a string or a list of strings", param="input")
+
+
+def _token_count(features: dict[str, Any]) -> int:
+    """The tokens the model saw of one text: its attention mask's ones, or, where the
+    tokenizer gives no mask, its ids (padding included: there is nothing to tell it by)."""
+    mask = features.get("attention_mask")
+    if mask is not None:
+        return int(mask.sum())
+    return len(features["input_ids"])
 
 
 def _encoded(vector: np.ndarray, encoding: str) -> list[float] | str:

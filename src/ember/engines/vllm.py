@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -42,11 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from ember.engines import openai_shapes as shapes
-from ember.engines.base import RequestError
+from ember.engines.base import RequestError, say
 from ember.scope import record_metric
 from ember.types import AsyncConcatenateIterator, Input, InputSpec
 
-ENGINE = "vllm"
+ENGINE = "vllm"  # also the prefix of this engine's setup lines
 # Fields beyond OpenAI's own (openai_shapes) that vLLM honours, which the gateway passes on.
 VLLM_FIELDS = shapes.VLLM_SAMPLING_FIELDS | {
     "min_tokens",
@@ -172,7 +171,8 @@ class Engine:
                 "tensor_parallel_size...) and chat_template"
             )
         args = {"disable_log_stats": True, **self.engine_args, "model": str(self.model_path)}
-        _say(f"starting vLLM on {self.model_path} with {self.engine_args or 'default options'}")
+        options = self.engine_args or "default options"
+        say(ENGINE, f"starting vLLM on {self.model_path} with {options}")
         began = time.perf_counter()
         self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
         tokenizer = self.engine.get_tokenizer()
@@ -185,9 +185,10 @@ class Engine:
         # own server applies to requests that leave them out.
         diff = getattr(model_config, "get_diff_sampling_param", None)
         self.defaults = dict(diff()) if callable(diff) else {}
-        _say(
+        say(
+            ENGINE,
             f"vLLM ready in {time.perf_counter() - began:.1f} s (context {self.context_length} "
-            f"tokens, chat template: {'yes' if self._has_chat_template() else 'no'})"
+            f"tokens, chat template: {'yes' if self._has_chat_template() else 'no'})",
         )
 
     # -- OpenAI ---------------------------------------------------------------------------
@@ -327,7 +328,7 @@ class Engine:
             if request.get(name) is not None:
                 base[name] = request[name]
         if request.get("logit_bias"):
-            base["logit_bias"] = {int(k): float(v) for k, v in request["logit_bias"].items()}
+            base["logit_bias"] = _logit_bias(request["logit_bias"])
         if asked.top_logprobs is not None:
             base["logprobs"] = asked.top_logprobs
         base["n"] = asked.n
@@ -431,15 +432,20 @@ class Engine:
         queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
 
         async def pump(index: int) -> None:
+            ended: BaseException | None = None  # why it ended early: the consumer raises it
             try:
                 async with contextlib.aclosing(
                     self._generate(plan.prompts[index], plan.params[index])
                 ) as g:
                     async for output in g:
                         queue.put_nowait((index, output))
-                queue.put_nowait((index, None))
-            except Exception as exc:  # handed to the consumer, which raises it
-                queue.put_nowait((index, exc))
+            except Exception as exc:
+                ended = exc
+            except BaseException:  # CancelledError: the prompt stopped unfinished
+                ended = RuntimeError(f"generation for prompt {index} was canceled")
+                raise
+            finally:  # always the end marker: without it the consumer would wait forever
+                queue.put_nowait((index, ended))
 
         tasks = [asyncio.create_task(pump(i)) for i in range(len(plan.prompts))]
         try:
@@ -542,11 +548,17 @@ def _check_response_format(request: dict[str, Any]) -> None:
         )
 
 
+def _logit_bias(value: Any) -> dict[int, float]:
+    """OpenAI's logit_bias, {"token id": bias}, as vLLM takes it: {token id: bias}."""
+    try:
+        return {int(k): float(v) for k, v in value.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise RequestError(
+            'logit_bias must map token ids to numbers, e.g. {"50256": -100}', "logit_bias"
+        ) from None
+
+
 def _given(value: Any) -> Any:
     """A parameter's value; its default when predict() is called directly, not through the
     worker, and the parameter was left out (then it still holds its Input(...) record)."""
     return value.default if isinstance(value, InputSpec) else value
-
-
-def _say(text: str) -> None:
-    print(f"vllm: {text}", file=sys.stderr, flush=True)
