@@ -37,7 +37,7 @@ from ember.control.hardware import DEFAULT_HARDWARE, HARDWARE
 from ember.control.ledger import Ledger
 from ember.control.metrics import Metrics
 from ember.control.policies.keepalive import IdleHistory
-from ember.control.predictions import PredictionState, new_prediction_id, utcnow
+from ember.control.predictions import PREDICT, PredictionState, new_prediction_id, utcnow
 from ember.control.prices import Price, PriceTable, configured_overrides
 from ember.control.readiness import TierKeeper, default_warm_host_memory
 from ember.control.replay import ReplayParams, Request
@@ -700,26 +700,21 @@ class Platform:
     ) -> PredictionState:
         """A prediction carrying an OpenAI request body to the predictor's own handler (the
         gateway has validated the body)."""
-        return PredictionState(
-            id=new_prediction_id(),
-            owner=owner,
-            model=target.model,
-            version_id=target.version.id,
-            input=body,
-            deployment=target.deployment,
-            streams_output=bool(body.get("stream")),
-            method=route,
-            **fields,
+        return self.new_prediction(
+            target, body, owner, streams_output=bool(body.get("stream")), method=route, **fields
         )
 
     def new_prediction(
         self, target: Target, input: dict[str, Any], owner: str, **fields: Any
     ) -> PredictionState:
-        """Validate and describe a prediction (not yet accepted: see `accept`)."""
-        details = self.validator(target.version).errors(input)
-        if details:
-            raise InvalidRequest("Input validation failed", details)
-        schema = target.version.openapi_schema["components"]["schemas"]["Output"]
+        """Validate and describe a prediction (not yet accepted: see `accept`). Inputs are
+        checked against the version's schema, except an OpenAI request's body (`method`)."""
+        if fields.get("method", PREDICT) == PREDICT:
+            details = self.validator(target.version).errors(input)
+            if details:
+                raise InvalidRequest("Input validation failed", details)
+            schema = target.version.openapi_schema["components"]["schemas"]["Output"]
+            fields["streams_output"] = schema.get("x-cog-array-type") == "iterator"
         return PredictionState(
             id=new_prediction_id(),
             owner=owner,
@@ -727,7 +722,6 @@ class Platform:
             version_id=target.version.id,
             input=input,
             deployment=target.deployment,
-            streams_output=schema.get("x-cog-array-type") == "iterator",
             **fields,
         )
 
