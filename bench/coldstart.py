@@ -154,6 +154,18 @@ def log_tail(path: Path, lines: int = 8) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+def keep_logs(tmp: Path, name: str | None = None) -> None:
+    """Copy a run's logs (tmp/logs) to CACHE/last-run-logs[/name], in place of the last run's,
+    then remove tmp."""
+    kept = CACHE / "last-run-logs"
+    if name:
+        kept /= name
+    shutil.rmtree(kept, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        shutil.copytree(tmp / "logs", kept)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:200] if lines else ""
@@ -1042,12 +1054,7 @@ def main() -> int:
             with contextlib.suppress(Exception):
                 peer.close()
         kill_mentioning(str(tmp))
-        logs = tmp / "logs"
-        kept = CACHE / "last-run-logs"
-        shutil.rmtree(kept, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            shutil.copytree(logs, kept)
-        shutil.rmtree(tmp, ignore_errors=True)
+        keep_logs(tmp)
 
     noise = meter.finish()
     report(console, args, rows, noise)

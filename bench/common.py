@@ -1,10 +1,12 @@
-"""What every benchmark here needs: percentiles, stopping what it started, measuring how much
-of the machine other processes took during a run (the machines are shared and noisy), and a
-JSON report with the machine and arguments beside the results."""
+"""What every benchmark here needs: percentiles, stopping what it started (everything, on
+Ctrl-C or SIGTERM too), measuring how much of the machine other processes took during a run
+(the machines are shared and noisy), verdict lines and markdown tables, and a JSON report
+with the machine and arguments beside the results."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -13,7 +15,8 @@ import platform
 import resource
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,38 @@ def stop_process(proc: subprocess.Popen[Any]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def close_all(things: Iterable[Any]) -> None:
+    """`close()` each, whatever one raises (Ctrl-C included): a run's last cleanup."""
+    for thing in things:
+        with contextlib.suppress(BaseException):
+            thing.close()
+
+
+def interrupted(signum: int, frame: Any) -> None:
+    """A signal handler: SIGTERM like Ctrl-C, to unwind through the `finally` that stops
+    every process the run started."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@dataclass
+class Run:
+    stopped: bool = False  # by Ctrl-C or SIGTERM
+
+
+@contextlib.contextmanager
+def interruptible(console: Any, cleanup: Callable[[bool], None]) -> Iterator[Run]:
+    """A run's body: Ctrl-C (and SIGTERM, with `interrupted` as its handler) ends it early,
+    saying so, with `stopped` set; then `cleanup(stopped)` runs, whatever ended it."""
+    run = Run()
+    try:
+        yield run
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: stopping everything[/]")
+        run.stopped = True
+    finally:
+        cleanup(run.stopped)
 
 
 def _cpu_snapshot() -> tuple[float, float]:
@@ -75,6 +110,31 @@ class NoiseMeter:
         )
 
 
+def print_verdicts(console: Any, verdicts: Sequence[tuple[str, str, str]]) -> None:
+    """(target, measured, PASS/FAIL/n/a) lines, the verdict coloured."""
+    for target, measured, verdict in verdicts:
+        colour = {"PASS": "green", "FAIL": "red"}.get(verdict, "yellow")
+        console.print(f"[bold {colour}]{verdict}[/] {target}: {measured}")
+
+
+def print_markdown(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    verdicts: Sequence[tuple[str, str, str]],
+) -> None:
+    """The results table, then the verdicts, as markdown tables on stdout."""
+    print()
+    print("| " + " | ".join(headers) + " |")
+    print("|" + "---|" * len(headers))
+    for row in rows:
+        print("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |")
+    print()
+    print("| target | measured | verdict |")
+    print("|---|---|---|")
+    for target, measured, verdict in verdicts:
+        print(f"| {target} | {measured} | **{verdict}** |")
+
+
 def write_report(path: Path, args: argparse.Namespace, **results: Any) -> None:
     """The results as JSON, with the date, the machine and the arguments that produced them."""
     report = {
@@ -88,3 +148,24 @@ def write_report(path: Path, args: argparse.Namespace, **results: Any) -> None:
         **results,
     }
     path.write_text(json.dumps(report, indent=2))
+
+
+def finish_report(
+    console: Any,
+    args: argparse.Namespace,
+    noise: dict[str, Any],
+    seconds: float,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    verdicts: Sequence[tuple[str, str, str]],
+    results: dict[str, Any],
+) -> None:
+    """A report's last lines: the noise; the table and the verdicts as markdown with
+    --markdown; with --json, the JSON report: `results`, then the verdicts as `targets`."""
+    console.print(NoiseMeter.describe(noise) + f"; benchmark {seconds:.0f} s.")
+    if args.markdown:
+        print_markdown(headers, rows, verdicts)
+    if args.json:
+        targets = [{"target": t, "measured": m, "verdict": v} for t, m, v in verdicts]
+        write_report(args.json, args, noise=noise, **results, targets=targets)
+        console.print(f"wrote {args.json}")

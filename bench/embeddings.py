@@ -37,7 +37,6 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,13 +52,23 @@ from coldstart import (
     Skip,
     build_venv,
     free_port,
+    keep_logs,
     launch,
     log_tail,
     pinned_env,
     stop_group,
 )
-from common import CLK_TCK, NoiseMeter, write_report
+from common import (
+    CLK_TCK,
+    NoiseMeter,
+    close_all,
+    finish_report,
+    interrupted,
+    interruptible,
+    print_verdicts,
+)
 from ember_server import EmberServe, process_tree
+from loadgen import Load, LoadCounts, add_load_arguments, run_load
 from rich.console import Console
 from rich.table import Table
 
@@ -90,85 +99,6 @@ PEER_BASELINES = {
 TARGETS = ("fastapi", "ember")
 LABELS = {"fastapi": "bare FastAPI + uvicorn (this run)", "ember": "Ember, examples/embeddings"}
 
-# wrk: the bodies in turn, the headers, every answer checked (2xx and `check` in the body);
-# the totals of all threads come out as one JSON line.
-WRK_SCRIPT = """
-local bodies = %(bodies)s
-%(headers)s
-local check = %(check)s
-local i = 0
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args) ok = 0; non2xx = 0; bad = 0 end
-function request()
-  i = i %% #bodies + 1
-  return wrk.format("POST", nil, nil, bodies[i])
-end
-function response(status, headers, body)
-  if status < 200 or status > 299 then
-    non2xx = non2xx + 1
-  elseif not string.find(body, check, 1, true) then
-    bad = bad + 1
-  else
-    ok = ok + 1
-  end
-end
-function done(summary, latency, requests)
-  local ok_, non2xx_, bad_ = 0, 0, 0
-  for _, t in ipairs(threads) do
-    ok_ = ok_ + t:get("ok"); non2xx_ = non2xx_ + t:get("non2xx"); bad_ = bad_ + t:get("bad")
-  end
-  local e = summary.errors
-  io.write(string.format(
-    'WRKJSON {"requests":%%d,"duration_us":%%d,"ok":%%d,"non2xx":%%d,"bad":%%d,' ..
-    '"errors":%%d,"p50_us":%%d,"p99_us":%%d}\\n',
-    summary.requests, summary.duration, ok_, non2xx_, bad_,
-    e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
-"""
-
-# Without wrk: asyncio + httpx in its own process, `clients` keep-alive connections, closed
-# loop for `seconds`. argv: JSON arguments.
-PY_LOADGEN = """
-import asyncio, json, sys, time
-import httpx
-a = json.loads(sys.argv[1])
-lat, counts, turn = [], {"ok": 0, "non2xx": 0, "bad": 0, "errors": 0}, [0]
-async def lane(deadline):
-    async with httpx.AsyncClient(base_url=a["url"], headers=a["headers"], timeout=30,
-                                 limits=httpx.Limits(max_connections=1), trust_env=False) as c:
-        while time.perf_counter() < deadline:
-            turn[0] += 1
-            body = a["bodies"][turn[0] % len(a["bodies"])]
-            t0 = time.perf_counter_ns()
-            try:
-                r = await c.post(a["path"], content=body)
-            except httpx.HTTPError:
-                counts["errors"] += 1
-                continue
-            lat.append(time.perf_counter_ns() - t0)
-            if not 200 <= r.status_code < 300:
-                counts["non2xx"] += 1
-            elif a["check"] not in r.text:
-                counts["bad"] += 1
-            else:
-                counts["ok"] += 1
-async def main():
-    start = time.perf_counter()
-    await asyncio.gather(*(lane(start + a["seconds"]) for _ in range(a["clients"])))
-    return time.perf_counter() - start
-elapsed = asyncio.run(main())
-lat.sort()
-pick = lambda q: lat[max(0, int(q * len(lat) + 0.999999) - 1)] // 1000 if lat else 0
-print("WRKJSON " + json.dumps({"requests": len(lat) + counts["errors"],
-      "duration_us": int(elapsed * 1e6), "p50_us": pick(0.5), "p99_us": pick(0.99), **counts}))
-"""
-
-
-def interrupted(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
 
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds the processes have used so far (/proc/<pid>/stat)."""
@@ -184,13 +114,7 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 @dataclass
-class Target:
-    key: str
-    url: str
-    path: str
-    headers: dict[str, str]
-    bodies: list[str]
-    check: str  # a string every good answer contains
+class Target(Load):
     pids: Any  # () -> the server's processes now
     close: Any
 
@@ -294,77 +218,24 @@ def fetch_vector(target: Target, body: str) -> list[float]:
 
 
 @dataclass
-class LoadRound:
-    requests: int
-    seconds: float
-    ok: int
-    non2xx: int
-    bad: int
-    errors: int
+class LoadRound(LoadCounts):
     p50_ms: float
     p99_ms: float
     cpu_cores: float  # the server's processes' CPU seconds / the round's seconds
 
-    @property
-    def rps(self) -> float:
-        return self.ok / self.seconds
 
-
-def load_command(target: Target, clients: int, seconds: float, wrk: str | None, tmp: Path):
-    if wrk is None:
-        arguments = {
-            "url": target.url,
-            "path": target.path,
-            "headers": target.headers,
-            "bodies": target.bodies,
-            "check": target.check,
-            "clients": clients,
-            "seconds": seconds,
-        }
-        return [sys.executable, "-c", PY_LOADGEN, json.dumps(arguments)]
-    script = tmp / f"{target.key}.lua"
-    headers = "\n".join(
-        f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in target.headers.items()
-    )
-    bodies = "{" + ", ".join(json.dumps(b) for b in target.bodies) + "}"
-    script.write_text(
-        WRK_SCRIPT % {"bodies": bodies, "headers": headers, "check": json.dumps(target.check)}
-    )
-    return [wrk, "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "30s", "-s",
-            str(script), target.url + target.path]  # fmt: skip
-
-
-def run_load(target: Target, clients: int, seconds: float, wrk: str | None, tmp: Path) -> LoadRound:
+def load_round(
+    target: Target, clients: int, seconds: float, wrk: str | None, tmp: Path
+) -> LoadRound:
     pids = target.pids()
     before, started = cpu_seconds(pids), time.monotonic()
-    proc = subprocess.Popen(
-        load_command(target, clients, seconds, wrk, tmp),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        output, _ = proc.communicate(timeout=seconds + 60)
-    except BaseException:
-        proc.kill()
-        proc.communicate()
-        raise
+    result = run_load(target, clients, seconds, wrk, tmp)
     elapsed = time.monotonic() - started
     used = cpu_seconds(pids) - before
-    lines = [line for line in output.splitlines() if line.startswith("WRKJSON ")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"load generator failed (exit {proc.returncode}): {output[-500:]}")
-    result = json.loads(lines[-1][len("WRKJSON ") :])
     return LoadRound(
-        requests=result["requests"],
-        seconds=result["duration_us"] / 1e6,
-        ok=result["ok"],
-        non2xx=result["non2xx"],
-        bad=result["bad"],
-        errors=result["errors"],
-        p50_ms=result["p50_us"] / 1e3,
-        p99_ms=result["p99_us"] / 1e3,
+        **result.counts(),
+        p50_ms=result.p50_us / 1e3,
+        p99_ms=result.p99_us / 1e3,
         cpu_cores=used / elapsed,
     )
 
@@ -387,14 +258,12 @@ class Row:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="timed rounds per target")
-    parser.add_argument("--seconds", type=float, default=10, help="seconds per round")
-    parser.add_argument("--clients", type=int, default=16, help="concurrent connections")
+    add_load_arguments(parser)
     parser.add_argument("--warmup", type=float, default=3, help="untimed seconds first")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, both targets")
     parser.add_argument(
         "--package", type=Path, default=EXAMPLE, help="Ember's package (examples/embeddings)"
     )
-    parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--markdown", action="store_true", help="also print a markdown table")
     parser.add_argument("--json", type=Path, help="also write every number here")
     args = parser.parse_args()
@@ -412,17 +281,21 @@ def main() -> int:
     rows = {key: Row(key) for key in TARGETS}
     targets: dict[str, Target] = {}
     vectors: dict[str, list[float]] = {}
-    stopped = False
     meter = NoiseMeter()  # from the start: the servers' whole CPU time is counted when reaped
     started = time.monotonic()
-    try:
+
+    def cleanup(stopped: bool) -> None:
+        close_all(targets.values())
+        keep_logs(tmp, "embeddings")
+
+    with interruptible(console, cleanup) as run:
         for key, start in (("fastapi", start_fastapi), ("ember", start_ember)):
             console.print(f"[bold]{key}[/] …")
             try:
                 targets[key] = start(env, args.threads, tmp, console, args.package)
                 vectors[key] = fetch_vector(targets[key], targets[key].bodies[1])
                 if args.warmup > 0:
-                    run_load(targets[key], args.clients, args.warmup, wrk, tmp)
+                    load_round(targets[key], args.clients, args.warmup, wrk, tmp)
             except (Skip, RuntimeError, OSError, ValueError, httpx.HTTPError) as exc:
                 rows[key].skipped = f"{type(exc).__name__}: {exc}"[:800]
                 console.print(f"  [red]{key} skipped[/]: {rows[key].skipped}")
@@ -433,7 +306,7 @@ def main() -> int:
             shift = run_no % max(1, len(keys))
             for key in keys[shift:] + keys[:shift]:
                 try:
-                    result = run_load(targets[key], args.clients, args.seconds, wrk, tmp)
+                    result = load_round(targets[key], args.clients, args.seconds, wrk, tmp)
                 except RuntimeError as exc:
                     rows[key].failures.append(str(exc)[:300])
                     console.print(f"  run {run_no + 1} {key:8} [red]failed[/]: {exc}")
@@ -444,19 +317,7 @@ def main() -> int:
                     f"{result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, non-2xx/bad/errors "
                     f"{result.non2xx}/{result.bad}/{result.errors}, CPU {result.cpu_cores:.2f}"
                 )
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted: stopping everything[/]")
-        stopped = True
-    finally:
-        for target in targets.values():
-            with contextlib.suppress(BaseException):
-                target.close()
-        kept = CACHE / "last-run-logs" / "embeddings"
-        shutil.rmtree(kept, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            shutil.copytree(tmp / "logs", kept)
-        shutil.rmtree(tmp, ignore_errors=True)
-    if stopped:
+    if run.stopped:
         return 130
     noise = meter.finish()
     check = compare_vectors(vectors)
@@ -534,42 +395,22 @@ def report(
             table.add_section()
         table.add_row(*line)
     console.print(table)
-    for target, measured, verdict in verdicts(rows, check):
-        colour = {"PASS": "green", "FAIL": "red"}.get(verdict, "yellow")
-        console.print(f"[bold {colour}]{verdict}[/] {target}: {measured}")
-    console.print(NoiseMeter.describe(noise) + f"; benchmark {seconds:.0f} s.")
-    if args.markdown:
-        print()
-        print("| " + " | ".join(headers) + " |")
-        print("|" + "---|" * len(headers))
-        for line in lines:
-            print("| " + " | ".join(line) + " |")
-        print()
-        print("| target | measured | verdict |")
-        print("|---|---|---|")
-        for target, measured, verdict in verdicts(rows, check):
-            print(f"| {target} | {measured} | **{verdict}** |")
-    if args.json:
-        write_report(
-            args.json,
-            args,
-            noise=noise,
-            load_generator=generator,
-            rows={
-                key: {
-                    "skipped": row.skipped,
-                    "failures": row.failures,
-                    "rounds": [r.__dict__ | {"rps": r.rps} for r in row.rounds],
-                }
-                for key, row in rows.items()
-            },
-            peer_baselines=PEER_BASELINES,
-            vector_check=check,
-            targets=[
-                {"target": t, "measured": m, "verdict": v} for t, m, v in verdicts(rows, check)
-            ],
-        )
-        console.print(f"wrote {args.json}")
+    judged = verdicts(rows, check)
+    print_verdicts(console, judged)
+    results = {
+        "load_generator": generator,
+        "rows": {
+            key: {
+                "skipped": row.skipped,
+                "failures": row.failures,
+                "rounds": [r.__dict__ | {"rps": r.rps} for r in row.rounds],
+            }
+            for key, row in rows.items()
+        },
+        "peer_baselines": PEER_BASELINES,
+        "vector_check": check,
+    }
+    finish_report(console, args, noise, seconds, headers, lines, judged, results)
 
 
 def verdicts(rows: dict[str, Row], check: dict[str, Any]) -> list[tuple[str, str, str]]:

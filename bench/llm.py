@@ -55,6 +55,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,13 +66,22 @@ from coldstart import (
     CACHE,
     free_port,
     index_args,
+    keep_logs,
     kill_mentioning,
     launch,
     log_tail,
     stop_group,
     uv_command,
 )
-from common import NoiseMeter, percentile, write_report
+from common import (
+    NoiseMeter,
+    close_all,
+    finish_report,
+    interrupted,
+    interruptible,
+    percentile,
+    print_verdicts,
+)
 from ember_server import EmberServe
 from rich.console import Console
 from rich.table import Table
@@ -589,40 +599,47 @@ def fmt_rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def verdict(
+    cells: dict[tuple[str, int], Cell],
+    level: int,
+    key: str,
+    target: str,
+    measured: Callable[[float, float], str],
+    passed: Callable[[float, float], bool],
+) -> tuple[str, str, str]:
+    """(target, measured, PASS/FAIL/n/a): Ember's median `key` (e) against in-process's (d)
+    at `level` streams."""
+    ember, direct = cells.get(("ember", level)), cells.get(("in-process", level))
+    e = ember.median(key) if ember else None
+    d = direct.median(key) if direct else None
+    if e is None or d is None:
+        return (target, "not measured", "n/a")
+    return (target, measured(e, d), "PASS" if passed(e, d) else "FAIL")
+
+
 def verdicts(cells: dict[tuple[str, int], Cell], levels: list[int]) -> list[tuple[str, str, str]]:
-    out = []
-    for level in levels:
-        ember = cells.get(("ember", level))
-        direct = cells.get(("in-process", level))
-        e = ember.median("tokens_per_s") if ember else None
-        d = direct.median("tokens_per_s") if direct else None
-        if e is None or d is None:
-            out.append(
-                (f"tokens/s at {level} stream(s) ≥ 95% of in-process", "not measured", "n/a")
-            )
-        else:
-            ratio = e / d
-            out.append(
-                (
-                    f"tokens/s at {level} stream(s) ≥ 95% of in-process",
-                    f"{e:.1f} vs {d:.1f} ({ratio:.1%})",
-                    "PASS" if ratio >= TPS_TARGET else "FAIL",
-                )
-            )
+    out = [
+        verdict(
+            cells,
+            level,
+            "tokens_per_s",
+            f"tokens/s at {level} stream(s) ≥ 95% of in-process",
+            lambda e, d: f"{e:.1f} vs {d:.1f} ({e / d:.1%})",
+            lambda e, d: e / d >= TPS_TARGET,
+        )
+        for level in levels
+    ]
     if 1 in levels:
-        ember, direct = cells.get(("ember", 1)), cells.get(("in-process", 1))
-        e = ember.median("ttft_p50_ms") if ember else None
-        d = direct.median("ttft_p50_ms") if direct else None
-        if e is None or d is None:
-            out.append(("median TTFT at 1 stream ≤ in-process + 5 ms", "not measured", "n/a"))
-        else:
-            out.append(
-                (
-                    "median TTFT at 1 stream ≤ in-process + 5 ms",
-                    f"{e:.1f} vs {d:.1f} ms ({e - d:+.1f} ms)",
-                    "PASS" if e - d <= TTFT_TARGET_MS else "FAIL",
-                )
+        out.append(
+            verdict(
+                cells,
+                1,
+                "ttft_p50_ms",
+                "median TTFT at 1 stream ≤ in-process + 5 ms",
+                lambda e, d: f"{e:.1f} vs {d:.1f} ms ({e - d:+.1f} ms)",
+                lambda e, d: e - d <= TTFT_TARGET_MS,
             )
+        )
     return out
 
 
@@ -681,10 +698,6 @@ HEADERS = [
     "tok/s vs server",
     "errors",
 ]
-
-
-def interrupted(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main() -> int:
@@ -748,9 +761,18 @@ def main() -> int:
         (name, level): Cell() for level in args.concurrency for name in args.contenders
     }
     texts: dict[str, dict[str, set[str]]] = {}  # prompt → contender → answers
-    stopped = False
     started = time.monotonic()
-    try:
+
+    def cleanup(stopped: bool) -> None:
+        close_all(contenders.values())
+        with contextlib.suppress(BaseException):
+            if stopped:  # a round the interrupt cut short: its futures die unread, quietly
+                runner.get_loop().set_exception_handler(lambda loop, context: None)
+            runner.close()
+        kill_mentioning(str(tmp))
+        keep_logs(tmp, "llm")
+
+    with interruptible(console, cleanup) as run:
         for name in args.contenders:
             console.print(f"[bold]{name}[/] …")
             if name == "in-process":
@@ -804,24 +826,7 @@ def main() -> int:
                             else ""
                         )
                     )
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted: stopping everything[/]")
-        stopped = True
-    finally:
-        for contender in contenders.values():
-            with contextlib.suppress(BaseException):
-                contender.close()
-        with contextlib.suppress(BaseException):
-            if stopped:  # a round the interrupt cut short: its futures die unread, quietly
-                runner.get_loop().set_exception_handler(lambda loop, context: None)
-            runner.close()
-        kill_mentioning(str(tmp))
-        kept = CACHE / "last-run-logs" / "llm"
-        shutil.rmtree(kept, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            shutil.copytree(logs, kept)
-        shutil.rmtree(tmp, ignore_errors=True)
-    if stopped:
+    if run.stopped:
         return 130
     noise = meter.finish()
     report(console, args, cells, texts, noise, time.monotonic() - started)
@@ -877,55 +882,40 @@ def report(
             table.add_section()
         table.add_row(*row)
     console.print(table)
-    for target, measured, verdict in verdicts(cells, args.concurrency):
-        colour = {"PASS": "green", "FAIL": "red"}.get(verdict, "yellow")
-        console.print(f"[bold {colour}]{verdict}[/] {target}: {measured}")
+    judged = verdicts(cells, args.concurrency)
+    print_verdicts(console, judged)
     console.print(answers_line(texts) + ".")
-    console.print(NoiseMeter.describe(noise) + f"; benchmark {seconds:.0f} s.")
-    if args.markdown:
-        print()
-        print("| " + " | ".join(headers) + " |")
-        print("|" + "---|" * len(headers))
-        for row in rows:
-            print("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |")
-        print()
-        print("| target | measured | verdict |")
-        print("|---|---|---|")
-        for target, measured, verdict in verdicts(cells, args.concurrency):
-            print(f"| {target} | {measured} | **{verdict}** |")
-    if args.json:
-        write_report(
-            args.json,
-            args,
-            noise=noise,
-            results=[
-                {
-                    "contender": name,
-                    "concurrency": level,
-                    "errors": cell.errors,
-                    "rounds": [r.summary() for r in cell.rounds],
-                    "median": {
-                        key: cell.median(key)
-                        for key in (
-                            "tokens_per_s",
-                            "ttft_p50_ms",
-                            "ttft_p90_ms",
-                            "gap_p50_ms",
-                            "first_event_p50_ms",
-                            "server_ttft_mean_ms",
-                            "server_gap_mean_ms",
-                        )
-                    },
-                }
-                for (name, level), cell in cells.items()
-            ],
-            targets=[
-                {"target": t, "measured": m, "verdict": v}
-                for t, m, v in verdicts(cells, args.concurrency)
-            ],
-            answers=answers_line(texts),
-        )
-        console.print(f"wrote {args.json}")
+    results = [
+        {
+            "contender": name,
+            "concurrency": level,
+            "errors": cell.errors,
+            "rounds": [r.summary() for r in cell.rounds],
+            "median": {
+                key: cell.median(key)
+                for key in (
+                    "tokens_per_s",
+                    "ttft_p50_ms",
+                    "ttft_p90_ms",
+                    "gap_p50_ms",
+                    "first_event_p50_ms",
+                    "server_ttft_mean_ms",
+                    "server_gap_mean_ms",
+                )
+            },
+        }
+        for (name, level), cell in cells.items()
+    ]
+    finish_report(
+        console,
+        args,
+        noise,
+        seconds,
+        headers,
+        rows,
+        judged,
+        {"results": results, "answers": answers_line(texts)},
+    )
 
 
 if __name__ == "__main__":

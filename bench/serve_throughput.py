@@ -58,6 +58,7 @@ from typing import Any
 
 import httpx
 from common import NoiseMeter, percentile, stop_process, write_report
+from loadgen import Load, LoadResult, add_load_arguments, run_load
 from rich.console import Console
 from rich.table import Table
 
@@ -109,81 +110,6 @@ config = uvicorn.Config(app, loop=sys.argv[2], http="httptools", log_level="warn
 uvicorn.Server(config).run(sockets=[sock])
 """
 
-# wrk: POST with the body and headers; every answer is checked (2xx, and the expected output
-# in the body when `check` is set); the totals of all threads come out as one JSON line.
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.body = %(body)s
-%(headers)s
-local check = %(check)s
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args) ok = 0; non2xx = 0; bad = 0 end
-function response(status, headers, body)
-  if status < 200 or status > 299 then
-    non2xx = non2xx + 1
-  elseif check and not string.find(body, check, 1, true) then
-    bad = bad + 1
-  else
-    ok = ok + 1
-  end
-end
-function done(summary, latency, requests)
-  local ok_, non2xx_, bad_ = 0, 0, 0
-  for _, t in ipairs(threads) do
-    ok_ = ok_ + t:get("ok"); non2xx_ = non2xx_ + t:get("non2xx"); bad_ = bad_ + t:get("bad")
-  end
-  local e = summary.errors
-  io.write(string.format(
-    'WRKJSON {"requests":%%d,"duration_us":%%d,"ok":%%d,"non2xx":%%d,"bad":%%d,' ..
-    '"errors":%%d,"p50_us":%%d,"p99_us":%%d}\\n',
-    summary.requests, summary.duration, ok_, non2xx_, bad_,
-    e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
-"""
-
-# Fallback load generator (no wrk): asyncio + httpx in its own process, `clients` coroutines
-# each with its own keep-alive connection, closed loop for `seconds`. argv: JSON arguments.
-PY_LOADGEN = """
-import asyncio, json, sys, time
-import httpx
-a = json.loads(sys.argv[1])
-try:
-    import uvloop
-    uvloop.install()
-except ImportError:
-    pass
-lat, counts = [], {"ok": 0, "non2xx": 0, "bad": 0, "errors": 0}
-async def lane(deadline):
-    async with httpx.AsyncClient(base_url=a["url"], headers=a["headers"], timeout=30,
-                                 limits=httpx.Limits(max_connections=1), trust_env=False) as c:
-        while time.perf_counter() < deadline:
-            t0 = time.perf_counter_ns()
-            try:
-                r = await c.post(a["path"], content=a["body"])
-            except httpx.HTTPError:
-                counts["errors"] += 1
-                continue
-            lat.append(time.perf_counter_ns() - t0)
-            if not 200 <= r.status_code < 300:
-                counts["non2xx"] += 1
-            elif a["check"] and a["check"] not in r.text:
-                counts["bad"] += 1
-            else:
-                counts["ok"] += 1
-async def main():
-    start = time.perf_counter()
-    await asyncio.gather(*(lane(start + a["seconds"]) for _ in range(a["clients"])))
-    return time.perf_counter() - start
-elapsed = asyncio.run(main())
-lat.sort()
-pick = lambda q: lat[max(0, int(q * len(lat) + 0.999999) - 1)] // 1000 if lat else 0
-print("WRKJSON " + json.dumps({"requests": len(lat) + counts["errors"],
-      "duration_us": int(elapsed * 1e6), "p50_us": pick(0.5), "p99_us": pick(0.99), **counts}))
-"""
-
-
 # -- statistics ---------------------------------------------------------------------------
 
 
@@ -202,21 +128,9 @@ class LatencyRound:
 
 
 @dataclass
-class LoadRound:
-    requests: int
-    seconds: float
-    ok: int
-    non2xx: int
-    bad: int
-    errors: int
-    p50_us: float
-    p99_us: float
+class LoadRound(LoadResult):
     cpu: dict[str, float]  # process role → CPU seconds during the run
     generator_cpu_s: float
-
-    @property
-    def rps(self) -> float:
-        return self.ok / self.seconds  # only good answers count
 
     def cpu_ms_per_request(self, role: str) -> float:
         return 1e3 * self.cpu.get(role, 0.0) / max(1, self.requests)
@@ -236,6 +150,11 @@ class Target:
     after_round: Callable[[str | None], None] = lambda last_id: None
     latency: list[LatencyRound] = field(default_factory=list)
     loads: list[LoadRound] = field(default_factory=list)
+
+    @property
+    def load_spec(self) -> Load:
+        """What the load generator sends and checks."""
+        return Load(self.key, self.url, self.path, self.headers, [BODY], self.wrk_check)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"label": self.label, "rounds": len(self.latency)}
@@ -480,72 +399,15 @@ class LoadGenerator:
             )
         )
 
-    def command(self, target: Target) -> list[str]:
-        if self.wrk is None:
-            arguments = {
-                "url": target.url,
-                "path": target.path,
-                "headers": target.headers,
-                "body": BODY,
-                "check": target.wrk_check,
-                "clients": self.clients,
-                "seconds": self.seconds,
-            }
-            return [sys.executable, "-c", PY_LOADGEN, json.dumps(arguments)]
-        script = self.work_dir / f"{target.key}.lua"
-        headers = "\n".join(
-            f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in target.headers.items()
-        )
-        script.write_text(
-            WRK_SCRIPT
-            % {
-                "body": json.dumps(BODY),
-                "headers": headers,
-                "check": json.dumps(target.wrk_check) if target.wrk_check else "nil",
-            }
-        )
-        return [
-            self.wrk,
-            f"-t{self.threads}",
-            f"-c{self.clients}",
-            f"-d{self.seconds:g}s",
-            "--timeout",
-            "30s",
-            "-s",
-            str(script),
-            target.url + target.path,
-        ]
-
     def run(self, target: Target) -> LoadRound:
         pids = target.pids()
         before = cpu_by_role(pids)
-        proc = subprocess.Popen(
-            self.command(target),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
+        result = run_load(
+            target.load_spec, self.clients, self.seconds, self.wrk, self.work_dir, self.threads
         )
-        try:
-            output, _ = proc.communicate(timeout=self.seconds + 60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise RuntimeError(f"the load generator overran {self.seconds + 60:.0f} s") from None
         after = cpu_by_role(pids)
-        lines = [line for line in output.splitlines() if line.startswith("WRKJSON ")]
-        if proc.returncode != 0 or not lines:
-            raise RuntimeError(f"load generator failed (exit {proc.returncode}):\n{output}")
-        result = json.loads(lines[-1][len("WRKJSON ") :])
         return LoadRound(
-            requests=result["requests"],
-            seconds=result["duration_us"] / 1e6,
-            ok=result["ok"],
-            non2xx=result["non2xx"],
-            bad=result["bad"],
-            errors=result["errors"],
-            p50_us=result["p50_us"],
-            p99_us=result["p99_us"],
+            **vars(result),
             cpu={role: after[role] - before.get(role, 0.0) for role in after},
             generator_cpu_s=0.0,
         )
@@ -577,18 +439,11 @@ def postgres_available() -> str | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=10, help="load duration per round")
-    parser.add_argument("--clients", type=int, default=16, help="concurrent connections")
+    add_load_arguments(parser)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--requests", type=int, default=500, help="sequential requests/round")
     parser.add_argument("--warmup", type=int, default=50, help="untimed requests before them")
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (-t)")
-    parser.add_argument(
-        "--loadgen",
-        choices=("auto", "wrk", "python"),
-        default="auto",
-        help="load generator: wrk if installed (auto), or the Python fallback",
-    )
     parser.add_argument("--no-async", action="store_true", help="skip C (async ack latency)")
     parser.add_argument("--no-postgres", action="store_true", help="skip D (PostgreSQL)")
     parser.add_argument(
