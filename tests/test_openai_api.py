@@ -293,3 +293,21 @@ def test_second_deployment_names(server: EmberServer, client: openai.OpenAI) -> 
     finally:
         with server.client() as http:
             assert http.delete("/v1/deployments/ember/chatbot").status_code == 204
+
+
+def test_truss_model_with_openai_hook(server: EmberServer, client: openai.OpenAI) -> None:
+    """An unchanged Truss model that defines `chat_completions(model_input, request)`."""
+    version = server.deploy(MODELS / "truss" / "openai-chat", "ember", "truss-chat")["id"]
+    with server.client() as http:
+        response = http.post(
+            "/v1/deployments",
+            json={"name": "truss-chat", "model": "ember/truss-chat", "version": version},
+        )
+        assert response.status_code == 201, response.text
+    answer = client.chat.completions.create(
+        model="ember/truss-chat", messages=[{"role": "user", "content": "shout"}]
+    )
+    assert answer.choices[0].message.content == "SHOUT"
+    with pytest.raises(openai.BadRequestError) as caught:  # it has no completions hook
+        client.completions.create(model="ember/truss-chat", prompt="x")
+    assert "chat.completions" in str(caught.value)

@@ -130,6 +130,25 @@ async def _step(fn: Callable[[Any], Any], value: Any) -> Any:
     return await asyncio.to_thread(fn, value)
 
 
+def _hook(handler: Callable[..., Any]) -> Callable[[dict[str, Any]], Any]:
+    """Truss's OpenAI hooks may take the raw request after the body
+    (`chat_completions(self, model_input, request)`); Ember has no Starlette request to give
+    a replica, so it passes None, which Truss models use only to check for disconnects."""
+    if len(inspect.signature(handler).parameters) < 2:
+        return handler
+    if inspect.iscoroutinefunction(handler):
+
+        async def call_async(body: dict[str, Any]) -> Any:
+            return await handler(body, None)
+
+        return call_async
+
+    def call(body: dict[str, Any]) -> Any:  # generators (sync or async) stream as they are
+        return handler(body, None)
+
+    return call
+
+
 def load(spec: PackageSpec) -> Predictor:
     model_class = load_attribute(spec)
     if not inspect.isclass(model_class) or not hasattr(model_class, "predict"):
@@ -149,5 +168,5 @@ def load(spec: PackageSpec) -> Predictor:
         max_concurrency=spec.max_concurrency,
         healthcheck=getattr(model, "is_healthy", None),
         call_with_input_dict=True,
-        openai=openai_handlers(model),
+        openai={route: _hook(h) for route, h in openai_handlers(model).items()},
     )
