@@ -6,7 +6,10 @@ engines (llama.cpp, sentence-transformers) are exercised in test_openai_engines.
 from __future__ import annotations
 
 import base64
+import os
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -311,3 +314,25 @@ def test_truss_model_with_openai_hook(server: EmberServer, client: openai.OpenAI
     with pytest.raises(openai.BadRequestError) as caught:  # it has no completions hook
         client.completions.create(model="ember/truss-chat", prompt="x")
     assert "chat.completions" in str(caught.value)
+
+
+def test_ember_chat_command(server: EmberServer) -> None:
+    """`ember chat` streams the answer to stdout and its figures to stderr; without -m it
+    reads one message per line from stdin and keeps the conversation."""
+    one = server.cli("chat", NAME, "-m", "hello from the cli", "--max-tokens", "32")
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.strip() == "hello from the cli"
+    assert "first token" in one.stderr
+    env = {**os.environ, "EMBER_URL": server.url, "EMBER_TOKEN": TOKEN}
+    talk = subprocess.run(
+        [sys.executable, "-m", "ember", "chat", "echo-chat", "--max-tokens", "32"],
+        input="first line\nsecond line\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert talk.returncode == 0, talk.stderr
+    assert talk.stdout.split("\n")[:2] == ["first line", "second line"]
+    missing = server.cli("chat", "ember/nope", "-m", "x")
+    assert missing.returncode != 0 and "does not exist" in missing.stderr

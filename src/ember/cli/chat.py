@@ -45,9 +45,9 @@ def chat(
             return
         if not line.strip():
             continue
-        history.append({"role": "user", "content": line})
-        answer = _turn(client, model, history, options)
-        history.append({"role": "assistant", "content": answer})
+        question = {"role": "user", "content": line}
+        answer = _turn(client, model, [*history, question], options)
+        history += [question, {"role": "assistant", "content": answer}]
 
 
 def _turn(client: Client, model: str, messages: list[dict[str, str]], options: dict) -> str:
