@@ -37,7 +37,7 @@ from ember.control.hardware import DEFAULT_HARDWARE, HARDWARE
 from ember.control.ledger import Ledger
 from ember.control.metrics import Metrics
 from ember.control.policies.keepalive import IdleHistory
-from ember.control.predictions import PREDICT, PredictionState, new_prediction_id, utcnow
+from ember.control.predictions import PredictionState, new_prediction_id, utcnow
 from ember.control.prices import Price, PriceTable, configured_overrides
 from ember.control.readiness import TierKeeper, default_warm_host_memory
 from ember.control.replay import ReplayParams, Request
@@ -56,7 +56,7 @@ from ember.control.webhooks import new_signing_secret
 from ember.packages.archive import write_archive
 from ember.packages.loader import read_package
 from ember.packages.spec import PackageSpec
-from ember.runtime.base import ReplicaState, Tier
+from ember.runtime.base import PREDICT, ReplicaState, Tier
 from ember.runtime.local import LocalRuntime
 from ember.store import models as records
 from ember.store.db import aware, connect, migrate, sqlite_url

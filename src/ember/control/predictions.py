@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ember.runtime.base import PREDICT
 from ember.store.db import aware
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
@@ -39,9 +40,6 @@ def new_prediction_id() -> str:
         number, digit = divmod(number, 36)
         digits.append(_ID_ALPHABET[digit])
     return "".join(digits)
-
-
-PREDICT = "predict"
 
 
 def openai_summary(output: Any) -> Any:

@@ -31,10 +31,11 @@ from ember.control.policies.billing import ReplicaMeter
 from ember.control.policies.costs import StartTimes
 from ember.control.policies.keepalive import IdleHistory
 from ember.control.policies.tiers import TierChoice
-from ember.control.predictions import PREDICT, PredictionState
+from ember.control.predictions import PredictionState
 from ember.control.scaling import DEFAULT_IDLE_TIMEOUT, ScalingSettings, keep_warm_floor
 from ember.packages.spec import PackageSpec
 from ember.runtime.base import (
+    PREDICT,
     Listener,
     PredictionEvent,
     PredictionHandle,

@@ -20,6 +20,7 @@ from typing import Any
 
 from ember.packages.spec import PackageSpec
 from ember.worker.outputs import FILE_KEY
+from ember.worker.protocol import PREDICT
 
 logger = logging.getLogger("ember.runtime")
 
@@ -61,7 +62,7 @@ class PredictionRequest:
     input: dict[str, Any]
     context: dict[str, Any] = field(default_factory=dict)
     timeout: float | None = None
-    method: str = "predict"  # or the OpenAI route the predictor serves itself
+    method: str = PREDICT  # or the OpenAI route the predictor serves itself
 
 
 @dataclass

@@ -28,7 +28,7 @@ from ember.packages.schema import openapi_schema
 from ember.packages.spec import PackageSpec
 from ember.worker import protocol
 from ember.worker.logs import LogCapture
-from ember.worker.runner import PREDICT, Job, JobQueue, Runner, interruptible
+from ember.worker.runner import Job, JobQueue, Runner, interruptible
 
 STARTING, READY, SETUP_FAILED, STOPPED = "STARTING", "READY", "SETUP_FAILED", "STOPPED"
 _INTERRUPT = {signal.SIGUSR1}
@@ -95,7 +95,7 @@ class Worker:
                 message.get("input") or {},
                 message.get("context") or {},
                 message.get("timeout"),
-                message.get("method") or PREDICT,
+                message.get("method") or protocol.PREDICT,
             )
             self._submit(job)
         elif op == protocol.OP_CANCEL:

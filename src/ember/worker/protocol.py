@@ -31,6 +31,8 @@ MAX_FRAME = 1 << 30
 
 # Operations sent to the worker.
 OP_PREDICT = "predict"
+# The `method` of a predict op that calls predict() itself (the others name OpenAI routes).
+PREDICT = "predict"
 OP_CANCEL = "cancel"
 OP_SHUTDOWN = "shutdown"
 

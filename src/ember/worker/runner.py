@@ -39,9 +39,9 @@ from ember.types import CancelationException
 from ember.worker import protocol
 from ember.worker.inputs import InputFileError, materialize
 from ember.worker.outputs import OutputEncoder
+from ember.worker.protocol import PREDICT
 
 Send = Callable[[dict[str, Any]], None]
-PREDICT = "predict"
 SIGNAL_RETRY_SECONDS = 0.1
 
 
