@@ -9,7 +9,6 @@ one the meters read); wall-clock timestamps are derived from it at write time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import logging
 import time
@@ -20,6 +19,7 @@ from ember.control.policies.billing import BUSY, DRAINING, IDLE, STARTING, Repli
 from ember.control.predictions import utcnow
 from ember.control.runner import DeploymentRunner
 from ember.store.repository import Store
+from ember.tasks import cancel_and_wait
 
 logger = logging.getLogger("ember.control")
 
@@ -100,10 +100,7 @@ class Ledger:
 
     async def stop(self) -> None:
         """Stop checkpointing; wait for the final accounts already being written."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)

@@ -20,6 +20,7 @@ from ember.control.policies.tiers import TierRequest, choose_tiers
 from ember.control.runner import DeploymentRunner
 from ember.packages.spec import PackageSpec, parse_memory
 from ember.runtime.base import Runtime, Tier
+from ember.tasks import cancel_and_wait
 
 logger = logging.getLogger("ember.control")
 
@@ -66,11 +67,8 @@ class TierKeeper:
         self._wake.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         while True:

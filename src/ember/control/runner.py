@@ -48,6 +48,7 @@ from ember.runtime.base import (
     Tier,
     TierStatus,
 )
+from ember.tasks import cancel_and_wait
 
 logger = logging.getLogger("ember.control")
 PREFETCH = 1
@@ -540,10 +541,7 @@ class DeploymentRunner:
         """Stop deciding; finish (drain) or cut what runs; stop every replica."""
         self._closed = True
         self._wake.set()
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+        await cancel_and_wait(self._loop)
         replicas, self.replicas = self.replicas, []
         await asyncio.gather(*(r.stop(drain=drain) for r in replicas))
         if self._background:

@@ -45,6 +45,7 @@ from ember.runtime.base import (
 from ember.runtime.page_cache import CachedFiles, find_weight_files, read_ahead
 from ember.runtime.processes import start_module, worker_env
 from ember.runtime.warm_host import HostUnavailable, WarmHost
+from ember.tasks import cancel_and_wait
 from ember.worker import protocol
 
 logger = logging.getLogger("ember.runtime")
@@ -516,11 +517,7 @@ class LocalRuntime(Runtime):
             self._host_setup_unsafe.add(spec.root)  # and at once a host that only imports
 
     async def _retire_host(self, root: str) -> None:
-        task = self._preparing.pop(root, None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._preparing.pop(root, None))
         host = self._hosts.pop(root, None)
         if host is not None:
             if host.ready:
