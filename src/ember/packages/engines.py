@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import re
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from ember.packages.predictor import Predictor
 from ember.packages.spec import PackageError, PackageSpec
@@ -41,12 +43,20 @@ ENGINES: dict[str, EngineInfo] = {
         "LLMs on NVIDIA GPUs with continuous batching",
     ),
 }
-_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
 def _distribution(requirement: str) -> str:
-    match = _NAME.match(requirement)
-    return re.sub(r"[-_.]+", "-", match.group(1)).lower() if match else requirement
+    """The normalised project name a requirement line asks for (itself for lines that are
+    not requirements, e.g. a local path)."""
+    try:
+        return canonicalize_name(Requirement(requirement).name)
+    except InvalidRequirement:
+        return requirement
+
+
+def describe_engines() -> str:
+    """Each engine's name and what it is for, for error messages."""
+    return "; ".join(f"{name} ({info.why})" for name, info in ENGINES.items())
 
 
 def with_engine_requirements(requirements: list[str], engine: str) -> list[str]:

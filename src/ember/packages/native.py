@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ember.packages.engines import ENGINES, with_engine_requirements
+from ember.packages.engines import ENGINES, describe_engines, with_engine_requirements
 from ember.packages.importing import load_attribute
 from ember.packages.predictor import (
     Predictor,
@@ -78,7 +78,7 @@ class EmberManifest(BaseModel):
                 f"`engine: <name>` (one of {', '.join(ENGINES)}), not both"
             )
         if self.engine is not None and self.engine not in ENGINES:
-            raise ValueError(f"unknown engine {self.engine!r}: use one of {', '.join(ENGINES)}")
+            raise ValueError(f"unknown engine {self.engine!r}: use one of {describe_engines()}")
         if self.engine is None and (self.model or self.engine_options):
             raise ValueError("`model` and `engine_options` only apply with `engine:`")
         return self
