@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
+import re
 
 from ember.packages.predictor import Predictor
 from ember.packages.spec import PackageError, PackageSpec
@@ -43,15 +41,15 @@ ENGINES: dict[str, EngineInfo] = {
         "LLMs on NVIDIA GPUs with continuous batching",
     ),
 }
+_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
 def _distribution(requirement: str) -> str:
-    """The normalised project name a requirement line asks for (itself for lines that are
-    not requirements, e.g. a local path)."""
-    try:
-        return canonicalize_name(Requirement(requirement).name)
-    except InvalidRequirement:
-        return requirement
+    """The project name a requirement line asks for, normalised as PEP 503 says (itself for
+    lines that are not requirements, e.g. a local path). Not `packaging`: this module is
+    imported inside model environments, which hold only the worker's own dependencies."""
+    match = _NAME.match(requirement)
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower() if match else requirement
 
 
 def describe_engines() -> str:
