@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ember.control import timeseries
 from ember.control.advisor import Advice, Traffic, advise
 from ember.control.budget_guard import BudgetGuard
 from ember.control.hardware import DEFAULT_HARDWARE, HARDWARE
@@ -51,6 +52,7 @@ from ember.control.reports import (
 from ember.control.runner import DeploymentRunner
 from ember.control.scaling import ScalingSettings
 from ember.control.signing import UrlSigner
+from ember.control.timeline import Sampler, Timeline
 from ember.control.validation import InputValidator
 from ember.control.webhooks import new_signing_secret
 from ember.packages.archive import write_archive
@@ -142,7 +144,9 @@ class Platform:
             clock,
         )
         self.writer: GroupCommitWriter | None = None
-        self.metrics = Metrics(lambda: [(k, t.runner.status()) for k, t in self.targets.items()])
+        self.metrics = Metrics(self._statuses)
+        self.timeline = Timeline()
+        self.sampler = Sampler(self.timeline, self._statuses, lambda: wall().timestamp())
         self.listeners: list[Listener] = [self.metrics.on_prediction, self.budgets.on_prediction]
         self.targets: dict[str, Target] = {}
         self.live: dict[str, PredictionState] = {}
@@ -186,6 +190,7 @@ class Platform:
         await self.recover()
         self.tiers.start()
         self.ledger.start()
+        self.sampler.start()
         return first_token
 
     async def stop(self) -> None:
@@ -195,6 +200,7 @@ class Platform:
         again at the next start.
         """
         await self.tiers.stop()
+        await self.sampler.stop()
         await asyncio.gather(*(t.runner.close(drain=True) for t in self.targets.values()))
         for key, target in self.targets.items():
             if target.deployment is not None:  # what each deployment learned of its traffic
@@ -226,6 +232,18 @@ class Platform:
         """(its id, for budgets and reports; the token itself, shown once)."""
         record, token = await asyncio.to_thread(self.store.create_token, name, owner, scope)
         return record.id, token
+
+    async def tokens(self) -> list[records.Token]:
+        return await asyncio.to_thread(self.store.tokens)
+
+    async def revoke_token(self, token_id: str) -> bool:
+        """Delete a token; requests that present it fail from now on (the cache forgets it)."""
+        if not await asyncio.to_thread(self.store.delete_token, token_id):
+            return False
+        for secret, found in list(self._principals.items()):
+            if found is not None and found.token_id == token_id:
+                del self._principals[secret]
+        return True
 
     # -- models and versions ----------------------------------------------------------------
 
@@ -443,6 +461,7 @@ class Platform:
         deployment, _ = await self.deployment(owner, name)
         await asyncio.to_thread(self.store.delete_deployment, deployment.id)
         await self._retire_runner(f"{owner}/{name}")
+        self.timeline.forget(f"{owner}/{name}")
 
     def _install_runner(
         self,
@@ -523,6 +542,37 @@ class Platform:
         hardware_of = {a.deployment: a.hardware for a in accounts}
         return summarize(accounts, charges.values(), by, hardware_of)
 
+    async def timeseries(
+        self, owner: str, name: str, since: datetime.datetime, step: int | None = None
+    ) -> dict[str, Any]:
+        """The deployment's requests, latency, queue, replicas, starts and cost from `since`
+        until now, in buckets of `step` seconds (chosen from the span when not given)."""
+        await self.deployment(owner, name)  # 404 with what exists if it does not
+        key = f"{owner}/{name}"
+        now = self.ledger.wall()
+        start, end = since.timestamp(), now.timestamp()
+        step = step or timeseries.choose_step(end - start)
+        rows = await asyncio.to_thread(self.store.finished_predictions_since, since, key)
+        finished = [
+            timeseries.FinishedPrediction(
+                aware(row.completed_at).timestamp(),
+                row.status,
+                (row.metrics or {}).get("total_time"),
+                float((row.metrics or {}).get("cost") or 0.0),
+            )
+            for row in rows
+        ]
+        accounts = [a for a in await self._accounts_since(since) if a.deployment == key]
+        return timeseries.build(
+            start,
+            end,
+            step,
+            finished,
+            accounts,
+            self.timeline.samples_between(key, start, end),
+            self.timeline.starts_between(key, start, end),
+        )
+
     async def advice(self, owner: str, name: str, days: float = 7.0) -> Advice:
         """Replay the deployment's last `days` of finished predictions under its settings and
         the advisor's candidates (in a thread: a week of busy traffic takes seconds)."""
@@ -570,8 +620,12 @@ class Platform:
         """Runners whose replicas are billed now: current ones and replaced ones draining."""
         return [*(t.runner for t in self.targets.values()), *self._retired_runners]
 
+    def _statuses(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(key, target.runner.status()) for key, target in self.targets.items()]
+
     def _on_replica_event(self, deployment: str, kind: str, data: dict[str, Any]) -> None:
         self.metrics.on_replica_event(deployment, kind, data)
+        self.timeline.on_replica_event(deployment, self.ledger.wall().timestamp(), kind, data)
         self.ledger.on_replica_event(deployment, kind, data)
 
     async def set_price(self, sku: str, **fields: Any) -> Price:
@@ -770,9 +824,10 @@ class Platform:
         return PredictionState.from_row(row, self.runtime.outputs_dir / row.id)
 
     async def predictions_page(
-        self, limit: int, before: tuple[Any, str] | None
+        self, limit: int, before: tuple[Any, str] | None, **filters: str | None
     ) -> list[PredictionState]:
-        rows = await asyncio.to_thread(self.store.predictions_page, limit, before)
+        """Newest first; `filters`: status, model, deployment (see Store.predictions_page)."""
+        rows = await asyncio.to_thread(self.store.predictions_page, limit, before, **filters)
         return [
             self.live.get(row.id)
             or PredictionState.from_row(row, self.runtime.outputs_dir / row.id)

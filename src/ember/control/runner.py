@@ -284,7 +284,11 @@ class DeploymentRunner:
                     self.on_replica_event(
                         self.name,
                         "first_prediction",
-                        {"tier": replica.tier.value, "seconds": event.metrics["predict_time"]},
+                        {
+                            "replica": replica.id,
+                            "tier": replica.tier.value,
+                            "seconds": event.metrics["predict_time"],
+                        },
                     )
                 if event.never_started and not self._closed:
                     # Its replica went away before starting it: run it on another.
@@ -456,7 +460,12 @@ class DeploymentRunner:
             self.on_replica_event(
                 self.name,
                 "start",
-                {"tier": replica.tier.value, "ok": state == ReplicaState.READY, "phases": phases},
+                {
+                    "replica": replica.id,
+                    "tier": replica.tier.value,
+                    "ok": state == ReplicaState.READY,
+                    "phases": phases,
+                },
             )
             if state == ReplicaState.READY:
                 starting = sum(r.state == ReplicaState.STARTING for r in self.replicas)

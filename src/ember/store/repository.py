@@ -107,6 +107,18 @@ class Store:
         with self.session() as session:
             return dict(session.execute(select(Token.id, Token.name)).all())  # type: ignore[arg-type]
 
+    def tokens(self) -> list[Token]:
+        with self.session() as session:
+            return list(session.scalars(select(Token).order_by(Token.created_at)))
+
+    def delete_token(self, token_id: str) -> bool:
+        with self.session.begin() as session:
+            record = session.get(Token, token_id)
+            if record is None:
+                return False
+            session.delete(record)
+            return True
+
     def count_tokens(self) -> int:
         with self.session() as session:
             return session.scalar(select(func.count()).select_from(Token)) or 0
@@ -228,10 +240,24 @@ class Store:
             return session.get(Prediction, prediction_id)
 
     def predictions_page(
-        self, limit: int, before: tuple[datetime.datetime, str] | None = None
+        self,
+        limit: int,
+        before: tuple[datetime.datetime, str] | None = None,
+        *,
+        status: str | None = None,
+        model: str | None = None,
+        deployment: str | None = None,
     ) -> list[Prediction]:
-        """Newest first; `before` is the (created_at, id) of the last row of the previous page."""
+        """Newest first; `before` is the (created_at, id) of the last row of the previous page;
+        each filter given must match exactly."""
         query = select(Prediction).order_by(Prediction.created_at.desc(), Prediction.id.desc())
+        for column, wanted in (
+            (Prediction.status, status),
+            (Prediction.model, model),
+            (Prediction.deployment, deployment),
+        ):
+            if wanted is not None:
+                query = query.where(column == wanted)
         if before is not None:
             created_at, prediction_id = before
             query = query.where(
@@ -278,11 +304,16 @@ class Store:
         with self.session() as session:
             return list(session.scalars(query.order_by(ReplicaUsage.requested_at)))
 
-    def finished_predictions_since(self, since: datetime.datetime | None) -> list[Prediction]:
-        """Finished predictions created after `since`, without their inputs and outputs."""
+    def finished_predictions_since(
+        self, since: datetime.datetime | None, deployment: str | None = None
+    ) -> list[Prediction]:
+        """Finished predictions created after `since` (of one deployment, if given), without
+        their inputs and outputs."""
         query = select(Prediction).where(Prediction.completed_at.is_not(None))
         if since is not None:
             query = query.where(Prediction.created_at >= since)
+        if deployment is not None:
+            query = query.where(Prediction.deployment == deployment)
         columns = (
             Prediction.id,
             Prediction.owner,

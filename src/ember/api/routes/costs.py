@@ -22,14 +22,14 @@ from ember.control.reports import GROUPINGS, Grouping
 
 router = APIRouter(prefix="/v1")
 Caller = Annotated[Principal, Depends(principal)]
-_RELATIVE = re.compile(r"^(\d+)\s*([hdw])$")
-_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
+_RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def parse_since(
     value: str | None, now: datetime.datetime | None = None
 ) -> datetime.datetime | None:
-    """'7d', '24h', '2w' (before now) or an ISO 8601 date/time (UTC if no zone)."""
+    """'15m', '24h', '7d', '2w' (before now) or an ISO 8601 date/time (UTC if no zone)."""
     if not value:
         return None
     now = now or datetime.datetime.now(datetime.UTC)
@@ -39,7 +39,7 @@ def parse_since(
         moment = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         raise ApiError(
-            400, f"since={value!r} is neither a span like 7d, 24h, 2w nor an ISO 8601 date"
+            400, f"since={value!r} is neither a span like 15m, 24h, 7d, 2w nor an ISO 8601 date"
         ) from None
     # The database compares UTC wall times: an offset must be applied, not dropped.
     return moment.astimezone(datetime.UTC) if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from ember.api import serialize
 from ember.api.auth import principal
+from ember.api.errors import ApiError
 from ember.api.responses import json_response
+from ember.api.routes.costs import parse_since
 from ember.control.hardware import DEFAULT_HARDWARE
 from ember.control.platform import Platform, Principal
 from ember.control.scaling import ColdStartTier
 
 router = APIRouter(prefix="/v1")
+MAX_BUCKETS = 10_000
 Caller = Annotated[Principal, Depends(principal)]
 
 
@@ -114,3 +118,30 @@ async def delete_deployment(request: Request, owner: str, name: str, caller: Cal
     platform: Platform = request.app.state.platform
     await platform.delete_deployment(owner, name)
     return Response(status_code=204)
+
+
+@router.get("/deployments/{owner}/{name}/timeseries")
+async def deployment_timeseries(
+    request: Request,
+    owner: str,
+    name: str,
+    caller: Caller,
+    since: str = "1h",
+    step: Annotated[int | None, Query(ge=1, le=86_400)] = None,
+) -> Response:
+    """The deployment's recent history for charts (an Ember extension), one value per bucket:
+    requests per second, p50/p99 latency, failures, queue length, replicas starting and ready,
+    replica cost and charges, and each replica start with its phases.
+
+    `since` is a span (`15m`, `1h`, `7d`) or an ISO date; `step` the bucket width in seconds
+    (default: the readable width that gives at most 120 buckets). Queue and replica counts are
+    sampled in memory every 2 s since the server started; the rest comes from the database.
+    """
+    platform: Platform = request.app.state.platform
+    now = platform.ledger.wall()
+    start = parse_since(since, now) or now - datetime.timedelta(hours=1)
+    if start >= now:
+        raise ApiError(400, f"since={since!r} is not in the past")
+    if step and (now - start).total_seconds() / step > MAX_BUCKETS:
+        raise ApiError(400, f"step={step} gives over {MAX_BUCKETS:,} buckets: widen it")
+    return json_response(await platform.timeseries(owner, name, start, step))

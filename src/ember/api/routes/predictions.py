@@ -13,6 +13,7 @@ import datetime
 import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -202,19 +203,32 @@ def _parse_cursor(cursor: str) -> tuple[datetime.datetime, str]:
         raise ApiError(400, "invalid cursor: pass back the `next` URL as given") from None
 
 
+STATUSES = ("starting", "processing", "succeeded", "failed", "canceled")
+
+
 @router.get("/predictions")
 async def list_predictions(
-    request: Request, caller: Caller, cursor: Annotated[str | None, Query()] = None
+    request: Request,
+    caller: Caller,
+    cursor: Annotated[str | None, Query()] = None,
+    status: Annotated[str | None, Query(description="one status, e.g. failed")] = None,
+    model: Annotated[str | None, Query(description="owner/name of a model")] = None,
+    deployment: Annotated[str | None, Query(description="owner/name of a deployment")] = None,
 ) -> Response:
-    """Predictions, newest first, 100 a page; `next` is the URL of the next page."""
+    """Predictions, newest first, 100 a page; `next` is the URL of the next page. Ember also
+    filters by `status`, `model` and `deployment` (the `next` URL keeps the filters)."""
     platform: Platform = request.app.state.platform
+    if status is not None and status not in STATUSES:
+        raise ApiError(400, f"status={status!r} is not one of {', '.join(STATUSES)}")
+    filters = {"status": status, "model": model, "deployment": deployment}
     before = _parse_cursor(cursor) if cursor else None
-    states = await platform.predictions_page(PAGE_SIZE + 1, before)
+    states = await platform.predictions_page(PAGE_SIZE + 1, before, **filters)
     more = len(states) > PAGE_SIZE
     states = states[:PAGE_SIZE]
     next_url = None
     if more:
-        next_url = f"{platform.public_url}/v1/predictions?cursor={_cursor(states[-1])}"
+        query = {"cursor": _cursor(states[-1]), **{k: v for k, v in filters.items() if v}}
+        next_url = f"{platform.public_url}/v1/predictions?{urlencode(query)}"
     return json_response(
         serialize.page([serialize.prediction(platform, s) for s in states], next_url)
     )

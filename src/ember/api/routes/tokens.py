@@ -1,4 +1,5 @@
-"""API tokens (an Ember extension): an admin makes tokens for people and automation."""
+"""API tokens (an Ember extension): an admin makes, lists and revokes tokens for people and
+automation. Only hashes are kept, so a listing never shows a token itself."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from ember.api import serialize
 from ember.api.auth import principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
@@ -26,8 +28,7 @@ class TokenCreate(BaseModel):
 @router.post("/tokens", status_code=201)
 async def create_token(request: Request, body: TokenCreate, caller: Caller) -> Response:
     """Make a token; it is shown in this answer only (Ember keeps just its hash)."""
-    if caller.scope != "admin":
-        raise ApiError(403, "only an admin token can create tokens")
+    _admin(caller, "create tokens")
     platform: Platform = request.app.state.platform
     owner = body.owner or caller.owner
     token_id, token = await platform.create_token(body.name, owner, body.scope)
@@ -35,3 +36,36 @@ async def create_token(request: Request, body: TokenCreate, caller: Caller) -> R
         {"id": token_id, "token": token, "name": body.name, "owner": owner, "scope": body.scope},
         201,
     )
+
+
+def _admin(caller: Principal, action: str) -> None:
+    if caller.scope != "admin":
+        raise ApiError(403, f"only an admin token can {action}")
+
+
+@router.get("/tokens")
+async def list_tokens(request: Request, caller: Caller) -> Response:
+    """Tokens by id, name, owner and scope, oldest first (the secrets are not kept)."""
+    _admin(caller, "list tokens")
+    platform: Platform = request.app.state.platform
+    items = [
+        {
+            "id": record.id,
+            "name": record.name,
+            "owner": record.owner,
+            "scope": record.scope,
+            "created_at": serialize.timestamp(record.created_at),
+        }
+        for record in await platform.tokens()
+    ]
+    return json_response(serialize.page(items))
+
+
+@router.delete("/tokens/{token_id}", status_code=204)
+async def revoke_token(request: Request, token_id: str, caller: Caller) -> Response:
+    """Revoke a token at once: requests that present it are refused with 401 from now on."""
+    _admin(caller, "revoke tokens")
+    platform: Platform = request.app.state.platform
+    if not await platform.revoke_token(token_id):
+        raise ApiError(404, f"no token {token_id!r}: `GET /v1/tokens` lists them")
+    return Response(status_code=204)
