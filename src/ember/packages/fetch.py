@@ -58,15 +58,15 @@ def fetch(value: str, folder: Path, field: str) -> Path:
             f"{field}: {value[:60]!r} is not an http(s) URL or a data: URI; "
             "upload the file or encode it as a data URI"
         )
-    name = urllib.parse.unquote(Path(urllib.parse.urlsplit(value).path).name)
-    path = _unique(folder, name or field)
+    url_name = urllib.parse.unquote(Path(urllib.parse.urlsplit(value).path).name)
     try:
-        with (
-            urllib.request.urlopen(value, timeout=DOWNLOAD_TIMEOUT) as response,
-            path.open("wb") as out,
-        ):
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
+        with urllib.request.urlopen(value, timeout=DOWNLOAD_TIMEOUT) as response:
+            # The server's name for it, where it gives one (a download link's last segment
+            # is often just "download"), else the URL's last segment.
+            path = _unique(folder, response.headers.get_filename() or url_name or field)
+            with path.open("wb") as out:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
     except OSError as exc:
         raise InputFileError(f"{field}: could not download {value[:80]}: {exc}") from exc
     return path
