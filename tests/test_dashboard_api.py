@@ -20,7 +20,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmberServer]:
         instance.deploy(model_path("ember", "forkable"), "ember", "forkable")
         with instance.client() as api:
             for name in ("charted", "quiet"):
-                created = api.post("/v1/deployments", json={"name": name, "model": "ember/forkable"})
+                created = api.post(
+                    "/v1/deployments", json={"name": name, "model": "ember/forkable"}
+                )
                 assert created.status_code == 201, created.text
             for mode in ("info", "info", "crash"):
                 api.post(

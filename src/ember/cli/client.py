@@ -74,6 +74,15 @@ def _field(loc: list[Any]) -> str:
     return ".".join(str(p) for p in parts) or "input"
 
 
+OPENAI_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+
+
+def _names_a_deployment(path: str) -> bool:
+    """Whether a 404 for `path` means an unknown deployment or model (its name came from the
+    command line, so `ember ls` is the next step)."""
+    return path.startswith(("/v1/deployments/", "/v1/models/")) or path in OPENAI_ROUTES
+
+
 @dataclass
 class Client:
     url: str = DEFAULT_URL
@@ -164,14 +173,22 @@ class Client:
         if response.status_code < 400:
             return
         message, detail = error_message(response)
-        if response.status_code == 401:
+        if response.status_code == 401 and not self.token:
             message += (
-                "\nPass a token with --token or set EMBER_TOKEN "
-                "(`ember serve` prints the admin token when it first starts; "
-                "an admin makes more with `ember token create`)."
+                "\nNo token given: set EMBER_TOKEN or pass --token; `ember serve` printed the "
+                "admin token when it first started (an admin makes more with "
+                "`ember token create`)."
+            )
+        elif response.status_code == 401:
+            message += (
+                "\nThe token was refused (mistyped, or revoked with `ember token rm`?): pass "
+                "another with --token or EMBER_TOKEN; `ember serve` printed the admin token "
+                "when it first started."
             )
         elif response.status_code == 403:
             message += "\nThis needs a token with more rights (e.g. --scope admin)."
+        elif response.status_code == 404 and _names_a_deployment(response.request.url.path):
+            message += "\n`ember ls` lists deployments and models."
         raise ApiError(response.status_code, message, detail)
 
     @contextmanager

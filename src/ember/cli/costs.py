@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
-from ember.cli.client import Client
+from ember.cli.client import ApiError, Client, CommandFailed
 from ember.cli.console import err, out
 
 # (field, heading) in the order shown; every form carries these, plus the raw breakdown in JSON.
@@ -31,7 +31,8 @@ COLUMNS = (
 )
 
 
-def _cell(field: str, value: Any) -> str:
+def cell(field: str, value: Any) -> str:
+    """A figure as tables show it (money to the precision small amounts need)."""
     if value is None:
         return "-"
     if field == "utilization":
@@ -65,7 +66,7 @@ def costs(client: Client, by: str, since: str | None, output: str) -> None:
     for field, heading in COLUMNS:
         table.add_column(heading, justify="left" if field == "key" else "right")
     for row in rows:
-        cells = [_cell(field, row[field]) for field, _ in COLUMNS]
+        cells = [cell(field, row[field]) for field, _ in COLUMNS]
         table.add_row(*cells, style="bold" if row is report["total"] else None)
     out.print(table)
     units = report["total"].get("cost_per_unit") or {}
@@ -80,7 +81,13 @@ def budget_set(
 ) -> None:
     scope, target = ("token", token_id) if token_id else ("deployment", deployment)
     body = {"scope": scope, "target": target, "period": period, "limit_usd": limit}
-    created = client.post("/v1/budgets", json=body)
+    try:
+        created = client.post("/v1/budgets", json=body)
+    except ApiError as exc:
+        if exc.status == 404:
+            lister = "`ember ls` lists deployments" if deployment else "`ember token ls` lists ids"
+            raise CommandFailed(f"{exc}\n{lister}.") from None
+        raise
     err.print(
         f"[green]✓[/green] budget {created['id']}: ${limit:g} per {period} for {scope} {target} "
         f"(spent ${created['spent_usd']:.4f} so far; resets {created['resets_at']})",
@@ -109,7 +116,12 @@ def budget_ls(client: Client) -> None:
 
 
 def budget_rm(client: Client, budget_id: str) -> None:
-    client.delete(f"/v1/budgets/{budget_id}")
+    try:
+        client.delete(f"/v1/budgets/{budget_id}")
+    except ApiError as exc:
+        if exc.status == 404:
+            raise CommandFailed(f"no budget {budget_id}: `ember budget ls` lists them") from None
+        raise
     err.print(f"[green]✓[/green] removed budget {budget_id}", highlight=False)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -19,10 +20,31 @@ from ember.packages.loader import read_package
 from ember.packages.spec import PackageError
 from ember.runtime.local import default_data_dir
 
+
+def _examples(*lines: str) -> str:
+    """An epilog of commands to copy, so that every `--help` ends with how the command is
+    used; "command  # note" shows the note beside the command."""
+    bullets = []
+    for line in lines:
+        command, _, note = line.partition("  # ")
+        bullets.append(f"* `{command}`" + (f" — {note}" if note else ""))
+    return "**Examples**\n\n" + "\n".join(bullets)
+
+
 app = typer.Typer(
     name="ember",
     help="Ember: serverless inference on your own machines. "
-    "Run Cog, Truss or Ember models unchanged.",
+    "Run Cog, Truss or Ember models unchanged.\n\n"
+    "**First steps**\n\n"
+    "1. `ember serve`: start the platform on http://127.0.0.1:8000. The first start prints an "
+    "admin token once: `export EMBER_TOKEN=...` in the terminal you work in.\n"
+    "2. `ember deploy ./my-model --name ember/my-model`: build a package folder (ember.yaml, "
+    "cog.yaml or Truss) and deploy it.\n"
+    "3. `ember predict ember/my-model -i prompt=hello`: run it, its output streamed.\n"
+    "4. `ember status`: deployments, replicas, spend and failures at a glance.\n\n"
+    "No server needed to try a package: `ember run ./my-model -i prompt=hello`. "
+    "`ember COMMAND --help` shows each command's options and examples.\n\n"
+    "Tab completion (bash, zsh, fish): `ember --install-completion`, then open a new shell.",
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
@@ -72,7 +94,12 @@ def _run_guarded(coroutine: object) -> object:
         raise _fail(str(exc), exc.code) from None
 
 
-@app.command()
+@app.command(
+    epilog=_examples(
+        "ember run ./blur -i image=@cat.png -i blur=3  # writes the blurred image here",
+        "ember run ./hello -i name=Ada -o out/ --timeout 60",
+    )
+)
 def run(
     path: Annotated[Path, typer.Argument(help="Package folder (ember.yaml, cog.yaml or Truss).")],
     inputs: Annotated[
@@ -91,14 +118,17 @@ def run(
     ] = None,
     data_dir: DataDir = default_data_dir(),
 ) -> None:
-    """Run one prediction of a package locally, in its own replica (like `cog predict`).
-
-    Example: `ember run ./blur -i image=@cat.png -i blur=3` writes the blurred image here.
-    """
+    """Run one prediction of a package locally, in its own replica (like `cog predict`)."""
     _run_guarded(run_prediction(path, inputs or [], output_dir, data_dir, timeout))
 
 
-@app.command()
+@app.command(
+    epilog=_examples(
+        "ember serve  # http://127.0.0.1:8000, data in ~/.ember",
+        "ember serve --deploy ./hello  # and deploy a package folder as ember/hello",
+        "ember serve --host 0.0.0.0 --public-url https://ember.example.com",
+    )
+)
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
@@ -124,8 +154,8 @@ def serve(
 ) -> None:
     """Start the platform: Replicate-compatible API, control plane and local replicas.
 
-    Example: `ember serve --port 8000`, then point a client at it:
-    `replicate.Client(api_token=TOKEN, base_url="http://127.0.0.1:8000")`.
+    Then point a client at it: `replicate.Client(api_token=TOKEN,
+    base_url="http://127.0.0.1:8000")`, or use `ember deploy` and `ember predict`.
     """
     from ember.server import run as run_server
 
@@ -155,15 +185,12 @@ def serve(
     )
 
 
-@app.command()
+@app.command(epilog=_examples("ember schema ./hello | jq .components.schemas.Input"))
 def schema(
     path: Annotated[Path, typer.Argument(help="Package folder (ember.yaml, cog.yaml or Truss).")],
     data_dir: DataDir = default_data_dir(),
 ) -> None:
-    """Print a package's OpenAPI schema (Cog's shape: Input, Output, x-order, enums).
-
-    Example: `ember schema ./hello | jq .components.schemas.Input`
-    """
+    """Print a package's OpenAPI schema (Cog's shape: Input, Output, x-order, enums)."""
     document = _run_guarded(package_schema(path, data_dir))
     print(json.dumps(document, indent=2))
 
@@ -203,6 +230,24 @@ def _remote(
             getattr(commands, command)(client, *args)
     except CommandFailed as exc:
         raise _fail(str(exc), exc.code) from None
+
+
+def _complete_deployments(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Deployment names for tab completion, asked of the server the command would talk to;
+    none when it does not answer within a second (a completion must never hang the shell)."""
+    import httpx
+
+    from ember.cli.client import normalize_url
+
+    url = normalize_url(ctx.params.get("url") or os.environ.get("EMBER_URL") or DEFAULT_URL)
+    token = ctx.params.get("token") or os.environ.get("EMBER_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = httpx.get(f"{url}/v1/deployments", headers=headers, timeout=1)
+        names = [f"{d['owner']}/{d['name']}" for d in response.json()["results"]]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return []
+    return sorted(n for n in names if n.startswith(incomplete))
 
 
 # Scaling flags, shared by `ember deploy` and `ember scale` (defaults: ember.control.scaling).
@@ -322,7 +367,14 @@ def _scaling(
     return given
 
 
-@app.command("deploy")
+@app.command(
+    "deploy",
+    epilog=_examples(
+        "ember deploy ./hello --name ember/hello",
+        "ember deploy ./sdxl --name ember/sdxl --hardware gpu-h100 --min-instances 1",
+        'ember deploy ./hello --name ember/hello --keep-warm "mon-fri 08:00-19:00=1"',
+    ),
+)
 def deploy_package(
     path: Annotated[Path, typer.Argument(help="Package folder (ember.yaml, cog.yaml or Truss).")],
     name: Annotated[
@@ -348,9 +400,8 @@ def deploy_package(
     """Upload a package to an Ember server as a new version and deploy it (create or update).
 
     Scaling flags left out keep their current value (or the default, for a new deployment);
-    change them later without a new version with `ember scale`.
-
-    Example: `ember deploy ./hello --name ember/hello --keep-warm "mon-fri 08:00-19:00=1"`
+    change them later without a new version with `ember scale`. With --min-instances, it
+    waits until those replicas are ready.
     """
     scaling = _scaling(
         keep_warm,
@@ -366,9 +417,18 @@ def deploy_package(
     _remote(url, token, "deploy", path, name, min_instances, max_instances, hardware, scaling)
 
 
-@app.command()
+@app.command(
+    epilog=_examples(
+        "ember scale ember/hello  # show the settings and live status",
+        "ember scale ember/hello --min-instances 1 --max-instances 4",
+        'ember scale ember/hello --keep-warm "mon-fri 08:00-19:00=1"',
+    )
+)
 def scale(
-    name: Annotated[str, typer.Argument(help="owner/name of the deployment.")],
+    name: Annotated[
+        str,
+        typer.Argument(help="owner/name of the deployment.", autocompletion=_complete_deployments),
+    ],
     min_instances: MinInstances = None,
     max_instances: MaxInstances = None,
     target_concurrency: TargetConcurrency = None,
@@ -386,8 +446,6 @@ def scale(
     """Change how a deployment scales, live (a new release, same version and replicas);
     then print its settings, defaults marked, and its replicas and queue. With no flags,
     just print them.
-
-    Example: `ember scale ember/hello --min-instances 1 --keep-warm "mon-fri 08:00-19:00=1"`
     """
     changes = _scaling(
         keep_warm,
@@ -405,9 +463,20 @@ def scale(
     _remote(url, token, "scale", name, changes)
 
 
-@app.command()
+@app.command(
+    epilog=_examples(
+        "ember predict ember/hello -i text=world",
+        "ember predict ember/blur -i image=@cat.png -i blur=3 -o out/  # @ uploads a file",
+        "ember predict ember/tags -i tags=a -i tags=b  # a repeated key is a list",
+    )
+)
 def predict(
-    name: Annotated[str, typer.Argument(help="owner/name of a deployment or model.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="owner/name of a deployment or model.", autocompletion=_complete_deployments
+        ),
+    ],
     inputs: Annotated[
         list[str] | None,
         typer.Option(
@@ -422,16 +491,40 @@ def predict(
     url: ServerUrl = DEFAULT_URL,
     token: ApiToken = None,
 ) -> None:
-    """Run a prediction on a deployment (or model) of an Ember server, streaming its output.
-
-    Example: `ember predict ember/hello -i text=world -i image=@cat.png -o out/`
-    """
+    """Run a prediction on a deployment (or model) of an Ember server, streaming its output;
+    output files are downloaded. Ctrl-C cancels it."""
     _remote(url, token, "predict", name, inputs or [], output_dir)
 
 
-@app.command()
+@app.command(
+    epilog=_examples(
+        "ember status",
+        "ember status --url http://gpu-box:8000 --token r8_...",
+        "watch -n 5 ember status  # keep it on a screen",
+    )
+)
+def status(url: ServerUrl = DEFAULT_URL, token: ApiToken = None) -> None:
+    """The platform at a glance: the server and its version, each deployment's replicas,
+    queue and cold-start tier, the spend of the last 24 hours (admin tokens) and the latest
+    failed predictions."""
+    _remote(url, token, "status", module="status")
+
+
+@app.command(
+    epilog=_examples(
+        'ember chat ember/smollm2 -m "Name three colours"',
+        'ember chat ember/smollm2 --system "Answer in French"  # a conversation',
+        "ember chat ember/smollm2 < questions.txt  # one message per line",
+    )
+)
 def chat(
-    name: Annotated[str, typer.Argument(help="owner/name (or alias) of an LLM deployment.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="owner/name (or alias) of an LLM deployment.",
+            autocompletion=_complete_deployments,
+        ),
+    ],
     message: Annotated[
         str | None,
         typer.Option("--message", "-m", help="Ask one question and exit (else: a conversation)."),
@@ -449,8 +542,6 @@ def chat(
     """Chat with an LLM deployment through the OpenAI-compatible API, answers streamed as they
     are generated, then time to first token and tokens/s. Reads stdin when it is not a
     terminal, one message per line.
-
-    Example: `ember chat ember/smollm2 -m "Name three colours"`
     """
     _remote(url, token, "chat", name, message, system, max_tokens, temperature, module="chat")
 
@@ -468,7 +559,14 @@ class OutputFormat(enum.StrEnum):
     csv = "csv"
 
 
-@app.command("costs")
+@app.command(
+    "costs",
+    epilog=_examples(
+        "ember costs --since 24h",
+        "ember costs --by token --since 30d  # what each API token's predictions cost",
+        "ember costs --by day --since 7d --format csv > costs.csv",
+    ),
+)
 def cost_report(
     by: Annotated[
         CostGrouping, typer.Option(help="Group by deployment, day, hardware or API token.")
@@ -489,8 +587,6 @@ def cost_report(
     Prices are per second of a replica's life by hardware SKU (`GET /v1/prices`; change one
     with `PATCH /v1/prices/{sku}`). By token, what was charged to each API token's predictions,
     plus one "(overhead)" row for idle-warm time and starts nobody waited for.
-
-    Example: `ember costs --by day --since 7d --format csv > costs.csv`
     """
     _ledger(url, token, "costs", by.value, since, output_format.value)
 
@@ -499,10 +595,21 @@ def _ledger(url: str, token: str | None, command: str, *args: object) -> None:
     _remote(url, token, command, *args, module="costs")
 
 
-@app.command("advise")
+@app.command(
+    "advise",
+    epilog=_examples(
+        "ember advise  # every deployment, the last 7 days",
+        "ember advise ember/sdxl --days 14",
+        "ember advise ember/sdxl --format json",
+    ),
+)
 def advise(
     names: Annotated[
-        list[str] | None, typer.Argument(help="owner/name of deployments (default: all).")
+        list[str] | None,
+        typer.Argument(
+            help="owner/name of deployments (default: all).",
+            autocompletion=_complete_deployments,
+        ),
     ] = None,
     days: Annotated[
         float, typer.Option(min=0.01, max=90, help="How many days of traffic to replay.")
@@ -516,8 +623,6 @@ def advise(
     """Replay a deployment's own recent traffic under other settings and on a dedicated
     machine: the monthly bill, cold starts and waiting of each, and the command to apply the
     best one.
-
-    Example: `ember advise ember/sdxl --days 14`
     """
     if output_format == OutputFormat.csv:
         raise _fail("ember advise prints a table or json", 2)
@@ -526,8 +631,11 @@ def advise(
 
 budget_app = typer.Typer(
     help="Spend limits per API token or deployment, per UTC day or month: past one, new "
-    "predictions get 402 until it resets (needs an admin token).\n\n"
-    "Example: `ember budget set --token-id tok_0123 --per day --limit 5`",
+    "predictions get 402 until it resets (needs an admin token).",
+    epilog=_examples(
+        "ember budget set --token-id tok_0123 --per day --limit 5",
+        "ember budget ls",
+    ),
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
@@ -539,35 +647,42 @@ class BudgetPeriod(enum.StrEnum):
     month = "month"
 
 
-@budget_app.command("set")
+@budget_app.command(
+    "set",
+    epilog=_examples(
+        "ember budget set --token-id tok_0123 --per day --limit 5  # `ember token ls` has ids",
+        "ember budget set --deployment ember/sdxl --per month --limit 200",
+    ),
+)
 def budget_set(
     limit: Annotated[float, typer.Option(min=0.000001, help="USD per period.")],
     per: Annotated[BudgetPeriod, typer.Option(help="day or month (UTC).")] = BudgetPeriod.month,
     token_id: Annotated[
         str | None,
-        typer.Option("--token-id", help="An API token's id (`ember token create` prints it)."),
+        typer.Option("--token-id", help="An API token's id (`ember token ls` lists them)."),
     ] = None,
-    deployment: Annotated[str | None, typer.Option(help="A deployment's owner/name.")] = None,
+    deployment: Annotated[
+        str | None,
+        typer.Option(help="A deployment's owner/name.", autocompletion=_complete_deployments),
+    ] = None,
     url: ServerUrl = DEFAULT_URL,
     token: ApiToken = None,
 ) -> None:
     """Cap what one token's predictions (each end user with a token: "user pays") or one
     deployment's replicas may cost per day or month.
-
-    Example: `ember budget set --deployment ember/sdxl --per month --limit 200`
     """
     if bool(token_id) == bool(deployment):
         raise _fail("give exactly one of --token-id and --deployment", 2)
     _ledger(url, token, "budget_set", token_id, deployment, per.value, limit)
 
 
-@budget_app.command("ls")
+@budget_app.command("ls", epilog=_examples("ember budget ls"))
 def budget_list(url: ServerUrl = DEFAULT_URL, token: ApiToken = None) -> None:
     """Budgets with what each has spent this period and when it resets."""
     _ledger(url, token, "budget_ls")
 
 
-@budget_app.command("rm")
+@budget_app.command("rm", epilog=_examples("ember budget rm bud_0123  # ids: `ember budget ls`"))
 def budget_remove(
     budget_id: Annotated[str, typer.Argument(help="The budget's id (see `ember budget ls`).")],
     url: ServerUrl = DEFAULT_URL,
@@ -577,16 +692,23 @@ def budget_remove(
     _ledger(url, token, "budget_rm", budget_id)
 
 
-@app.command("ls")
+@app.command(
+    "ls",
+    epilog=_examples("ember ls", "ember ls --url http://gpu-box:8000  # another server"),
+)
 def list_deployments(url: ServerUrl = DEFAULT_URL, token: ApiToken = None) -> None:
-    """List the server's deployments, and its models that have none.
-
-    Example: `ember ls --url http://127.0.0.1:8000`
-    """
+    """List the server's deployments with their settings and replicas, and its models that
+    have none."""
     _remote(url, token, "ls")
 
 
-@app.command()
+@app.command(
+    epilog=_examples(
+        "ember logs 4dhb7hve3b18pjbvxyif7fkesr",
+        "ember logs 4dhb7hve3b18pjbvxyif7fkesr -f  # until it ends",
+        "ember status  # lists recent failures with their ids",
+    )
+)
 def logs(
     prediction_id: Annotated[str, typer.Argument(help="The prediction's id.")],
     follow: Annotated[
@@ -595,36 +717,45 @@ def logs(
     url: ServerUrl = DEFAULT_URL,
     token: ApiToken = None,
 ) -> None:
-    """Print a prediction's logs.
-
-    Example: `ember logs 4dhb7hve3b18pjbvxyif7fkesr -f`
-    """
+    """Print a prediction's logs; with -f, follow a running one until it ends."""
     _remote(url, token, "logs", prediction_id, follow)
 
 
-@app.command()
+@app.command(epilog=_examples("ember rm ember/hello"))
 def rm(
-    name: Annotated[str, typer.Argument(help="owner/name of the deployment and model.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="owner/name of the deployment and model.", autocompletion=_complete_deployments
+        ),
+    ],
     url: ServerUrl = DEFAULT_URL,
     token: ApiToken = None,
 ) -> None:
-    """Delete the deployment owner/name (if any) and the model owner/name with its versions.
-
-    Example: `ember rm ember/hello`
-    """
+    """Delete the deployment owner/name (if any) and the model owner/name with its versions."""
     _remote(url, token, "rm", name)
 
 
 token_app = typer.Typer(
-    help="API tokens for people and automation (needs an admin token).\n\n"
-    "Example: `ember token create --name ci --scope deploy`",
+    help="API tokens for people and automation (needs an admin token).",
+    epilog=_examples(
+        "ember token create --name ci --scope deploy",
+        "ember token ls",
+        "ember token rm tok_0123",
+    ),
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
 app.add_typer(token_app, name="token")
 
 
-@token_app.command("create")
+@token_app.command(
+    "create",
+    epilog=_examples(
+        "ember token create --name ci --scope deploy  # may deploy and predict",
+        "ember token create --name alice-app --owner alice --scope predict",
+    ),
+)
 def token_create(
     name: Annotated[str, typer.Option(help="What the token is for.")] = "ember-cli",
     owner: Annotated[
@@ -637,10 +768,24 @@ def token_create(
     url: ServerUrl = DEFAULT_URL,
     token: ApiToken = None,
 ) -> None:
-    """Create an API token; it is printed once and never shown again.
-
-    Example: `ember token create --name ci --scope deploy`
-    """
+    """Create an API token; it is printed once and never shown again."""
     if scope not in ("admin", "deploy", "predict"):
         raise _fail(f"--scope must be admin, deploy or predict, not {scope!r}", 2)
     _remote(url, token, "token_create", name, owner, scope)
+
+
+@token_app.command("ls", epilog=_examples("ember token ls"))
+def token_list(url: ServerUrl = DEFAULT_URL, token: ApiToken = None) -> None:
+    """List API tokens: id, name, account and scope (never the token itself: Ember keeps only
+    its hash)."""
+    _remote(url, token, "token_ls")
+
+
+@token_app.command("rm", epilog=_examples("ember token rm tok_0123  # ids: `ember token ls`"))
+def token_remove(
+    token_id: Annotated[str, typer.Argument(help="The token's id (see `ember token ls`).")],
+    url: ServerUrl = DEFAULT_URL,
+    token: ApiToken = None,
+) -> None:
+    """Revoke a token at once: requests that present it are refused (401) from now on."""
+    _remote(url, token, "token_rm", token_id)

@@ -14,14 +14,23 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlparse
 
 from rich.console import Console
+from rich.filesize import decimal
 from rich.live import Live
 from rich.measure import Measurement
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
@@ -35,6 +44,7 @@ from ember.packages.archive import write_archive
 
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 TERMINAL = ("succeeded", "failed", "canceled")
+READY_TIMEOUT = 600.0  # seconds `ember deploy --min-instances N` waits for its replicas
 # Version build lines worth keeping on screen; the rest (uv's chatter) only pass the spinner.
 IMPORTANT = re.compile(
     r"^(package:|environment ready|setup succeeded|this package is already|"
@@ -76,16 +86,34 @@ def _account(client: Client) -> str:
     return client.get("/v1/account")["username"]
 
 
-def _upload(client: Client, owner: str, name: str, archive: IO[bytes]) -> dict[str, Any]:
-    """Upload a package as a new version, showing the build's progress; the version."""
+@contextmanager
+def transfer_bar(title: str, size: int) -> Iterator[Callable[[IO[bytes]], IO[bytes]]]:
+    """A transient progress bar on stderr; the yielded function wraps a file so that reading
+    it (as httpx does, in chunks, while uploading) advances the bar."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as progress:
+        yield lambda file: progress.wrap_file(file, total=size, description=title)
+
+
+def _upload(client: Client, owner: str, name: str, archive: IO[bytes], size: int) -> dict[str, Any]:
+    """Upload a package as a new version, showing the upload's, then the build's progress;
+    the version."""
     version: dict[str, Any] | None = None
     error: str | None = None
     recent: deque[str] = deque(maxlen=20)
-    files = {"package": ("package.tar.gz", archive, "application/gzip")}
-    with (
-        spinner(f"Building {owner}/{name}") as report,
-        client.events("POST", f"/v1/models/{owner}/{name}/versions", files=files) as events,
-    ):
+    path = f"/v1/models/{owner}/{name}/versions"
+    with ExitStack() as stack:
+        # The body is sent while the request opens; the build streams back once it has.
+        with transfer_bar(f"Uploading {owner}/{name}", size) as reading:
+            files = {"package": ("package.tar.gz", reading(archive), "application/gzip")}
+            events = stack.enter_context(client.events("POST", path, files=files))
+        report = stack.enter_context(spinner(f"Building {owner}/{name}"))
         for kind, data in events:
             if kind == "log":
                 report(data)
@@ -169,11 +197,12 @@ def deploy(
         err.print(f"[green]✓[/green] created model {owner}/{name}", highlight=False)
 
     with tempfile.TemporaryFile() as archive:
-        count = write_archive(path, archive)
+        with spinner(f"Packing {path}"):  # a big folder takes a while to compress
+            count = write_archive(path, archive)
         size = archive.tell()
         archive.seek(0)
-        err.print(f"[dim]uploading {path} ({count} files, {size / 1024:.1f} KiB)[/dim]")
-        version = _upload(client, owner, name, archive)
+        err.print(f"[dim]uploading {path} ({count} files, {decimal(size)})[/dim]")
+        version = _upload(client, owner, name, archive, size)
     vid = version["id"]
     err.print(f"[green]✓[/green] version {vid[:12]}", highlight=False)
 
@@ -237,6 +266,8 @@ def deploy(
         "[/dim]",
         highlight=False,
     )
+    if config["min_instances"] > 0:
+        _wait_ready(client, owner, name, config["min_instances"])
 
     routes = (version.get("openapi_schema") or {}).get("info", {}).get("x-ember-openai")
     if routes:
@@ -261,6 +292,41 @@ def deploy(
     )
     out.print("\n[dim]From Python (pip install replicate):[/dim]", highlight=False)
     out.print(snippet, markup=False, highlight=False, soft_wrap=True)
+
+
+def _wait_ready(client: Client, owner: str, name: str, wanted: int) -> None:
+    """Wait for the replicas --min-instances keeps, so that a script may predict as soon as
+    `ember deploy` returns (a large model loads for minutes: the spinner says what happens).
+    Ctrl-C or READY_TIMEOUT stop the wait only: the deployment stays."""
+    path = f"/v1/deployments/{owner}/{name}"
+    began = time.monotonic()
+    status: dict[str, Any] = {}
+    try:
+        with spinner(f"Starting {owner}/{name}") as report:
+            while time.monotonic() - began < READY_TIMEOUT:
+                status = client.get(path).get("status") or {}
+                if (status.get("replicas") or {}).get("ready", 0) >= wanted:
+                    err.print(
+                        f"[green]✓[/green] {owner}/{name}: {replicas_cell(status)} "
+                        f"[dim]({time.monotonic() - began:.1f} s)[/dim]",
+                        highlight=False,
+                    )
+                    return
+                reason = (status.get("scaling") or {}).get("reason", "")
+                if status.get("setup_error"):
+                    raise CommandFailed(
+                        f"{owner}/{name} is deployed, but its replicas fail to start "
+                        f"({reason}):\n{status['setup_error']}"
+                    )
+                report(f"{replicas_cell(status)}; {reason}")
+                time.sleep(0.25)
+    except KeyboardInterrupt:
+        pass
+    err.print(
+        f"[yellow]![/yellow] {owner}/{name} is deployed; {replicas_cell(status)} after "
+        f"{time.monotonic() - began:.0f} s: `ember status` shows when they are",
+        highlight=False,
+    )
 
 
 def _openai_hint(client: Client, model: str, routes: list[str]) -> None:
@@ -396,7 +462,7 @@ def scale(client: Client, ref: str, changes: dict[str, Any]) -> None:
             )
         else:
             err.print(f"[dim]{owner}/{name} already has these settings: nothing changed[/dim]")
-    _print_table(settings_table(deployment))
+    print_table(settings_table(deployment))
 
 
 def _settled(client: Client, path: str, deployment: dict[str, Any]) -> dict[str, Any]:
@@ -762,23 +828,20 @@ def ls(client: Client) -> None:
             release = d["current_release"]
             config = release["configuration"]
             status = d.get("status") or {}
-            replicas = status.get("replicas") or {}
             scaling = status.get("scaling") or {}
-            starting = replicas.get("starting", 0)
             table.add_row(
                 f"{d['owner']}/{d['name']}",
                 release["model"],
                 (release.get("version") or "")[:12],
                 config["hardware"],
                 f"{config['min_instances']}/{config['max_instances']}",
-                f"{replicas.get('ready', 0)} ready"
-                + (f" +{starting} starting" if starting else ""),
+                replicas_cell(status),
                 str(status.get("queued", 0)),
                 f"wants {scaling['desired']}: {scaling['reason']}" if scaling else "-",
-                _tier_cell(status.get("cold_start")),
+                tier_cell(status.get("cold_start")),
                 str(release["number"]),
             )
-        _print_table(table)
+        print_table(table)
     rest = [m for m in models if f"{m['owner']}/{m['name']}" not in deployed]
     if rest:
         table = Table(title="Models without a deployment", title_justify="left", title_style="bold")
@@ -789,16 +852,23 @@ def ls(client: Client) -> None:
             table.add_row(
                 f"{m['owner']}/{m['name']}", latest[:12] if latest else "-", m["hardware"]
             )
-        _print_table(table)
+        print_table(table)
 
 
-def _tier_cell(cold_start: dict[str, Any] | None) -> str:
+def replicas_cell(status: dict[str, Any]) -> str:
+    """'1 ready +1 starting' from a deployment's `status` (for `ember ls` and `ember status`)."""
+    replicas = status.get("replicas") or {}
+    starting = replicas.get("starting", 0)
+    return f"{replicas.get('ready', 0)} ready" + (f" +{starting} starting" if starting else "")
+
+
+def tier_cell(cold_start: dict[str, Any] | None) -> str:
     if not cold_start:
         return "-"
     return cold_start["tier"] + ("" if cold_start["ready"] else " (not ready)")
 
 
-def _print_table(table: Table) -> None:
+def print_table(table: Table) -> None:
     """Fit a terminal; into a pipe or file, print whole names however wide that makes it."""
     if out.is_terminal:
         out.print(table)
@@ -838,3 +908,34 @@ def token_create(client: Client, name: str, owner: str | None, scope: str) -> No
     )
     out.print(created["token"], markup=False, highlight=False, soft_wrap=True)
     err.print(f"[dim]export EMBER_TOKEN={created['token']}[/dim]", highlight=False, soft_wrap=True)
+
+
+def token_ls(client: Client) -> None:
+    tokens = list(client.pages("/v1/tokens"))
+    if not tokens:
+        err.print("No API tokens yet: make one with `ember token create --name NAME`.")
+        return
+    table = Table(title="API tokens", title_justify="left", title_style="bold")
+    for column in ("id", "name", "account", "scope", "created"):
+        table.add_column(column, overflow="fold" if column == "name" else "ellipsis")
+    for t in tokens:
+        created = (t.get("created_at") or "")[:16].replace("T", " ")
+        table.add_row(t["id"], t["name"], t["owner"], t["scope"], created)
+    print_table(table)
+    err.print(
+        "[dim]Only hashes are kept: a lost token cannot be shown again, revoke it with "
+        "`ember token rm ID` and create another.[/dim]"
+    )
+
+
+def token_rm(client: Client, token_id: str) -> None:
+    try:
+        client.delete(f"/v1/tokens/{token_id}")
+    except ApiError as exc:
+        if exc.status == 404:
+            raise CommandFailed(f"no token {token_id}: `ember token ls` lists them") from None
+        raise
+    err.print(
+        f"[green]✓[/green] revoked token {token_id}: requests that present it are refused",
+        highlight=False,
+    )
