@@ -166,6 +166,7 @@ def serve(
                 f"[dim]export EMBER_TOKEN={token}[/dim]"
             )
         err.print(f"[green]Ember is serving at {url}[/green]  (Ctrl-C drains and stops)")
+        err.print(f"  dashboard: {url}/  (log in with an API token)")
         for folder in deploy or []:
             name = read_package(folder).name
             err.print(f"  ember/{name}: POST {url}/v1/deployments/ember/{name}/predictions")

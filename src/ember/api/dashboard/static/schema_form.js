@@ -33,7 +33,11 @@ function kindOf(field) {
   if (field.enum) return "choice";
   if (field.type === "boolean") return "boolean";
   if (field.type === "integer" || field.type === "number") return "number";
-  if (field.type === "array") return field.items && resolveFormat(field.items) === "uri" ? "files" : "list";
+  if (field.type === "array") {
+    const items = field.items || {};
+    if (resolveFormat(items) === "uri") return "files";
+    return ["string", "integer", "number"].includes(items.type) ? "list" : "json";
+  }
   if (field.format === "uri") return "file";
   if (field.format === "password" || field["x-cog-secret"]) return "secret";
   if (field.type === "object") return "json";

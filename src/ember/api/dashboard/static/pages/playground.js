@@ -11,6 +11,31 @@ function concatenates(openapi) {
   return Boolean(output && output["x-cog-array-display"] === "concatenate");
 }
 
+// How to call the deployment from code, as Replicate and Baseten show beside a model: the same
+// request the form makes, with the official clients (the token stays out of the page).
+function Snippets({ full, openapi }) {
+  const base = location.origin;
+  const routes = (openapi && openapi.info && openapi.info["x-ember-openai"]) || [];
+  const curl = `curl -s -X POST ${base}/v1/deployments/${full}/predictions \\
+  -H "Authorization: Bearer $EMBER_TOKEN" -H "Content-Type: application/json" \\
+  -H "Prefer: wait" -d '{"input": {...}}'`;
+  const python = `import replicate
+client = replicate.Client(api_token=os.environ["EMBER_TOKEN"], base_url="${base}")
+output = client.run("${full}", input={...})`;
+  const chat = `from openai import OpenAI
+client = OpenAI(api_key=os.environ["EMBER_TOKEN"], base_url="${base}/v1")
+${routes.includes("embeddings")
+    ? `client.embeddings.create(model="${full}", input=["some text"])`
+    : `client.chat.completions.create(model="${full}", messages=[{"role": "user", "content": "Hi"}], stream=True)`}`;
+  return html`
+    <details class="snippets">
+      <summary>Call it from code</summary>
+      <h3>HTTP (Replicate's API)</h3><pre>${curl}</pre>
+      <h3>Python, the official replicate client</h3><pre>${python}</pre>
+      ${routes.length ? html`<h3>Python, the official openai client</h3><pre>${chat}</pre>` : null}
+    </details>`;
+}
+
 export function Playground({ params }) {
   const full = `${params[0]}/${params[1]}`;
   const [version, error] = usePoll(async (signal) => {
@@ -42,6 +67,7 @@ export function Playground({ params }) {
         <section aria-labelledby="input-title">
           <h2 id="input-title">Input</h2>
           <${SchemaForm} openapi=${version.openapi_schema} onSubmit=${run} busy=${busy} />
+          <${Snippets} full=${full} openapi=${version.openapi_schema} />
         </section>
         <section aria-labelledby="run-title" class="run">
           <h2 id="run-title" class="sr-only">Result</h2>
