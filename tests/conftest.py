@@ -1,4 +1,5 @@
-"""Shared fixtures: a real local runtime whose model environments are built once per run."""
+"""Shared fixtures: a real local runtime whose model environments are built once per run, and
+an admin client of a module's real `ember serve`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from server import EmberServer
 
 from ember.packages.loader import read_package
 from ember.packages.spec import PackageSpec
@@ -21,6 +24,13 @@ MODELS = Path(__file__).parent / "models"
 # One uv cache for every server and runtime the tests start (and for the next run on this
 # machine): torch for the embeddings engine is unpacked once, then hardlinked.
 os.environ.setdefault("UV_CACHE_DIR", str(Path.home() / ".cache" / "ember" / "uv"))
+
+
+@pytest.fixture(scope="module")
+def api(server: EmberServer) -> Iterator[httpx.Client]:
+    """An admin client of the module's `ember serve` (each module defines its `server`)."""
+    with server.client() as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

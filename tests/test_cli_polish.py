@@ -61,12 +61,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmberServer]:
 
 
 @pytest.fixture(scope="module")
-def api(server: EmberServer) -> Iterator[httpx.Client]:
-    with server.client() as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def deployed(
     server: EmberServer, tmp_path_factory: pytest.TempPathFactory
 ) -> subprocess.CompletedProcess[str]:
@@ -162,6 +156,9 @@ def test_unknown_names_point_at_the_listing_commands(server: EmberServer) -> Non
     budget = ember("budget", "rm", "bud_nothing", url=server.url)
     assert budget.returncode == 1
     assert "`ember budget ls` lists them" in budget.stderr
+    limit = ember("budget", "set", "--token-id", "tok_nothing", "--limit", "1", url=server.url)
+    assert limit.returncode == 1
+    assert "no token tok_nothing: `ember token ls` lists ids" in limit.stderr
 
 
 def test_logs_follow_prints_a_running_prediction_until_it_ends(

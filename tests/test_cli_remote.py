@@ -51,12 +51,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmberServer]:
         yield ember_server
 
 
-@pytest.fixture(scope="module")
-def api(server: EmberServer) -> Iterator[httpx.Client]:
-    with server.client() as client:
-        yield client
-
-
 def ember(
     server: EmberServer, *args: str, token: str = TOKEN, url: str | None = None
 ) -> subprocess.CompletedProcess[str]:

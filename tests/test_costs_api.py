@@ -36,12 +36,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmberServer]:
         yield instance
 
 
-@pytest.fixture(scope="module")
-def api(server: EmberServer) -> Iterator[httpx.Client]:
-    with server.client() as client:
-        yield client
-
-
 def test_each_prediction_carries_its_cost(api: httpx.Client) -> None:
     [prediction] = api.get("/v1/predictions").json()["results"]
     metrics = prediction["metrics"]

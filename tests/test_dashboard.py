@@ -65,12 +65,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmberServer]:
 
 
 @pytest.fixture(scope="module")
-def api(server: EmberServer) -> Iterator[httpx.Client]:
-    with server.client() as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def page(server: EmberServer) -> Iterator[Page]:
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as driver:

@@ -33,12 +33,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmberServer]:
         yield instance
 
 
-@pytest.fixture(scope="module")
-def api(server: EmberServer) -> Iterator[httpx.Client]:
-    with server.client() as client:
-        yield client
-
-
 def test_the_time_series_counts_what_happened(api: httpx.Client) -> None:
     time.sleep(2.5)  # at least one sample of the replicas after the predictions
     series = api.get("/v1/deployments/ember/charted/timeseries", params={"since": "15m"}).json()

@@ -64,6 +64,17 @@ def error_message(response: httpx.Response) -> tuple[str, Any]:
     return f"HTTP {response.status_code}: {text}", None
 
 
+@contextmanager
+def when_missing(message: str) -> Iterator[None]:
+    """Turn the API's 404 into `message`, which names the command that lists what exists."""
+    try:
+        yield
+    except ApiError as exc:
+        if exc.status == 404:
+            raise CommandFailed(message) from None
+        raise
+
+
 def _field(loc: list[Any]) -> str:
     """`["body", "input", "steps"]` → `steps`; `["body", "name"]` → `name`."""
     parts = list(loc)

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
-from ember.cli.client import ApiError, Client, CommandFailed
+from ember.cli.client import Client, when_missing
 from ember.cli.console import err, out
 
 # (field, heading) in the order shown; every form carries these, plus the raw breakdown in JSON.
@@ -81,13 +81,9 @@ def budget_set(
 ) -> None:
     scope, target = ("token", token_id) if token_id else ("deployment", deployment)
     body = {"scope": scope, "target": target, "period": period, "limit_usd": limit}
-    try:
+    lister = "`ember ls` lists deployments" if deployment else "`ember token ls` lists ids"
+    with when_missing(f"no {scope} {target}: {lister}"):
         created = client.post("/v1/budgets", json=body)
-    except ApiError as exc:
-        if exc.status == 404:
-            lister = "`ember ls` lists deployments" if deployment else "`ember token ls` lists ids"
-            raise CommandFailed(f"{exc}\n{lister}.") from None
-        raise
     err.print(
         f"[green]✓[/green] budget {created['id']}: ${limit:g} per {period} for {scope} {target} "
         f"(spent ${created['spent_usd']:.4f} so far; resets {created['resets_at']})",
@@ -116,12 +112,8 @@ def budget_ls(client: Client) -> None:
 
 
 def budget_rm(client: Client, budget_id: str) -> None:
-    try:
+    with when_missing(f"no budget {budget_id}: `ember budget ls` lists them"):
         client.delete(f"/v1/budgets/{budget_id}")
-    except ApiError as exc:
-        if exc.status == 404:
-            raise CommandFailed(f"no budget {budget_id}: `ember budget ls` lists them") from None
-        raise
     err.print(f"[green]✓[/green] removed budget {budget_id}", highlight=False)
 
 

@@ -35,7 +35,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from ember.cli.client import ApiError, Client, CommandFailed
+from ember.cli.client import ApiError, Client, CommandFailed, when_missing
 from ember.cli.console import err, out
 from ember.cli.inputs import InputSyntaxError, parse_inputs
 from ember.cli.local_run import output_kind, print_value
@@ -929,12 +929,8 @@ def token_ls(client: Client) -> None:
 
 
 def token_rm(client: Client, token_id: str) -> None:
-    try:
+    with when_missing(f"no token {token_id}: `ember token ls` lists them"):
         client.delete(f"/v1/tokens/{token_id}")
-    except ApiError as exc:
-        if exc.status == 404:
-            raise CommandFailed(f"no token {token_id}: `ember token ls` lists them") from None
-        raise
     err.print(
         f"[green]✓[/green] revoked token {token_id}: requests that present it are refused",
         highlight=False,
