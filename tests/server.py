@@ -131,6 +131,17 @@ class EmberServer:
             timeout=90,
         )
 
+    def cli_process(self, *args: str, token: str = TOKEN) -> subprocess.Popen[str]:
+        """The real `ember` command, running: for what it prints while it runs, and Ctrl-C."""
+        env = {**os.environ, "EMBER_URL": self.url, "EMBER_TOKEN": token}
+        return subprocess.Popen(
+            [sys.executable, "-m", "ember", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
     def deploy(self, package: Path, owner: str, name: str) -> dict:
         """Create the model (if needed) and upload `package` as its new version."""
         with self.client() as client:

@@ -167,14 +167,7 @@ def test_logs_follow_prints_a_running_prediction_until_it_ends(
     prediction = api.post(
         f"/v1/deployments/{REF}/predictions", json={"input": {"n": 8, "delay": 0.5}}
     ).json()
-    env = {**os.environ, "EMBER_URL": server.url, "EMBER_TOKEN": TOKEN}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ember", "logs", prediction["id"], "-f"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = server.cli_process("logs", prediction["id"], "-f")
     try:
         assert process.stdout is not None
         assert process.stdout.readline() == "line 0\n"

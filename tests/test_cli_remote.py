@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 import io
-import os
 import re
 import signal
 import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -213,14 +211,7 @@ def test_ctrl_c_cancels_the_prediction(
     server: EmberServer, api: httpx.Client, slow_package: Path
 ) -> None:
     deployed(server, slow_package, "slow")
-    env = {**os.environ, "EMBER_URL": server.url, "EMBER_TOKEN": TOKEN}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ember", "predict", "ember/slow", "-i", "n=50"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = server.cli_process("predict", "ember/slow", "-i", "n=50")
     try:
         assert process.stdout is not None
         assert process.stdout.readline() == "item 0\n"  # streaming: output before the end
