@@ -33,6 +33,7 @@ pytestmark = [
 ROOT = Path(__file__).parent.parent
 DESCRIBE = ROOT / "examples" / "describe"
 IMAGE_OUT = Path(__file__).parent / "models" / "ember" / "image-out"
+ALL_INPUTS = Path(__file__).parent / "models" / "ember" / "all-inputs"
 SHOTS = Path(os.environ.get("EMBER_SCREENSHOTS", ROOT / "artifacts" / "screenshots"))
 # As the machine's probe found: without these, Chromium dials out at start and is refused.
 CHROMIUM_ARGS = [
@@ -61,6 +62,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmberServer]:
     with running(tmp_path_factory.mktemp("ember-dashboard")) as ember_server:
         ember_server.deploy(DESCRIBE, "ember", "describe")
         ember_server.deploy(IMAGE_OUT, "ember", "image-out")
+        ember_server.deploy(ALL_INPUTS, "ember", "all-inputs")
         yield ember_server
 
 
@@ -162,6 +164,54 @@ def test_the_playground_is_labelled_and_works_from_the_keyboard(
     expect(image).to_be_visible()
     expect(image).to_have_js_property("naturalWidth", 8)  # the PNG itself, loaded
     shot(page, "05-playground-image")
+
+
+def test_the_form_has_a_fitting_control_for_every_input_type(
+    page: Page, api: httpx.Client, tmp_path: Path
+) -> None:
+    created = api.post("/v1/deployments", json={"name": "all-inputs", "model": "ember/all-inputs"})
+    assert created.status_code == 201, created.text
+    files = {}
+    for name in ("image.txt", "blob.txt", "one.txt", "two.txt"):
+        files[name] = tmp_path / name
+        files[name].write_text(f"content of {name}")
+    page.goto("/#/playground/ember/all-inputs")
+    expect(page.get_by_label("Color")).to_have_js_property("tagName", "SELECT")
+    expect(page.get_by_label("Color").locator("option")).to_have_text(["red", "green", "blue"])
+    expect(page.get_by_label("Token")).to_have_attribute("type", "password")
+    expect(page.get_by_label("Flag")).to_have_attribute("type", "checkbox")
+    expect(page.get_by_label("Files")).to_have_attribute("multiple", "")
+    expect(page.get_by_label("Steps")).to_have_value("10")  # the default, with its range:
+    expect(page.get_by_text("Denoising steps · from 1 to 50 · default: 10")).to_be_visible()
+
+    page.get_by_label("Text").fill("hi")
+    page.get_by_label("Count").fill("3")
+    page.get_by_label("Ratio").fill("0.5")
+    page.get_by_label("Flag").check()
+    page.get_by_label("Image").set_input_files(str(files["image.txt"]))
+    page.get_by_label("Blob").set_input_files(str(files["blob.txt"]))
+    page.get_by_label("Token").fill("s3cret")
+    page.get_by_label("Tags").fill("a\nb")
+    page.get_by_label("Numbers").fill("1\n2")
+    page.get_by_label("Files").set_input_files([str(files["one.txt"]), str(files["two.txt"])])
+    page.get_by_label("Color").select_option("blue")
+    page.get_by_label("Size").select_option("1024")
+    page.get_by_role("button", name="Run").click()
+
+    expect(page.locator(".timings .badge")).to_have_text("succeeded", timeout=60_000)
+    [prediction] = api.get("/v1/predictions", params={"deployment": "ember/all-inputs"}).json()[
+        "results"
+    ]
+    output = prediction["output"]
+    assert output["text"] == "hi" and output["count"] == 3 and output["ratio"] == 0.5
+    assert output["flag"] is True and output["types"] == ["int", "float", "bool"]
+    assert output["image"] == "content of image.txt" and output["blob"] == "content of blob.txt"
+    assert output["token_received"] and output["token_length"] == 6
+    assert output["tags"] == ["a", "b"] and output["numbers"] == [1, 2]
+    assert output["files"] == ["content of one.txt", "content of two.txt"]
+    assert output["color"] == "blue" and output["size"] == 1024 and output["size_type"] == "int"
+    assert output["note"] is None and output["steps"] == 10 and output["name"] == "ab"
+    shot(page, "05b-playground-all-inputs")
 
 
 def test_the_deployment_page_shows_the_replica_and_live_charts(

@@ -129,6 +129,11 @@ function Control({ field, value, onValue, onFiles, describedBy }) {
   }
 }
 
+// "extra_file" → "Extra File", as Cog titles a field (a choice's schema carries no title).
+function humanize(name) {
+  return name.split("_").map((word) => word.charAt(0).toUpperCase() + word.slice(1)).join(" ");
+}
+
 function hint(field) {
   const kind = kindOf(field);
   const bits = [];
@@ -167,7 +172,7 @@ export function SchemaForm({ openapi, onSubmit, busy, submitLabel = "Run" }) {
         const describedBy = help ? `help-${field.name}` : undefined;
         return html`
           <div class=${`field field-${kindOf(field)}`}>
-            <label for=${`field-${field.name}`}>${field.title || field.name}${field.required ? html`<span class="required" aria-hidden="true"> *</span>` : null}</label>
+            <label for=${`field-${field.name}`}>${field.title || humanize(field.name)}${field.required ? html`<span class="required" aria-hidden="true"> *</span>` : null}</label>
             <${Control} field=${field} value=${values[field.name]} describedBy=${describedBy}
               onValue=${(v) => setValues({ ...values, [field.name]: v })}
               onFiles=${(f) => setFiles({ ...files, [field.name]: f })} />
