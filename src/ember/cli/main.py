@@ -166,10 +166,13 @@ def serve(
                 f"[dim]export EMBER_TOKEN={token}[/dim]"
             )
         err.print(f"[green]Ember is serving at {url}[/green]  (Ctrl-C drains and stops)")
-        err.print(f"  dashboard: {url}/  (log in with an API token)")
+        err.print(f"  dashboard: {url}/  (log in with an API token)", soft_wrap=True)
         for folder in deploy or []:
             name = read_package(folder).name
-            err.print(f"  ember/{name}: POST {url}/v1/deployments/ember/{name}/predictions")
+            err.print(
+                f"  ember/{name}: POST {url}/v1/deployments/ember/{name}/predictions",
+                soft_wrap=True,
+            )
 
     def progress(line: str) -> None:
         err.print(f"[dim]  {line}[/dim]", highlight=False)
