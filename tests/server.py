@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,9 +50,11 @@ def package_archive(path: Path) -> bytes:
 
 
 @contextmanager
-def running(data_dir: Path, database_url: str | None = None) -> Iterator[EmberServer]:
+def running(
+    data_dir: Path, database_url: str | None = None, extra_args: Sequence[str] = ()
+) -> Iterator[EmberServer]:
     """An `ember serve` for the life of the block (a module fixture's body)."""
-    server = EmberServer(data_dir, database_url)
+    server = EmberServer(data_dir, database_url, extra_args)
     server.start()
     try:
         yield server
@@ -63,9 +65,12 @@ def running(data_dir: Path, database_url: str | None = None) -> Iterator[EmberSe
 class EmberServer:
     """Start, kill and restart `ember serve` on a free port with a given data dir and DB."""
 
-    def __init__(self, data_dir: Path, database_url: str | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, database_url: str | None = None, extra_args: Sequence[str] = ()
+    ) -> None:
         self.data_dir = data_dir
         self.database_url = database_url
+        self.extra_args = list(extra_args)  # e.g. --runtime ray --ray-address ...
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -84,6 +89,7 @@ class EmberServer:
         ]
         if self.database_url:
             command += ["--database-url", self.database_url]
+        command += self.extra_args
         env = {**os.environ, "EMBER_ADMIN_TOKEN": TOKEN}
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")

@@ -14,6 +14,18 @@ import uvloop
 
 from ember.api.app import create_app
 from ember.control.platform import Platform
+from ember.runtime.base import Runtime
+from ember.runtime.local import LocalRuntime
+
+
+def make_runtime(kind: str, data_dir: Path, ray_address: str | None) -> Runtime:
+    """Local processes, or a Ray cluster (imported only when asked for: Ray is optional)."""
+    if kind == "local":
+        return LocalRuntime(data_dir)
+    from ember.runtime.ray_cluster import RayRuntime
+
+    # Where each node keeps environments and packages: the same path on every node.
+    return RayRuntime(data_dir, ray_address, os.environ.get("EMBER_RAY_NODE_DIR"))
 
 
 async def serve(
@@ -25,12 +37,18 @@ async def serve(
     announce: Callable[[str | None, str], None] = lambda token, url: None,
     deploy: Sequence[Path] = (),
     progress: Callable[[str], None] = lambda line: None,
+    runtime: str = "local",
+    ray_address: str | None = None,
 ) -> None:
     """Start the platform, tell `announce` the first admin token (if just made) and the URL,
     then serve until SIGINT/SIGTERM, which drains running predictions before exiting."""
     url = public_url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     platform = Platform(
-        data_dir, database_url, public_url=url, admin_token=os.environ.get("EMBER_ADMIN_TOKEN")
+        data_dir,
+        database_url,
+        public_url=url,
+        admin_token=os.environ.get("EMBER_ADMIN_TOKEN"),
+        runtime=make_runtime(runtime, data_dir, ray_address),
     )
     app = create_app(platform, started=True)
     first_token = await platform.start()

@@ -122,11 +122,17 @@ def run(
     _run_guarded(run_prediction(path, inputs or [], output_dir, data_dir, timeout))
 
 
+class RuntimeKind(enum.StrEnum):
+    local = "local"
+    ray = "ray"
+
+
 @app.command(
     epilog=_examples(
         "ember serve  # http://127.0.0.1:8000, data in ~/.ember",
         "ember serve --deploy ./hello  # and deploy a package folder as ember/hello",
         "ember serve --host 0.0.0.0 --public-url https://ember.example.com",
+        "ember serve --runtime ray --ray-address auto  # replicas on this Ray cluster's nodes",
     )
 )
 def serve(
@@ -151,8 +157,20 @@ def serve(
         list[Path] | None,
         typer.Option(help="Deploy this package folder at start as ember/<its name>; repeatable."),
     ] = None,
+    runtime: Annotated[
+        RuntimeKind,
+        typer.Option(help="Where replicas run: local processes, or the nodes of a Ray cluster."),
+    ] = RuntimeKind.local,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RAY_ADDRESS",
+            help="With --runtime ray: `auto` (the cluster this machine joined with `ray start`), "
+            "ray://HOST:10001, or none to start a one-node cluster here.",
+        ),
+    ] = None,
 ) -> None:
-    """Start the platform: Replicate-compatible API, control plane and local replicas.
+    """Start the platform: Replicate-compatible API, control plane and replicas.
 
     Then point a client at it: `replicate.Client(api_token=TOKEN,
     base_url="http://127.0.0.1:8000")`, or use `ember deploy` and `ember predict`.
@@ -186,6 +204,8 @@ def serve(
         announce=announce,
         deploy=deploy or [],
         progress=progress,
+        runtime=runtime.value,
+        ray_address=ray_address,
     )
 
 

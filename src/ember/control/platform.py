@@ -58,7 +58,7 @@ from ember.control.webhooks import new_signing_secret
 from ember.packages.archive import write_archive
 from ember.packages.loader import read_package
 from ember.packages.spec import PackageSpec
-from ember.runtime.base import PREDICT, ReplicaState, Tier
+from ember.runtime.base import PREDICT, ReplicaState, ReplicaUnavailable, Runtime, Tier
 from ember.runtime.local import LocalRuntime
 from ember.store import models as records
 from ember.store.db import aware, connect, migrate, sqlite_url
@@ -120,6 +120,7 @@ class Platform:
         public_url: str = "http://127.0.0.1:8000",
         admin_token: str | None = None,
         warm_host_memory: int | None = None,
+        runtime: Runtime | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime.datetime] = utcnow,
     ) -> None:
@@ -131,7 +132,7 @@ class Platform:
         self.files_dir = data_dir / "files"
         self.engine = connect(database_url or sqlite_url(data_dir))
         self.store = Store(self.engine)
-        self.runtime = LocalRuntime(data_dir)
+        self.runtime = runtime or LocalRuntime(data_dir)
         self.clock = clock  # what replica and prediction durations are measured with
         self.prices = PriceTable(configured_overrides())
         self._set_prices: dict[str, dict[str, Any]] = {}  # through the API, saved
@@ -166,6 +167,7 @@ class Platform:
         Returns a newly created admin token the first time Ember starts (to print once).
         """
         await asyncio.to_thread(migrate, self.engine)
+        await self.runtime.start()
         self.writer = GroupCommitWriter(self.store)
         key = await asyncio.to_thread(
             self.store.setting_or_create, "url_signing_key", lambda: secrets.token_hex(32)
@@ -311,7 +313,10 @@ class Platform:
             progress(f"package: {spec.format}, engine {spec.engine.name} ({spec.engine.model})")
         else:
             progress(f"package: {spec.format} predictor {spec.predictor}")
-        environment = await self.runtime.prepare(spec, progress)
+        try:
+            environment = await self.runtime.prepare(spec, progress)
+        except ReplicaUnavailable as exc:  # e.g. no node of the cluster has its GPU type
+            raise InvalidRequest(f"cannot run this package: {exc}") from exc
         progress(
             "environment ready"
             + ("" if environment.shared_with_ember else f" ({environment.key[:12]})")

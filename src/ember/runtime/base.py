@@ -211,6 +211,19 @@ class Replica(abc.ABC):
 class Runtime(abc.ABC):
     """Starts replicas of packages."""
 
+    outputs_dir: Path  # where replicas' output files are served from
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect to what runs the replicas (a cluster), before the first start."""
+
+    @abc.abstractmethod
+    async def prepare(
+        self, spec: PackageSpec, on_progress: Callable[[str], None] | None = None
+    ) -> Any:
+        """Build (or reuse) the package's environment where its next replica will run, telling
+        `on_progress` each line of the build; returns the environment."""
+
     @abc.abstractmethod
     async def start_replica(self, spec: PackageSpec, tier: Tier = Tier.WARM_HOST) -> Replica:
         """Start a replica from the fastest tier ready for its package, but no faster than

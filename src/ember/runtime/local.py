@@ -385,6 +385,9 @@ class LocalRuntime(Runtime):
         self._tiers: dict[str, Tier] = {}
         self._preparing: dict[str, asyncio.Task[None]] = {}
 
+    async def start(self) -> None:
+        """Nothing to connect to: replicas are this machine's processes."""
+
     async def prepare(
         self, spec: PackageSpec, on_progress: Callable[[str], None] | None = None
     ) -> Environment:

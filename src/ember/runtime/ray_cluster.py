@@ -1,0 +1,433 @@
+"""Replicas on a Ray cluster: the `Runtime` that `ember serve --runtime ray` uses.
+
+The control plane is unchanged (queues, autoscaling, routing, ledger): it starts, routes to and
+stops replicas through this runtime as it does through the local one. Each start asks Ray for a
+`ReplicaSlot` with the package's resources; wherever Ray places it, that node's `NodeAgent`
+(started on first use, one per node) runs the replica as a local worker process. Predictions
+and setup output stream back through Ray's streaming generators, output files with them.
+
+Placement prefers a node that already keeps the package warm (an environment built, a warm
+host forked from): a soft node affinity, so Ray still places it elsewhere when that node is
+full. A package whose resources no node has is refused at once with what is missing, rather
+than waiting forever in Ray's queue; the control plane reports it and retries with backoff, so
+a node that joins later (e.g. from Ray's autoscaler) is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from ember.packages.archive import write_archive
+from ember.packages.environment import Environment
+from ember.packages.spec import PackageSpec
+from ember.runtime.base import (
+    Listener,
+    PredictionEvent,
+    PredictionHandle,
+    PredictionRequest,
+    PredictionResult,
+    Replica,
+    ReplicaState,
+    ReplicaUnavailable,
+    Runtime,
+    Tier,
+    TierStatus,
+)
+from ember.runtime.ray_node import AGENT_NAME, NodeAgent, ReplicaSlot
+from ember.tasks import cancel_and_wait
+
+logger = logging.getLogger("ember.runtime")
+
+NAMESPACE = "ember"
+GIB = 2**30
+REFRESH_SECONDS = 1.0
+
+
+def actor_resources(spec: PackageSpec) -> dict[str, Any]:
+    """Ray actor options for one replica of `spec`: CPUs, memory, GPUs of a type.
+
+    A GPU type becomes Ray's `accelerator_type` (nodes advertise `accelerator_type:<type>`);
+    other custom resources are not part of the package format yet.
+    """
+    resources = spec.resources
+    options: dict[str, Any] = {"num_cpus": resources.cpu, "memory": resources.memory}
+    if resources.gpu is not None:
+        options["num_gpus"] = resources.gpu.count
+        options["accelerator_type"] = resources.gpu.type
+    return options
+
+
+def missing_resources(options: dict[str, Any], nodes: list[dict[str, Any]]) -> str | None:
+    """Why no live node could ever hold a replica with these options (None: one could)."""
+    wanted = {"CPU": options.get("num_cpus", 0), "memory": options.get("memory", 0)}
+    if options.get("num_gpus"):
+        wanted["GPU"] = options["num_gpus"]
+    if options.get("accelerator_type"):
+        wanted[f"accelerator_type:{options['accelerator_type']}"] = 0.001
+    alive = [n["Resources"] for n in nodes if n.get("Alive")]
+    for node in alive:
+        if all(node.get(name, 0) >= amount for name, amount in wanted.items()):
+            return None
+    needs = [f"{options.get('num_cpus', 0):g} CPU", f"{options.get('memory', 0) / GIB:.2g} GiB"]
+    hint = "more CPUs or memory"
+    if options.get("num_gpus"):
+        kind = options.get("accelerator_type")
+        needs.append(f"{options['num_gpus']:g} GPU" + (f" of type {kind}" if kind else ""))
+        labels = f" --resources '{{\"accelerator_type:{kind}\": 1}}'" if kind else ""
+        hint = f"`ray start --address HEAD:6379 --num-gpus {options['num_gpus']:g}{labels}`"
+    return (
+        f"no node of the Ray cluster ({len(alive)} alive) has {', '.join(needs)}: add a node "
+        f"with {hint}, or change the package's resources"
+    )
+
+
+class RayReplica(Replica):
+    """A replica running on some node of the cluster, seen from the server."""
+
+    def __init__(
+        self,
+        spec: PackageSpec,
+        agent: Any,
+        slot: Any,
+        node: str,
+        replica_id: str,
+        tier: Tier,
+        outputs_dir: Path,
+    ) -> None:
+        self.spec = spec
+        self.agent = agent
+        self.slot = slot
+        self.node = node
+        self.id = replica_id
+        self.tier = tier
+        self.outputs_dir = outputs_dir
+        self.state = ReplicaState.STARTING
+        self.max_concurrency = spec.max_concurrency
+        self.schema: dict[str, Any] | None = None
+        self.setup_logs = ""
+        self.setup_error: str | None = None
+        self.exit_code: int | None = None
+        self.launch_seconds = 0.0
+        self._phases: dict[str, float] = {}
+        self._handles: dict[str, PredictionHandle] = {}
+        self._started = asyncio.Event()
+        self._exited = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def begin(self) -> None:
+        self._spawn(self._follow_setup())
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._handles)
+
+    def start_phases(self) -> dict[str, float]:
+        return {"place": self.launch_seconds, **self._phases}
+
+    async def _follow_setup(self) -> None:
+        try:
+            async for ref in self.agent.setup.remote(self.id):
+                item = await ref
+                if "log" in item:
+                    self.setup_logs += item["log"]
+                    if self.on_setup_log is not None:
+                        self.on_setup_log(item["log"])
+                    continue
+                self.schema = item["schema"]
+                self.max_concurrency = item["max_concurrency"]
+                self.setup_logs = item["setup_logs"]
+                self.setup_error = item["setup_error"]
+                self._phases = item["phases"]
+                self.state = ReplicaState(item["state"])
+        except RayActorError as exc:
+            self.state = ReplicaState.SETUP_FAILED
+            self.setup_error = f"the node running this replica went away during setup: {exc}"
+        finally:
+            self._started.set()
+        if self.state == ReplicaState.READY:
+            self._spawn(self._follow_exit())
+        else:
+            self._gone()
+
+    async def _follow_exit(self) -> None:
+        try:
+            self.exit_code = await self.agent.wait_stopped.remote(self.id)
+        except RayActorError:
+            self.exit_code = None  # the node or its agent died: so did the replica
+        if self.state != ReplicaState.SETUP_FAILED:
+            self.state = ReplicaState.STOPPED
+        self._gone()
+
+    def _gone(self) -> None:
+        """The replica is no more: free its resources and end what it still held."""
+        for handle in list(self._handles.values()):
+            self._fail(handle, "the replica's node or process went away")
+        with contextlib.suppress(Exception):
+            ray.kill(self.slot)
+        self._exited.set()
+
+    def _fail(self, handle: PredictionHandle, reason: str) -> None:
+        self._handles.pop(handle.id, None)
+        handle.finish(
+            PredictionResult(
+                id=handle.id, status="failed", error=reason, never_started=handle.started_at is None
+            )
+        )
+
+    async def wait_started(self) -> ReplicaState:
+        await self._started.wait()
+        return self.state
+
+    async def wait_stopped(self) -> int | None:
+        await self._exited.wait()
+        return self.exit_code
+
+    def submit(
+        self, request: PredictionRequest, listener: Listener | None = None
+    ) -> PredictionHandle:
+        if self.state != ReplicaState.READY:
+            raise ReplicaUnavailable(f"replica {self.id} is {self.state.value.lower()}")
+        handle = PredictionHandle(request, self.cancel, listener)
+        self._handles[handle.id] = handle
+        self._spawn(self._run(handle))
+        return handle
+
+    async def _run(self, handle: PredictionHandle) -> None:
+        request = handle.request
+        fields = {
+            "id": request.id,
+            "input": request.input,
+            "context": request.context,
+            "timeout": request.timeout,
+            "method": request.method,
+        }
+        files_dir = self.outputs_dir / handle.id
+        try:
+            async for ref in self.agent.predict.remote(self.id, fields):
+                item = await ref
+                if item["files"]:
+                    await asyncio.to_thread(_write_files, files_dir, item["files"])
+                if "event" in item:
+                    handle.publish(PredictionEvent(item["event"], handle.id, item["data"]))
+                    continue
+                self._handles.pop(handle.id, None)
+                handle.finish(PredictionResult(**item["result"], files_dir=files_dir))
+        except RayActorError as exc:
+            self._fail(handle, f"the replica's node went away while running this prediction: {exc}")
+
+    def cancel(self, prediction_id: str) -> None:
+        if prediction_id in self._handles:
+            self.agent.cancel.remote(self.id, prediction_id)
+
+    async def stop(self, drain: bool = True, timeout: float | None = None) -> None:
+        if self.state in (ReplicaState.READY, ReplicaState.STARTING):
+            self.state = ReplicaState.DRAINING if drain else self.state
+            with contextlib.suppress(RayActorError):
+                await self.agent.stop.remote(self.id, drain, timeout)
+        await self._exited.wait()
+
+
+def _write_files(folder: Path, files: dict[str, bytes]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / Path(name).name).write_bytes(data)
+
+
+class RayRuntime(Runtime):
+    """Runs replicas on the Ray cluster at `address` ("auto", "ray://host:10001", or None for a
+    local cluster started for this process); output files land in `data_dir/outputs`."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        address: str | None = "auto",
+        node_data_dir: str | None = None,
+        connect: Callable[..., Any] = ray.init,
+    ) -> None:
+        self.data_dir = data_dir
+        self.outputs_dir = data_dir / "outputs"
+        self.address = address
+        # Where each node keeps environments and packages (on that node's disk).
+        self.node_data_dir = node_data_dir or str(Path.home() / ".ember" / "ray-node")
+        self._connect = connect
+        self._packages: dict[str, dict[str, Any]] = {}  # package root: see _package
+        self._agents: dict[str, Any] = {}  # node id: its agent
+        self._warm: dict[str, set[str]] = {}  # package root: nodes that keep it ready
+        self._readiness: dict[str, TierStatus] = {}
+        self._prepared: dict[str, tuple[Any, str]] = {}  # package root: (slot, node) kept
+        self._wanted: list[tuple[PackageSpec, Tier]] = []
+        self._ran_on: dict[str, set[str]] = {}  # package root: nodes its replicas ran on
+        self._refreshed = 0.0
+        self._refreshing: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect to the cluster (once; a no-op when this process is already connected)."""
+        if not ray.is_initialized():
+            await asyncio.to_thread(
+                self._connect,
+                address=self.address,
+                namespace=NAMESPACE,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+            )
+
+    def _package(self, spec: PackageSpec) -> dict[str, Any]:
+        """What an agent needs to run `spec`: the spec, and its archive by digest and by
+        reference (inside a dict, so Ray hands the reference over rather than the bytes: a
+        node fetches the archive once, the first time it runs the package)."""
+        if spec.root not in self._packages:
+            buffer = io.BytesIO()
+            write_archive(Path(spec.root), buffer)
+            archive = buffer.getvalue()
+            self._packages[spec.root] = {
+                "spec": spec.model_dump(mode="json"),
+                "digest": hashlib.sha256(archive).hexdigest(),
+                "archive": ray.put(archive),
+            }
+        return self._packages[spec.root]
+
+    def _agent(self, node: str) -> Any:
+        """The node's agent: the one already running there, or a new one pinned to it."""
+        if node not in self._agents:
+            self._agents[node] = NodeAgent.options(
+                name=AGENT_NAME.format(node),
+                namespace=NAMESPACE,
+                get_if_exists=True,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+            ).remote(f"{self.node_data_dir}/{node[:12]}")
+        return self._agents[node]
+
+    async def _place(self, spec: PackageSpec) -> tuple[Any, str, float]:
+        """A slot holding one replica's resources; the node Ray put it on; seconds it took."""
+        options = actor_resources(spec)
+        why = missing_resources(options, await asyncio.to_thread(ray.nodes))
+        if why:
+            raise ReplicaUnavailable(why)
+        warm = sorted(self._warm.get(spec.root, ()))
+        if warm:  # startup-time-aware: where the package is kept ready, if there is room
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(warm[0], soft=True)
+        began = time.perf_counter()
+        slot = ReplicaSlot.options(**options).remote()
+        node = await slot.node.remote()
+        return slot, node, time.perf_counter() - began
+
+    async def prepare(
+        self, spec: PackageSpec, on_progress: Callable[[str], None] | None = None
+    ) -> Environment:
+        """Build the package's environment on the node its next replica will run on (that
+        replica's slot is kept for `start_replica`)."""
+        slot, node, _ = await self._place(spec)
+        self._prepared[spec.root] = (slot, node)
+        environment: dict[str, Any] = {}
+        async for ref in self._agent(node).prepare.remote(self._package(spec)):
+            item = await ref
+            if "progress" in item and on_progress is not None:
+                on_progress(item["progress"])
+            environment = item
+        return Environment(
+            key=environment["environment"],
+            root=Path(self.node_data_dir),
+            python=Path("python"),
+            shared_with_ember=environment["shared"],
+        )
+
+    async def start_replica(self, spec: PackageSpec, tier: Tier = Tier.WARM_HOST) -> RayReplica:
+        began = time.perf_counter()
+        if spec.root in self._prepared:
+            slot, node = self._prepared.pop(spec.root)
+        else:
+            slot, node, _ = await self._place(spec)
+        agent = self._agent(node)
+        self._ran_on.setdefault(spec.root, set()).add(node)
+        try:
+            started = await agent.start_replica.remote(self._package(spec), tier.value)
+        except BaseException:
+            ray.kill(slot)
+            raise
+        self.outputs_dir.mkdir(parents=True, exist_ok=True)
+        replica = RayReplica(
+            spec, agent, slot, node, started["id"], Tier(started["tier"]), self.outputs_dir
+        )
+        replica.launch_seconds = time.perf_counter() - began
+        replica.begin()
+        return replica
+
+    async def keep_ready(self, wanted: list[tuple[PackageSpec, Tier]]) -> None:
+        """Each package's tier is kept on the nodes its replicas ran on (first use: none)."""
+        self._wanted = wanted
+        for node in list(self._agents):
+            here = [
+                (self._package(spec), tier.value)
+                for spec, tier in wanted
+                if node in self._ran_on.get(spec.root, ())
+            ]
+            try:
+                await self._agents[node].keep_ready.remote(here)
+            except RayActorError:
+                self._forget(node)
+        await self._refresh(wanted)
+
+    async def _refresh(self, wanted: list[tuple[PackageSpec, Tier]]) -> None:
+        """Learn, per package, which nodes have its tier ready (placement prefers them)."""
+        self._refreshed = time.monotonic()
+        warm: dict[str, set[str]] = {}
+        for spec, tier in wanted:
+            best: TierStatus | None = None
+            for node, agent in list(self._agents.items()):
+                if node not in self._ran_on.get(spec.root, ()):
+                    continue
+                try:
+                    found = await agent.readiness.remote(self._package(spec))
+                except RayActorError:
+                    self._forget(node)
+                    continue
+                status = TierStatus(Tier(found["tier"]), found["ready"], found["detail"])
+                if status.ready and status.tier == tier:
+                    warm.setdefault(spec.root, set()).add(node)
+                if best is None or (status.ready and not best.ready):
+                    best = status
+            self._readiness[spec.root] = best or TierStatus(Tier.COLD, ready=True)
+        self._warm = warm
+
+    def _forget(self, node: str) -> None:
+        self._agents.pop(node, None)
+        for nodes in (*self._warm.values(), *self._ran_on.values()):
+            nodes.discard(node)
+
+    def readiness(self, spec: PackageSpec) -> TierStatus:
+        """What the nodes last said (asked again in the background when over a second old:
+        a warm host that finished starting is reported within a second or two)."""
+        stale = time.monotonic() - self._refreshed > REFRESH_SECONDS
+        if stale and self._wanted and (self._refreshing is None or self._refreshing.done()):
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh(self._wanted))
+        return self._readiness.get(spec.root, TierStatus(Tier.COLD, ready=True))
+
+    async def close(self) -> None:
+        if self._refreshing is not None:
+            await cancel_and_wait(self._refreshing)
+        for slot, _ in self._prepared.values():
+            ray.kill(slot)
+        self._prepared.clear()
+        for agent in self._agents.values():
+            with contextlib.suppress(RayActorError):
+                await agent.close.remote()
+            ray.kill(agent)
+        self._agents.clear()

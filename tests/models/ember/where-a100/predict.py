@@ -1,0 +1,18 @@
+"""Says where it runs: its package folder (each Ray node unpacks packages under its own data
+dir) and process, streaming a few items so tests see output cross nodes as it comes."""
+
+import os
+import time
+from collections.abc import Iterator
+
+
+class Predictor:
+    def setup(self) -> None:
+        self.folder = os.path.dirname(os.path.abspath(__file__))
+
+    def predict(self, items: int = 3, delay: float = 0.05) -> Iterator[str]:
+        yield f"folder={self.folder}"
+        yield f"pid={os.getpid()}"
+        for i in range(items):
+            time.sleep(delay)
+            yield f"item {i}"

@@ -1,0 +1,149 @@
+"""Cluster mode: a real `ember serve --runtime ray` on a real two-node Ray cluster started on
+this machine (Ray's own cluster utilities: a head node with CPUs only, and a node advertising a
+T4 GPU, `num_gpus=1` plus `accelerator_type:T4`, standing in for a GPU machine)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import replicate
+from conftest import model_path
+from server import TOKEN, EmberServer, package_archive, running
+
+ray_cluster_utils = pytest.importorskip("ray.cluster_utils")
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The cluster's address and the node id of each kind of node."""
+    nodes = tmp_path_factory.mktemp("ray-nodes")
+    os.environ["EMBER_RAY_NODE_DIR"] = str(nodes)
+    cluster = ray_cluster_utils.Cluster(
+        initialize_head=True,
+        connect=False,
+        head_node_args={"num_cpus": 2, "include_dashboard": False},
+    )
+    gpu = cluster.add_node(num_cpus=2, num_gpus=1, resources={"accelerator_type:T4": 1})
+    cluster.wait_for_nodes()
+    try:
+        yield {"address": cluster.address, "head": cluster.head_node.node_id, "gpu": gpu.node_id}
+    finally:
+        cluster.shutdown()
+        os.environ.pop("EMBER_RAY_NODE_DIR", None)
+
+
+@pytest.fixture(scope="module")
+def server(
+    cluster: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmberServer]:
+    args = ["--runtime", "ray", "--ray-address", cluster["address"]]
+    with running(tmp_path_factory.mktemp("ember-ray"), extra_args=args) as instance:
+        for name in ("where", "where-t4"):
+            instance.deploy(model_path("ember", name), "ember", name)
+            with instance.client() as client:
+                created = client.post(
+                    "/v1/deployments", json={"name": name, "model": f"ember/{name}"}
+                )
+                assert created.status_code == 201, created.text
+        yield instance
+
+
+def run(api: httpx.Client, deployment: str, **inputs: object) -> dict:
+    response = api.post(
+        f"/v1/deployments/ember/{deployment}/predictions",
+        json={"input": inputs},
+        headers={"Prefer": "wait=60"},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def node_of(prediction: dict) -> str:
+    """The node whose data dir holds the package the replica ran from."""
+    folder = prediction["output"][0].removeprefix("folder=")
+    return Path(folder).parent.parent.name
+
+
+def test_a_gpu_model_lands_on_the_node_with_that_gpu(
+    api: httpx.Client, cluster: dict[str, str]
+) -> None:
+    for _ in range(2):
+        prediction = run(api, "where-t4")
+        assert prediction["status"] == "succeeded", prediction
+        assert node_of(prediction) == cluster["gpu"][:12]
+
+
+def test_predictions_stream_across_nodes_through_the_official_client(
+    server: EmberServer,
+) -> None:
+    client = replicate.Client(api_token=TOKEN, base_url=server.url)
+    events = [str(e) for e in client.stream("ember/where", input={"items": 4, "delay": 0.2})]
+    items = [e for e in events if e.startswith("item")]
+    assert items == [f"item {i}" for i in range(4)]
+
+
+def test_a_model_no_node_can_hold_is_refused_with_what_is_missing(
+    server: EmberServer, api: httpx.Client
+) -> None:
+    response = api.post("/v1/models", json={"owner": "ember", "name": "where-a100"})
+    assert response.status_code == 201
+    upload = api.post(
+        "/v1/models/ember/where-a100/versions",
+        files={"package": ("p.tar.gz", package_archive(model_path("ember", "where-a100")))},
+        timeout=120,
+    )
+    assert upload.status_code == 422, upload.text
+    detail = upload.json()["detail"]
+    assert "no node of the Ray cluster (2 alive) has 1 CPU, 0.25 GiB, 1 GPU of type A100" in detail
+    assert "--num-gpus 1 --resources '{\"accelerator_type:A100\": 1}'" in detail
+
+
+def test_scale_to_zero_and_back_on_the_cluster(api: httpx.Client) -> None:
+    first = run(api, "where")
+    assert first["status"] == "succeeded"
+    changed = api.patch("/v1/deployments/ember/where", json={"idle_timeout": 0})
+    assert changed.status_code == 200
+    deadline = time.monotonic() + 30
+    status = {}
+    while time.monotonic() < deadline:
+        status = api.get("/v1/deployments/ember/where").json()["status"]
+        if status["replicas"]["ready"] == 0 and status["replicas"]["starting"] == 0:
+            break
+        time.sleep(0.2)
+    assert status["replicas"] == {"starting": 0, "ready": 0}, status
+    again = run(api, "where")
+    assert again["status"] == "succeeded"
+    assert again["output"][1] != first["output"][1]  # a new replica process
+
+
+def test_output_files_made_on_a_node_are_served_by_the_server(
+    server: EmberServer, api: httpx.Client
+) -> None:
+    server.deploy(model_path("ember", "image-out"), "ember", "image-out")
+    prediction = api.post(
+        "/v1/models/ember/image-out/predictions",
+        json={"input": {"width": 5, "height": 2}},
+        headers={"Prefer": "wait=60, files=url"},  # a link to the server, not a data URI
+    ).json()
+    assert prediction["status"] == "succeeded", prediction
+    image = httpx.get(prediction["output"], timeout=30)
+    assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+    assert image.content[16:24] == (5).to_bytes(4, "big") + (2).to_bytes(4, "big")
+
+
+def test_the_next_start_comes_from_a_warm_host_on_the_node(api: httpx.Client) -> None:
+    deadline = time.monotonic() + 30
+    cold_start: dict = {}
+    while time.monotonic() < deadline:
+        cold_start = api.get("/v1/deployments/ember/where-t4").json()["status"]["cold_start"]
+        if cold_start["tier"] == "warm-host" and cold_start["ready"]:
+            break
+        time.sleep(0.5)
+    assert cold_start["tier"] == "warm-host" and cold_start["ready"], cold_start
