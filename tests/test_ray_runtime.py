@@ -1,6 +1,7 @@
-"""Cluster mode: a real `ember serve --runtime ray` on a real two-node Ray cluster started on
-this machine (Ray's own cluster utilities: a head node with CPUs only, and a node advertising a
-T4 GPU, `num_gpus=1` plus `accelerator_type:T4`, standing in for a GPU machine)."""
+"""Cluster mode: a real `ember serve --runtime ray` on a real three-node Ray cluster started on
+this machine with Ray's own cluster utilities: a head that runs no replicas (no CPUs to give),
+a CPU node, and a node advertising a T4 GPU (`num_gpus=1` plus `accelerator_type:T4`) standing
+in for a GPU machine. The last test kills a node under load."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,19 +23,25 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """The cluster's address and the node id of each kind of node."""
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The cluster's address and its worker nodes ("cpu", "gpu": Ray's node objects)."""
     nodes = tmp_path_factory.mktemp("ray-nodes")
     os.environ["EMBER_RAY_NODE_DIR"] = str(nodes)
     cluster = ray_cluster_utils.Cluster(
         initialize_head=True,
         connect=False,
-        head_node_args={"num_cpus": 2, "include_dashboard": False},
+        head_node_args={
+            "num_cpus": 0,
+            "include_dashboard": False,
+            # Notice a lost node in about a second, not Ray's default half minute.
+            "_system_config": {"health_check_period_ms": 300, "health_check_failure_threshold": 3},
+        },
     )
-    gpu = cluster.add_node(num_cpus=2, num_gpus=1, resources={"accelerator_type:T4": 1})
+    cpu = cluster.add_node(num_cpus=4)
+    gpu = cluster.add_node(num_cpus=4, num_gpus=1, resources={"accelerator_type:T4": 1})
     cluster.wait_for_nodes()
     try:
-        yield {"address": cluster.address, "head": cluster.head_node.node_id, "gpu": gpu.node_id}
+        yield {"address": cluster.address, "cluster": cluster, "cpu": cpu, "gpu": gpu}
     finally:
         cluster.shutdown()
         os.environ.pop("EMBER_RAY_NODE_DIR", None)
@@ -41,7 +49,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
 
 @pytest.fixture(scope="module")
 def server(
-    cluster: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    cluster: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EmberServer]:
     args = ["--runtime", "ray", "--ray-address", cluster["address"]]
     with running(tmp_path_factory.mktemp("ember-ray"), extra_args=args) as instance:
@@ -72,12 +80,12 @@ def node_of(prediction: dict) -> str:
 
 
 def test_a_gpu_model_lands_on_the_node_with_that_gpu(
-    api: httpx.Client, cluster: dict[str, str]
+    api: httpx.Client, cluster: dict[str, Any]
 ) -> None:
     for _ in range(2):
         prediction = run(api, "where-t4")
         assert prediction["status"] == "succeeded", prediction
-        assert node_of(prediction) == cluster["gpu"][:12]
+        assert node_of(prediction) == cluster["gpu"].node_id[:12]
 
 
 def test_predictions_stream_across_nodes_through_the_official_client(
@@ -101,7 +109,7 @@ def test_a_model_no_node_can_hold_is_refused_with_what_is_missing(
     )
     assert upload.status_code == 422, upload.text
     detail = upload.json()["detail"]
-    assert "no node of the Ray cluster (2 alive) has 1 CPU, 0.25 GiB, 1 GPU of type A100" in detail
+    assert "no node of the Ray cluster (3 alive) has 1 CPU, 0.25 GiB, 1 GPU of type A100" in detail
     assert "--num-gpus 1 --resources '{\"accelerator_type:A100\": 1}'" in detail
 
 
@@ -147,3 +155,52 @@ def test_the_next_start_comes_from_a_warm_host_on_the_node(api: httpx.Client) ->
             break
         time.sleep(0.5)
     assert cold_start["tier"] == "warm-host" and cold_start["ready"], cold_start
+
+
+def test_a_lost_node_loses_no_accepted_prediction(
+    api: httpx.Client, cluster: dict[str, Any]
+) -> None:
+    """Kill the node running a replica while it holds a prediction that has streamed output,
+    one that has not yet, and two queued: the first fails saying why, the others run on a new
+    replica on the other node, which the controller starts to restore the count."""
+    created = api.post(
+        "/v1/deployments",
+        json={"name": "survivor", "model": "ember/where", "min_instances": 1, "max_instances": 1},
+    )
+    assert created.status_code == 201, created.text
+    warmup = run(api, "survivor")
+    doomed = {n.node_id[:12]: n for n in (cluster["cpu"], cluster["gpu"])}[node_of(warmup)]
+
+    def submit(**inputs: object) -> str:
+        response = api.post("/v1/deployments/ember/survivor/predictions", json={"input": inputs})
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    streaming = submit(items=100, delay=0.1)
+    silent = submit(pause=3)
+    queued = [submit(items=1), submit(items=1)]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the first has shown output, the second has started
+        first = api.get(f"/v1/predictions/{streaming}").json()
+        second = api.get(f"/v1/predictions/{silent}").json()
+        if first["output"] and second["status"] == "processing":
+            break
+        time.sleep(0.1)
+    cluster["cluster"].remove_node(doomed, allow_graceful=False)
+
+    final: dict[str, dict] = {}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(final) < 4:
+        for pid in (streaming, silent, *queued):
+            body = api.get(f"/v1/predictions/{pid}").json()
+            if body["status"] in ("succeeded", "failed", "canceled"):
+                final[pid] = body
+        time.sleep(0.25)
+    assert len(final) == 4, {pid: final.get(pid, {}).get("status") for pid in final}
+    assert final[streaming]["status"] == "failed"
+    assert "node running this prediction's replica went away" in final[streaming]["error"]
+    for pid in (silent, *queued):
+        assert final[pid]["status"] == "succeeded", (final[pid]["error"], final[pid]["logs"])
+        assert node_of(final[pid]) != doomed.node_id[:12]  # ran on the node that is left
+    status = api.get("/v1/deployments/ember/survivor").json()["status"]
+    assert status["replicas"]["ready"] == 1

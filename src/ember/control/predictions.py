@@ -105,6 +105,8 @@ class PredictionState:
     # The deploying runner's clock when it was accepted (queue time, cold-start attribution);
     # it moves with the prediction when a new release's runner takes the queue over.
     accepted_clock: float | None = None
+    # Runs begun again elsewhere after a replica was lost before producing output.
+    retries: int = 0
     # Monotonic times for token latencies: when it was accepted, when its last item came.
     accepted_at: float = field(default_factory=time.monotonic, repr=False)
     last_output_at: float | None = field(default=None, repr=False)

@@ -54,6 +54,9 @@ logger = logging.getLogger("ember.control")
 PREFETCH = 1
 TICK_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 60.0
+# A prediction whose replica was lost before it produced output runs again at most this often:
+# once covers a lost node; a prediction that kills every replica it touches must not roam.
+MAX_RETRIES = 1
 
 # (prediction, event) with event in: started, output, logs, done
 OnEvent = Callable[[PredictionState, str], None]
@@ -291,8 +294,13 @@ class DeploymentRunner:
                             "seconds": event.metrics["predict_time"],
                         },
                     )
-                if event.never_started and not self._closed:
-                    # Its replica went away before starting it: run it on another.
+                retry = event.retryable and state.retries < MAX_RETRIES
+                if (event.never_started or retry) and not self._closed:
+                    # Its replica went away before starting it, or before it produced any
+                    # output: run it on another.
+                    if retry:
+                        state.retries += 1
+                        logger.warning("%s: %s: %s; retrying", self.name, state.id, event.error)
                     self.queue.appendleft(state)
                     self.wake()
                     return

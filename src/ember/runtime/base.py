@@ -92,6 +92,9 @@ class PredictionResult:
     files_dir: Path | None = None
     # The replica went away before it began this prediction: it is safe to run elsewhere.
     never_started: bool = False
+    # The replica (its node) went away after it began this prediction but before any output:
+    # no client saw a thing, so it may run once more elsewhere (the control plane's choice).
+    retryable: bool = False
 
 
 Listener = Callable[["PredictionEvent | PredictionResult"], None]

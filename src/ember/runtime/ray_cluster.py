@@ -53,6 +53,8 @@ logger = logging.getLogger("ember.runtime")
 NAMESPACE = "ember"
 GIB = 2**30
 REFRESH_SECONDS = 1.0
+PLACE_SECONDS = 60.0
+NODE_LOST = "the node running this prediction's replica went away (Ray lost it)"
 
 
 def actor_resources(spec: PackageSpec) -> dict[str, Any]:
@@ -167,27 +169,36 @@ class RayReplica(Replica):
             self._gone()
 
     async def _follow_exit(self) -> None:
+        reason = "the replica process exited while running this prediction"
         try:
             self.exit_code = await self.agent.wait_stopped.remote(self.id)
         except RayActorError:
             self.exit_code = None  # the node or its agent died: so did the replica
+            reason = NODE_LOST
         if self.state != ReplicaState.SETUP_FAILED:
             self.state = ReplicaState.STOPPED
-        self._gone()
+        self._gone(reason)
 
-    def _gone(self) -> None:
+    def _gone(self, reason: str = NODE_LOST) -> None:
         """The replica is no more: free its resources and end what it still held."""
         for handle in list(self._handles.values()):
-            self._fail(handle, "the replica's node or process went away")
+            self._fail(handle, reason)
         with contextlib.suppress(Exception):
             ray.kill(self.slot)
         self._exited.set()
 
     def _fail(self, handle: PredictionHandle, reason: str) -> None:
+        """End a prediction the replica can no longer finish; one that showed nothing yet may
+        run again elsewhere."""
         self._handles.pop(handle.id, None)
+        started = handle.started_at is not None
         handle.finish(
             PredictionResult(
-                id=handle.id, status="failed", error=reason, never_started=handle.started_at is None
+                id=handle.id,
+                status="failed",
+                error=reason,
+                never_started=not started,
+                retryable=started and not handle.outputs,
             )
         )
 
@@ -229,8 +240,8 @@ class RayReplica(Replica):
                     continue
                 self._handles.pop(handle.id, None)
                 handle.finish(PredictionResult(**item["result"], files_dir=files_dir))
-        except RayActorError as exc:
-            self._fail(handle, f"the replica's node went away while running this prediction: {exc}")
+        except RayActorError:
+            self._fail(handle, NODE_LOST)
 
     def cancel(self, prediction_id: str) -> None:
         if prediction_id in self._handles:
@@ -316,18 +327,29 @@ class RayRuntime(Runtime):
         return self._agents[node]
 
     async def _place(self, spec: PackageSpec) -> tuple[Any, str, float]:
-        """A slot holding one replica's resources; the node Ray put it on; seconds it took."""
-        options = actor_resources(spec)
-        why = missing_resources(options, await asyncio.to_thread(ray.nodes))
-        if why:
-            raise ReplicaUnavailable(why)
-        warm = sorted(self._warm.get(spec.root, ()))
-        if warm:  # startup-time-aware: where the package is kept ready, if there is room
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(warm[0], soft=True)
+        """A slot holding one replica's resources; the node Ray put it on; seconds it took.
+
+        A slot that dies before it runs was placed on a node that is going away (Ray notices
+        a lost node only after missed heartbeats): it is placed again, for PLACE_SECONDS.
+        """
         began = time.perf_counter()
-        slot = ReplicaSlot.options(**options).remote()
-        node = await slot.node.remote()
-        return slot, node, time.perf_counter() - began
+        while True:
+            options = actor_resources(spec)
+            why = missing_resources(options, await asyncio.to_thread(ray.nodes))
+            if why:
+                raise ReplicaUnavailable(why)
+            warm = sorted(self._warm.get(spec.root, ()))
+            if warm:  # startup-time-aware: where the package is kept ready, if there is room
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(warm[0], soft=True)
+            slot = ReplicaSlot.options(**options).remote()
+            try:
+                node = await slot.node.remote()
+            except RayActorError:
+                if time.perf_counter() - began > PLACE_SECONDS:
+                    raise
+                await asyncio.sleep(0.5)
+                continue
+            return slot, node, time.perf_counter() - began
 
     async def prepare(
         self, spec: PackageSpec, on_progress: Callable[[str], None] | None = None

@@ -10,7 +10,8 @@ class Predictor:
     def setup(self) -> None:
         self.folder = os.path.dirname(os.path.abspath(__file__))
 
-    def predict(self, items: int = 3, delay: float = 0.05) -> Iterator[str]:
+    def predict(self, items: int = 3, delay: float = 0.05, pause: float = 0) -> Iterator[str]:
+        time.sleep(pause)  # before any output: a lost node's prediction may then run again
         yield f"folder={self.folder}"
         yield f"pid={os.getpid()}"
         for i in range(items):
