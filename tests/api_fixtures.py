@@ -1,4 +1,5 @@
-"""Helpers for the API tests: a real `ember serve` on SQLite or PostgreSQL, the official
+"""Helpers for the API tests: a real `ember serve` on SQLite or PostgreSQL (or with its
+replicas on a Ray cluster), the official
 `replicate` client pointed at it, polling, a loopback webhook receiver and process checks."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import httpx
 import replicate
-from server import TOKEN, EmberServer, postgres_database
+from server import TOKEN, EmberServer, postgres_database, ray_cluster
 
 MODELS = Path(__file__).parent / "models"
 BACKENDS = ["sqlite", "postgres"]
@@ -25,12 +26,25 @@ TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 @contextlib.contextmanager
 def serving(backend: str, data_dir: Path) -> Iterator[EmberServer]:
     """A started `ember serve` on `backend` with `data_dir`; stopped (and the database
-    dropped) afterwards. The server log is printed when the block fails."""
+    dropped) afterwards. The server log is printed when the block fails.
+
+    `ray` is SQLite with the replicas on a two-node Ray cluster started for the block."""
     with contextlib.ExitStack() as stack:
         database_url = None
+        extra_args: list[str] = []
         if backend == "postgres":
             database_url = stack.enter_context(postgres_database())
-        server = EmberServer(data_dir, database_url)
+        if backend == "ray":
+            cluster, _ = stack.enter_context(
+                # Logical CPUs for every model's replica to stay up through its keep-alive.
+                ray_cluster(
+                    data_dir.with_name(data_dir.name + "-nodes"),
+                    {"num_cpus": 16},
+                    [{"num_cpus": 16}],
+                )
+            )
+            extra_args = ["--runtime", "ray", "--ray-address", cluster.address]
+        server = EmberServer(data_dir, database_url, extra_args)
         try:
             server.start()
             yield server

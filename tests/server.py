@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -40,6 +41,32 @@ def postgres_database() -> Iterator[str]:
     finally:
         with psycopg.connect(f"{POSTGRES}/test", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def ray_cluster(
+    node_dir: Path, head: dict[str, Any], workers: Sequence[dict[str, Any]] = ()
+) -> Iterator[tuple[Any, list[Any]]]:
+    """A real multi-node Ray cluster on this machine (Ray's own test utilities: each node its
+    own raylet) and its worker nodes in the order given, shut down afterwards. Servers started
+    meanwhile keep each node's Ember data under `node_dir` (EMBER_RAY_NODE_DIR)."""
+    from ray.cluster_utils import Cluster
+
+    os.environ["EMBER_RAY_NODE_DIR"] = str(node_dir)
+    head = {
+        "include_dashboard": False,
+        # Notice a lost node in about a second, not Ray's default half minute.
+        "_system_config": {"health_check_period_ms": 300, "health_check_failure_threshold": 3},
+        **head,
+    }
+    cluster = Cluster(initialize_head=True, connect=False, head_node_args=head)
+    try:
+        nodes = [cluster.add_node(**worker) for worker in workers]
+        cluster.wait_for_nodes()
+        yield cluster, nodes
+    finally:
+        cluster.shutdown()
+        os.environ.pop("EMBER_RAY_NODE_DIR", None)
 
 
 def package_archive(path: Path) -> bytes:

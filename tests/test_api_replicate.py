@@ -1,8 +1,9 @@
 """The official `replicate` client against a real `ember serve`, changing only `base_url`.
 
-One server per backend (SQLite, PostgreSQL) for the whole module; the models are deployed
-once per server. Raw httpx requests check what the client does not look at: error shapes,
-`Prefer: wait` answers and the server-sent event format.
+One server per backend (SQLite, PostgreSQL, and SQLite with replicas on a two-node Ray
+cluster: `--runtime ray`) for the whole module; the models are deployed once per server. Raw
+httpx requests check what the client does not look at: error shapes, `Prefer: wait` answers
+and the server-sent event format.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class Env:
     http: httpx.Client  # raw requests with the admin token
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=[*BACKENDS, "ray"])
 def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     backend = request.param
     with serving(backend, tmp_path_factory.mktemp(f"api-{backend}")) as server:

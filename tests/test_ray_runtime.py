@@ -5,7 +5,6 @@ in for a GPU machine. The last test kills a node under load."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +14,7 @@ import httpx
 import pytest
 import replicate
 from conftest import model_path
-from server import TOKEN, EmberServer, package_archive, running
-
-ray_cluster_utils = pytest.importorskip("ray.cluster_utils")
+from server import TOKEN, EmberServer, package_archive, ray_cluster, running
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -25,26 +22,13 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The cluster's address and its worker nodes ("cpu", "gpu": Ray's node objects)."""
+    workers = [
+        {"num_cpus": 4},
+        {"num_cpus": 4, "num_gpus": 1, "resources": {"accelerator_type:T4": 1}},
+    ]
     nodes = tmp_path_factory.mktemp("ray-nodes")
-    os.environ["EMBER_RAY_NODE_DIR"] = str(nodes)
-    cluster = ray_cluster_utils.Cluster(
-        initialize_head=True,
-        connect=False,
-        head_node_args={
-            "num_cpus": 0,
-            "include_dashboard": False,
-            # Notice a lost node in about a second, not Ray's default half minute.
-            "_system_config": {"health_check_period_ms": 300, "health_check_failure_threshold": 3},
-        },
-    )
-    cpu = cluster.add_node(num_cpus=4)
-    gpu = cluster.add_node(num_cpus=4, num_gpus=1, resources={"accelerator_type:T4": 1})
-    cluster.wait_for_nodes()
-    try:
+    with ray_cluster(nodes, {"num_cpus": 0}, workers) as (cluster, (cpu, gpu)):
         yield {"address": cluster.address, "cluster": cluster, "cpu": cpu, "gpu": gpu}
-    finally:
-        cluster.shutdown()
-        os.environ.pop("EMBER_RAY_NODE_DIR", None)
 
 
 @pytest.fixture(scope="module")
