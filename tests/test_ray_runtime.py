@@ -110,9 +110,17 @@ def test_scale_to_zero_and_back_on_the_cluster(api: httpx.Client) -> None:
             break
         time.sleep(0.2)
     assert status["replicas"] == {"starting": 0, "ready": 0}, status
+    while time.monotonic() < deadline and not status["cold_start"]["ready"]:
+        time.sleep(0.2)  # the node that ran it keeps a warm host
+        status = api.get("/v1/deployments/ember/where").json()["status"]
+    assert status["cold_start"]["tier"] == "warm-host" and status["cold_start"]["ready"]
     again = run(api, "where")
     assert again["status"] == "succeeded"
     assert again["output"][1] != first["output"][1]  # a new replica process
+    # Placed where the package is kept warm (either node has room), and forked from there.
+    assert node_of(again) == node_of(first)
+    series = api.get("/v1/deployments/ember/where/timeseries", params={"since": "15m"}).json()
+    assert series["cold_starts"][-1]["tier"] == "warm-host"
 
 
 def test_output_files_made_on_a_node_are_served_by_the_server(
@@ -188,3 +196,10 @@ def test_a_lost_node_loses_no_accepted_prediction(
         assert node_of(final[pid]) != doomed.node_id[:12]  # ran on the node that is left
     status = api.get("/v1/deployments/ember/survivor").json()["status"]
     assert status["replicas"]["ready"] == 1
+    # The ledger keeps the lost replica's time: two replicas billed, the lost one included.
+    [row] = [
+        r
+        for r in api.get("/v1/costs", params={"by": "deployment", "since": "1h"}).json()["rows"]
+        if r["key"] == "ember/survivor"
+    ]
+    assert row["replicas"] == 2 and row["gpu_seconds"] > 3 and row["cost"] > 0
