@@ -25,8 +25,11 @@ OWNER = "ember"
 
 
 class EmberServe:
-    def __init__(self, data_dir: Path, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str], log: Path, args: tuple[str, ...] = ()
+    ) -> None:
         self.data_dir = data_dir
+        self.args = list(args)  # more `ember serve` options, e.g. --runtime ray
         self.env = {**env, "EMBER_ADMIN_TOKEN": ADMIN_TOKEN}
         self.log = log
         self.port = free_port()
@@ -47,7 +50,7 @@ class EmberServe:
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         self.log.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "ember", "serve", "--port", str(self.port),
-                   "--data-dir", str(self.data_dir)]  # fmt: skip
+                   "--data-dir", str(self.data_dir), *self.args]  # fmt: skip
         self.proc = launch(command, env=self.env, cwd=ROOT, log=self.log)
         deadline = time.monotonic() + 60
         with self.client() as client:

@@ -1,13 +1,15 @@
 """Replicas on a Ray cluster: the `Runtime` that `ember serve --runtime ray` uses.
 
 The control plane is unchanged (queues, autoscaling, routing, ledger): it starts, routes to and
-stops replicas through this runtime as it does through the local one. Each start asks Ray for a
-`ReplicaSlot` with the package's resources; wherever Ray places it, that node's `NodeAgent`
-(started on first use, one per node) runs the replica as a local worker process. Predictions
-and setup output stream back through Ray's streaming generators, output files with them.
+stops replicas through this runtime as it does through the local one. Each start reserves the
+package's resources in a one-bundle placement group (bookkeeping: no process is started for it,
+so a reservation takes milliseconds where a placeholder actor took most of a second); on the
+node Ray picks, that node's `NodeAgent` (started on first use, one per node) runs the replica
+as a local worker process. Predictions and setup output stream back through Ray's streaming
+generators, output files with them.
 
 Placement prefers a node that already keeps the package warm (an environment built, a warm
-host forked from): a soft node affinity, so Ray still places it elsewhere when that node is
+host forked from): a soft target node, so Ray still places it elsewhere when that node is
 full. A package whose resources no node has is refused at once with what is missing, rather
 than waiting forever in Ray's queue; the control plane reports it and retries with backoff, so
 a node that joins later (e.g. from Ray's autoscaler) is used.
@@ -27,6 +29,12 @@ from typing import Any
 
 import ray
 from ray.exceptions import RayActorError
+from ray.util.placement_group import (
+    PlacementGroup,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ember.packages.archive import write_archive
@@ -45,7 +53,7 @@ from ember.runtime.base import (
     Tier,
     TierStatus,
 )
-from ember.runtime.ray_node import AGENT_NAME, NodeAgent, ReplicaSlot
+from ember.runtime.ray_node import AGENT_NAME, NodeAgent
 from ember.tasks import cancel_and_wait
 
 logger = logging.getLogger("ember.runtime")
@@ -57,38 +65,33 @@ PLACE_SECONDS = 60.0
 NODE_LOST = "the node running this prediction's replica went away (Ray lost it)"
 
 
-def actor_resources(spec: PackageSpec) -> dict[str, Any]:
-    """Ray actor options for one replica of `spec`: CPUs, memory, GPUs of a type.
+def bundle(spec: PackageSpec) -> dict[str, float]:
+    """One replica of `spec` in Ray's resources: CPUs, memory (bytes), GPUs of a type.
 
-    A GPU type becomes Ray's `accelerator_type` (nodes advertise `accelerator_type:<type>`);
-    other custom resources are not part of the package format yet.
+    A GPU type is Ray's accelerator label (nodes advertise `accelerator_type:<type>`; a
+    replica asks for a sliver of it, as Ray's own `accelerator_type` option does).
     """
     resources = spec.resources
-    options: dict[str, Any] = {"num_cpus": resources.cpu, "memory": resources.memory}
+    wanted = {"CPU": resources.cpu, "memory": float(resources.memory)}
     if resources.gpu is not None:
-        options["num_gpus"] = resources.gpu.count
-        options["accelerator_type"] = resources.gpu.type
-    return options
+        wanted["GPU"] = resources.gpu.count
+        wanted[f"accelerator_type:{resources.gpu.type}"] = 0.001
+    return wanted
 
 
-def missing_resources(options: dict[str, Any], nodes: list[dict[str, Any]]) -> str | None:
-    """Why no live node could ever hold a replica with these options (None: one could)."""
-    wanted = {"CPU": options.get("num_cpus", 0), "memory": options.get("memory", 0)}
-    if options.get("num_gpus"):
-        wanted["GPU"] = options["num_gpus"]
-    if options.get("accelerator_type"):
-        wanted[f"accelerator_type:{options['accelerator_type']}"] = 0.001
+def missing_resources(wanted: dict[str, float], nodes: list[dict[str, Any]]) -> str | None:
+    """Why no live node could ever hold a replica needing `wanted` (None: one could)."""
     alive = [n["Resources"] for n in nodes if n.get("Alive")]
     for node in alive:
         if all(node.get(name, 0) >= amount for name, amount in wanted.items()):
             return None
-    needs = [f"{options.get('num_cpus', 0):g} CPU", f"{options.get('memory', 0) / GIB:.2g} GiB"]
+    needs = [f"{wanted.get('CPU', 0):g} CPU", f"{wanted.get('memory', 0) / GIB:.2g} GiB"]
     hint = "more CPUs or memory"
-    if options.get("num_gpus"):
-        kind = options.get("accelerator_type")
-        needs.append(f"{options['num_gpus']:g} GPU" + (f" of type {kind}" if kind else ""))
+    if wanted.get("GPU"):
+        kind = next((n.split(":", 1)[1] for n in wanted if n.startswith("accelerator_type:")), "")
+        needs.append(f"{wanted['GPU']:g} GPU" + (f" of type {kind}" if kind else ""))
         labels = f" --resources '{{\"accelerator_type:{kind}\": 1}}'" if kind else ""
-        hint = f"`ray start --address HEAD:6379 --num-gpus {options['num_gpus']:g}{labels}`"
+        hint = f"`ray start --address HEAD:6379 --num-gpus {wanted['GPU']:g}{labels}`"
     return (
         f"no node of the Ray cluster ({len(alive)} alive) has {', '.join(needs)}: add a node "
         f"with {hint}, or change the package's resources"
@@ -102,7 +105,7 @@ class RayReplica(Replica):
         self,
         spec: PackageSpec,
         agent: Any,
-        slot: Any,
+        group: PlacementGroup,
         node: str,
         replica_id: str,
         tier: Tier,
@@ -110,7 +113,7 @@ class RayReplica(Replica):
     ) -> None:
         self.spec = spec
         self.agent = agent
-        self.slot = slot
+        self.group = group  # holds the replica's resources in Ray's books
         self.node = node
         self.id = replica_id
         self.tier = tier
@@ -121,7 +124,7 @@ class RayReplica(Replica):
         self.setup_logs = ""
         self.setup_error: str | None = None
         self.exit_code: int | None = None
-        self.launch_seconds = 0.0
+        self.place_seconds = 0.0  # until Ray had reserved its resources on a node
         self._phases: dict[str, float] = {}
         self._handles: dict[str, PredictionHandle] = {}
         self._started = asyncio.Event()
@@ -141,7 +144,7 @@ class RayReplica(Replica):
         return len(self._handles)
 
     def start_phases(self) -> dict[str, float]:
-        return {"place": self.launch_seconds, **self._phases}
+        return {"place": self.place_seconds, **self._phases}
 
     async def _follow_setup(self) -> None:
         try:
@@ -184,7 +187,7 @@ class RayReplica(Replica):
         for handle in list(self._handles.values()):
             self._fail(handle, reason)
         with contextlib.suppress(Exception):
-            ray.kill(self.slot)
+            remove_placement_group(self.group)
         self._exited.set()
 
     def _fail(self, handle: PredictionHandle, reason: str) -> None:
@@ -282,7 +285,8 @@ class RayRuntime(Runtime):
         self._agents: dict[str, Any] = {}  # node id: its agent
         self._warm: dict[str, set[str]] = {}  # package root: nodes that keep it ready
         self._readiness: dict[str, TierStatus] = {}
-        self._prepared: dict[str, tuple[Any, str]] = {}  # package root: (slot, node) kept
+        # package root: what `prepare` placed, kept for the `start_replica` that follows
+        self._prepared: dict[str, tuple[PlacementGroup, str, Any]] = {}
         self._wanted: list[tuple[PackageSpec, Tier]] = []
         self._ran_on: dict[str, set[str]] = {}  # package root: nodes its replicas ran on
         self._refreshed = 0.0
@@ -326,40 +330,38 @@ class RayRuntime(Runtime):
             ).remote(f"{self.node_data_dir}/{node[:12]}")
         return self._agents[node]
 
-    async def _place(self, spec: PackageSpec) -> tuple[Any, str, float]:
-        """A slot holding one replica's resources; the node Ray put it on; seconds it took.
+    async def _place(self, spec: PackageSpec) -> tuple[PlacementGroup, str, Any]:
+        """Resources for one replica, the node Ray reserved them on, and that node's agent.
 
-        A slot that dies before it runs was placed on a node that is going away (Ray notices
-        a lost node only after missed heartbeats): it is placed again, for PLACE_SECONDS.
+        Waits while the cluster is busy (Ray's queue; its autoscaler sees the demand); refuses
+        at once what no node could ever hold.
         """
-        began = time.perf_counter()
-        while True:
-            options = actor_resources(spec)
-            why = missing_resources(options, await asyncio.to_thread(ray.nodes))
-            if why:
+        wanted = bundle(spec)
+        why = missing_resources(wanted, await asyncio.to_thread(ray.nodes))
+        if why:
+            raise ReplicaUnavailable(why)
+        # Startup-time-aware: where the package is kept ready, if there is room there.
+        warm = sorted(self._warm.get(spec.root, ()))
+        group = placement_group(
+            [wanted], strategy="STRICT_PACK", _soft_target_node_id=warm[0] if warm else None
+        )
+        while not await asyncio.to_thread(group.wait, 1):
+            why = missing_resources(wanted, await asyncio.to_thread(ray.nodes))
+            if why:  # the node it waited for is gone
+                remove_placement_group(group)
                 raise ReplicaUnavailable(why)
-            warm = sorted(self._warm.get(spec.root, ()))
-            if warm:  # startup-time-aware: where the package is kept ready, if there is room
-                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(warm[0], soft=True)
-            slot = ReplicaSlot.options(**options).remote()
-            try:
-                node = await slot.node.remote()
-            except RayActorError:
-                if time.perf_counter() - began > PLACE_SECONDS:
-                    raise
-                await asyncio.sleep(0.5)
-                continue
-            return slot, node, time.perf_counter() - began
+        node = placement_group_table(group)["bundles_to_node_id"][0]
+        return group, node, self._agent(node)
 
     async def prepare(
         self, spec: PackageSpec, on_progress: Callable[[str], None] | None = None
     ) -> Environment:
         """Build the package's environment on the node its next replica will run on (that
-        replica's slot is kept for `start_replica`)."""
-        slot, node, _ = await self._place(spec)
-        self._prepared[spec.root] = (slot, node)
+        replica's reservation is kept for `start_replica`)."""
+        group, node, agent = await self._place(spec)
+        self._prepared[spec.root] = (group, node, agent)
         environment: dict[str, Any] = {}
-        async for ref in self._agent(node).prepare.remote(self._package(spec)):
+        async for ref in agent.prepare.remote(self._package(spec)):
             item = await ref
             if "progress" in item and on_progress is not None:
                 on_progress(item["progress"])
@@ -372,23 +374,33 @@ class RayRuntime(Runtime):
         )
 
     async def start_replica(self, spec: PackageSpec, tier: Tier = Tier.WARM_HOST) -> RayReplica:
+        """Place and start one replica. A node that is going away (Ray notices only after
+        missed heartbeats) may still be chosen: its agent then fails, and the replica is placed
+        again, for up to PLACE_SECONDS."""
         began = time.perf_counter()
-        if spec.root in self._prepared:
-            slot, node = self._prepared.pop(spec.root)
-        else:
-            slot, node, _ = await self._place(spec)
-        agent = self._agent(node)
+        prepared = self._prepared.pop(spec.root, None)
+        while True:
+            group, node, agent = prepared or await self._place(spec)
+            prepared = None
+            placed = time.perf_counter() - began
+            try:
+                started = await agent.start_replica.remote(self._package(spec), tier.value)
+                break
+            except RayActorError:
+                remove_placement_group(group)
+                self._forget(node)
+                if time.perf_counter() - began > PLACE_SECONDS:
+                    raise
+                await asyncio.sleep(0.5)
+            except BaseException:
+                remove_placement_group(group)
+                raise
         self._ran_on.setdefault(spec.root, set()).add(node)
-        try:
-            started = await agent.start_replica.remote(self._package(spec), tier.value)
-        except BaseException:
-            ray.kill(slot)
-            raise
         self.outputs_dir.mkdir(parents=True, exist_ok=True)
         replica = RayReplica(
-            spec, agent, slot, node, started["id"], Tier(started["tier"]), self.outputs_dir
+            spec, agent, group, node, started["id"], Tier(started["tier"]), self.outputs_dir
         )
-        replica.launch_seconds = time.perf_counter() - began
+        replica.place_seconds = placed
         replica.begin()
         return replica
 
@@ -445,8 +457,8 @@ class RayRuntime(Runtime):
     async def close(self) -> None:
         if self._refreshing is not None:
             await cancel_and_wait(self._refreshing)
-        for slot, _ in self._prepared.values():
-            ray.kill(slot)
+        for group, _, _ in self._prepared.values():
+            remove_placement_group(group)
         self._prepared.clear()
         for agent in self._agents.values():
             with contextlib.suppress(RayActorError):

@@ -1,9 +1,10 @@
 """Ember on one Ray node: what runs inside the cluster, next to the replicas.
 
-Ray places and accounts; Ember runs. Each replica is held in Ray's books by a `ReplicaSlot`
-actor that asks for what the package needs (CPUs, GPUs of a type, memory, custom resources),
-so Ray's scheduler picks the node and its autoscaler sees the demand. The replica itself runs
-on that node as an ordinary Ember worker process, started by the node's one `NodeAgent`: a
+Ray places and accounts; Ember runs. Each replica is held in Ray's books by a placement group
+of one bundle with what the package needs (CPUs, GPUs of a type, memory), so Ray's scheduler
+picks the node and its autoscaler sees the demand (a group is bookkeeping only: no process is
+started for it). The replica itself runs on that node as an ordinary Ember worker process,
+started by the node's one `NodeAgent`: a
 `LocalRuntime` with the node's environments, warm hosts and page cache, so every cold-start
 tier works per node exactly as on one machine. A worker knows nothing of Ray.
 
@@ -39,14 +40,6 @@ AGENT_NAME = "ember-node-{}"  # one named agent per node id, in Ember's namespac
 
 def node_id() -> str:
     return ray.get_runtime_context().get_node_id()
-
-
-@ray.remote(num_cpus=0)
-class ReplicaSlot:
-    """Holds one replica's resources in Ray's accounting for as long as the replica lives."""
-
-    def node(self) -> str:
-        return node_id()
 
 
 class _FileShipper:

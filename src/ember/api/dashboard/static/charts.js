@@ -61,7 +61,7 @@ export function Chart({ title, times, series, format = (v) => String(v), id, spa
     </figure>`;
 }
 
-const PHASE_ORDER = ["host_wait", "fork", "spawn", "load", "setup"];
+const PHASE_ORDER = ["place", "host_wait", "fork", "spawn", "load", "setup"];
 
 // Each cold start as a bar of its phases: what a start spends its time on, at a glance.
 export function StartPhases({ starts }) {
