@@ -21,7 +21,8 @@ Ray Serve's own scale-from-zero on this machine, measured for coldstart.md, is 1
 
 Targets: Ray adds at most 5 ms to a request's p50 and at most 25 ms to a warm-host start (a
 fixed cost: one resource reservation and one call to the node's agent, so an absolute bound,
-not a ratio of two ~10 ms figures), and that start stays under Ray Serve's 1.69 s. Every process this starts is stopped at the end.
+not a ratio of two ~10 ms figures), and that start stays under Ray Serve's 1.69 s. Every
+process this starts is stopped at the end.
 """
 
 from __future__ import annotations
