@@ -5,6 +5,7 @@ in for a GPU machine. The last test kills a node under load."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,7 @@ def server(
     cluster: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EmberServer]:
     args = ["--runtime", "ray", "--ray-address", cluster["address"]]
+    os.environ["EMBER_RAY_PLACE_TIMEOUT"] = "3"  # an upload's wait for a node that fits
     with running(tmp_path_factory.mktemp("ember-ray"), extra_args=args) as instance:
         for name in ("where", "where-t4"):
             instance.deploy(model_path("ember", name), "ember", name)
@@ -45,6 +47,7 @@ def server(
                 )
                 assert created.status_code == 201, created.text
         yield instance
+    os.environ.pop("EMBER_RAY_PLACE_TIMEOUT", None)
 
 
 def run(api: httpx.Client, deployment: str, **inputs: object) -> dict:
@@ -81,7 +84,7 @@ def test_predictions_stream_across_nodes_through_the_official_client(
     assert items == [f"item {i}" for i in range(4)]
 
 
-def test_a_model_no_node_can_hold_is_refused_with_what_is_missing(
+def test_an_upload_no_node_can_check_fails_after_its_wait_saying_what_is_missing(
     server: EmberServer, api: httpx.Client
 ) -> None:
     response = api.post("/v1/models", json={"owner": "ember", "name": "where-a100"})
@@ -95,6 +98,7 @@ def test_a_model_no_node_can_hold_is_refused_with_what_is_missing(
     detail = upload.json()["detail"]
     assert "no node of the Ray cluster (3 alive) has 1 CPU, 0.25 GiB, 1 GPU of type A100" in detail
     assert "--num-gpus 1 --resources '{\"accelerator_type:A100\": 1}'" in detail
+    assert "(waited 3 s)" in detail
 
 
 def test_scale_to_zero_and_back_on_the_cluster(api: httpx.Client) -> None:
@@ -203,3 +207,36 @@ def test_a_lost_node_loses_no_accepted_prediction(
         if r["key"] == "ember/survivor"
     ]
     assert row["replicas"] == 2 and row["gpu_seconds"] > 3 and row["cost"] > 0
+
+
+def test_a_replica_no_node_can_hold_waits_saying_why_until_a_node_joins(
+    api: httpx.Client, cluster: dict[str, Any]
+) -> None:
+    """As with an autoscaler: the T4 node is gone, a request for the T4 model is held while the
+    status says what the start waits for, and a T4 node that joins takes it."""
+    ray_cluster_ = cluster["cluster"]
+    if cluster["gpu"] in ray_cluster_.worker_nodes:
+        ray_cluster_.remove_node(cluster["gpu"], allow_graceful=False)
+    response = api.post("/v1/deployments/ember/where-t4/predictions", json={"input": {}})
+    assert response.status_code == 201, response.text
+    held = response.json()["id"]
+    deadline = time.monotonic() + 60
+    status: dict = {}
+    while time.monotonic() < deadline:
+        status = api.get("/v1/deployments/ember/where-t4").json()["status"]
+        if status["placement"]:
+            break
+        time.sleep(0.2)
+    assert "has 1 CPU, 0.25 GiB, 1 GPU of type T4" in (status["placement"] or ""), status
+    assert api.get(f"/v1/predictions/{held}").json()["status"] == "starting"
+
+    joined = ray_cluster_.add_node(num_cpus=4, num_gpus=1, resources={"accelerator_type:T4": 1})
+    prediction = {}
+    while time.monotonic() < deadline + 60:
+        prediction = api.get(f"/v1/predictions/{held}").json()
+        if prediction["status"] in ("succeeded", "failed", "canceled"):
+            break
+        time.sleep(0.2)
+    assert prediction["status"] == "succeeded", prediction
+    assert node_of(prediction) == joined.node_id[:12]
+    assert api.get("/v1/deployments/ember/where-t4").json()["status"]["placement"] is None

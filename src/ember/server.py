@@ -22,10 +22,16 @@ def make_runtime(kind: str, data_dir: Path, ray_address: str | None) -> Runtime:
     """Local processes, or a Ray cluster (imported only when asked for: Ray is optional)."""
     if kind == "local":
         return LocalRuntime(data_dir)
-    from ember.runtime.ray_cluster import RayRuntime
+    from ember.runtime.ray_cluster import PLACE_TIMEOUT_SECONDS, RayRuntime
 
-    # Where each node keeps environments and packages: the same path on every node.
-    return RayRuntime(data_dir, ray_address, os.environ.get("EMBER_RAY_NODE_DIR"))
+    # Where each node keeps environments and packages (the same path on every node), and how
+    # long an upload waits for a node that can build and check it.
+    return RayRuntime(
+        data_dir,
+        ray_address,
+        os.environ.get("EMBER_RAY_NODE_DIR"),
+        float(os.environ.get("EMBER_RAY_PLACE_TIMEOUT", PLACE_TIMEOUT_SECONDS)),
+    )
 
 
 async def serve(

@@ -318,7 +318,7 @@ def _wait_ready(client: Client, owner: str, name: str, wanted: int) -> None:
                         f"{owner}/{name} is deployed, but its replicas fail to start "
                         f"({reason}):\n{status['setup_error']}"
                     )
-                report(f"{replicas_cell(status)}; {reason}")
+                report(f"{replicas_cell(status)}; {scaling_cell(status)}")
                 time.sleep(0.25)
     except KeyboardInterrupt:
         pass
@@ -828,7 +828,6 @@ def ls(client: Client) -> None:
             release = d["current_release"]
             config = release["configuration"]
             status = d.get("status") or {}
-            scaling = status.get("scaling") or {}
             table.add_row(
                 f"{d['owner']}/{d['name']}",
                 release["model"],
@@ -837,7 +836,7 @@ def ls(client: Client) -> None:
                 f"{config['min_instances']}/{config['max_instances']}",
                 replicas_cell(status),
                 str(status.get("queued", 0)),
-                f"wants {scaling['desired']}: {scaling['reason']}" if scaling else "-",
+                scaling_cell(status),
                 tier_cell(status.get("cold_start")),
                 str(release["number"]),
             )
@@ -860,6 +859,14 @@ def replicas_cell(status: dict[str, Any]) -> str:
     replicas = status.get("replicas") or {}
     starting = replicas.get("starting", 0)
     return f"{replicas.get('ready', 0)} ready" + (f" +{starting} starting" if starting else "")
+
+
+def scaling_cell(status: dict[str, Any]) -> str:
+    """What the scaler wants and why; a start waiting for a place on a cluster says so."""
+    if status.get("placement"):
+        return f"waiting for a place: {status['placement']}"
+    scaling = status.get("scaling")
+    return f"wants {scaling['desired']}: {scaling['reason']}" if scaling else "-"
 
 
 def tier_cell(cold_start: dict[str, Any] | None) -> str:

@@ -182,6 +182,7 @@ class DeploymentRunner:
             "keepalive": self._learned(),
             "cold_start": self._cold_start(),
             "setup_error": self.last_setup_error,  # why the last start failed, until one works
+            "placement": self.runtime.placement(self.spec),  # what a start waits for, if any
         }
 
     def _cold_start(self) -> dict[str, Any]:

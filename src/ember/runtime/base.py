@@ -243,6 +243,11 @@ class Runtime(abc.ABC):
         """What a start of `spec` would start from now."""
         return TierStatus(Tier.COLD, ready=True)
 
+    def placement(self, spec: PackageSpec) -> str | None:
+        """Why a replica of `spec` waits to be placed, while one does (a cluster with no room
+        for it yet); None otherwise. Local processes are never waiting for a place."""
+        return None
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Release what the runtime keeps ready (after every replica has stopped)."""

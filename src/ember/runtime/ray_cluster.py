@@ -10,9 +10,9 @@ generators, output files with them.
 
 Placement prefers a node that already keeps the package warm (an environment built, a warm
 host forked from): a soft target node, so Ray still places it elsewhere when that node is
-full. A package whose resources no node has is refused at once with what is missing, rather
-than waiting forever in Ray's queue; the control plane reports it and retries with backoff, so
-a node that joins later (e.g. from Ray's autoscaler) is used.
+full. A package whose resources no node has waits in Ray's queue, where Ray's autoscaler sees the
+demand; the deployment's status says what it waits for (`placement`), and its requests are
+held, as at zero replicas, until a node that fits joins.
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ logger = logging.getLogger("ember.runtime")
 NAMESPACE = "ember"
 GIB = 2**30
 REFRESH_SECONDS = 1.0
-PLACE_SECONDS = 60.0
+PLACE_SECONDS = 60.0  # re-placing a replica whose node died under it
+PLACE_TIMEOUT_SECONDS = 600.0  # an upload's wait for a node that can build and check it
+BUSY = "waiting for room: the nodes that could hold a replica are busy"
 NODE_LOST = "the node running this prediction's replica went away (Ray lost it)"
 
 
@@ -273,6 +275,7 @@ class RayRuntime(Runtime):
         data_dir: Path,
         address: str | None = "auto",
         node_data_dir: str | None = None,
+        place_timeout: float = PLACE_TIMEOUT_SECONDS,
         connect: Callable[..., Any] = ray.init,
     ) -> None:
         self.data_dir = data_dir
@@ -281,6 +284,8 @@ class RayRuntime(Runtime):
         # Where each node keeps environments and packages (on that node's disk).
         self.node_data_dir = node_data_dir or str(Path.home() / ".ember" / "ray-node")
         self._connect = connect
+        self.place_timeout = place_timeout
+        self._waiting: dict[str, str] = {}  # package root: what its placement waits for
         self._packages: dict[str, dict[str, Any]] = {}  # package root: see _package
         self._agents: dict[str, Any] = {}  # node id: its agent
         self._warm: dict[str, set[str]] = {}  # package root: nodes that keep it ready
@@ -330,35 +335,47 @@ class RayRuntime(Runtime):
             ).remote(f"{self.node_data_dir}/{node[:12]}")
         return self._agents[node]
 
-    async def _place(self, spec: PackageSpec) -> tuple[PlacementGroup, str, Any]:
+    async def _place(
+        self, spec: PackageSpec, timeout: float | None = None
+    ) -> tuple[PlacementGroup, str, Any]:
         """Resources for one replica, the node Ray reserved them on, and that node's agent.
 
-        Waits while the cluster is busy (Ray's queue; its autoscaler sees the demand); refuses
-        at once what no node could ever hold.
+        While no node has room, the reservation waits in Ray's queue, where Ray's autoscaler
+        (KubeRay's too) sees it and may add a node; `placement(spec)` says meanwhile what it
+        waits for. With a `timeout`, a wait that long fails saying so.
         """
         wanted = bundle(spec)
-        why = missing_resources(wanted, await asyncio.to_thread(ray.nodes))
-        if why:
-            raise ReplicaUnavailable(why)
         # Startup-time-aware: where the package is kept ready, if there is room there.
         warm = sorted(self._warm.get(spec.root, ()))
         group = placement_group(
             [wanted], strategy="STRICT_PACK", _soft_target_node_id=warm[0] if warm else None
         )
-        while not await asyncio.to_thread(group.wait, 1):
-            why = missing_resources(wanted, await asyncio.to_thread(ray.nodes))
-            if why:  # the node it waited for is gone
-                remove_placement_group(group)
-                raise ReplicaUnavailable(why)
+        began = time.perf_counter()
+        try:
+            while not await asyncio.to_thread(group.wait, 1):
+                why = missing_resources(wanted, await asyncio.to_thread(ray.nodes))
+                self._waiting[spec.root] = why or BUSY
+                if timeout is not None and time.perf_counter() - began > timeout:
+                    remove_placement_group(group)
+                    raise ReplicaUnavailable(f"{self._waiting[spec.root]} (waited {timeout:g} s)")
+        except asyncio.CancelledError:
+            remove_placement_group(group)
+            raise
+        finally:
+            self._waiting.pop(spec.root, None)
         node = placement_group_table(group)["bundles_to_node_id"][0]
         return group, node, self._agent(node)
+
+    def placement(self, spec: PackageSpec) -> str | None:
+        return self._waiting.get(spec.root)
 
     async def prepare(
         self, spec: PackageSpec, on_progress: Callable[[str], None] | None = None
     ) -> Environment:
         """Build the package's environment on the node its next replica will run on (that
-        replica's reservation is kept for `start_replica`)."""
-        group, node, agent = await self._place(spec)
+        replica's reservation is kept for `start_replica`). An upload cannot wait forever for
+        a node: past `place_timeout` it fails with what is missing."""
+        group, node, agent = await self._place(spec, self.place_timeout)
         self._prepared[spec.root] = (group, node, agent)
         environment: dict[str, Any] = {}
         async for ref in agent.prepare.remote(self._package(spec)):

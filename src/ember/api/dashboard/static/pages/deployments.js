@@ -45,7 +45,7 @@ export function Deployments() {
                 <td class="num">${d.status.running}</td>
                 <td><${TierBadge} cold=${d.status.cold_start} /></td>
                 <td class="num">${config.min_instances}–${config.max_instances}</td>
-                <td class="reason">${d.status.scaling.reason}</td>
+                <td class="reason">${d.status.placement ? `waiting for a place: ${d.status.placement}` : d.status.scaling.reason}</td>
                 <td><a href=${`#/playground/${name}`}>Playground</a></td>
               </tr>`;
           })}
