@@ -16,7 +16,6 @@ import httpx
 import pytest
 from server import TOKEN, EmberServer, free_port, running
 
-from ember.cli.remote import LogJoiner
 from ember.packages.archive import write_archive
 
 pytestmark = pytest.mark.timeout(120)
@@ -292,21 +291,3 @@ def test_package_archive_is_reproducible_and_skips_caches(slow_package: Path) ->
     with tarfile.open(fileobj=first, mode="r:gz") as bundle:
         names = sorted(bundle.getnames())
     assert names == [".", "./ember.yaml", "./predict.py"]
-
-
-@pytest.mark.parametrize(
-    ("known", "chunks", "shown"),
-    [
-        ("a\nb", ["b", "\n", "c"], "\nc"),  # "b" was already in the known logs
-        ("a\n", ["b", "\n"], "b\n"),  # nothing repeated
-        ("a\nb\n", ["b", "\n"], ""),  # everything repeated, resolved at the end
-        ("", ["x", "\n"], "x\n"),
-    ],
-)
-def test_log_joiner_drops_what_the_get_already_had(
-    known: str, chunks: list[str], shown: str
-) -> None:
-    joiner = LogJoiner(known)
-    text = "".join(joiner.feed(c) for c in chunks) + joiner.flush()
-    assert text == shown
-    assert joiner.text == known + shown

@@ -73,6 +73,8 @@ def test_a_gpu_model_lands_on_the_node_with_that_gpu(
         prediction = run(api, "where-t4")
         assert prediction["status"] == "succeeded", prediction
         assert node_of(prediction) == cluster["gpu"].node_id[:12]
+        assert prediction["output"][2] == "gpus=0"  # the node's one GPU, given to the replica
+    assert run(api, "where")["output"][2] == "gpus=not set"  # as Ray leaves a CPU task
 
 
 def test_predictions_stream_across_nodes_through_the_official_client(
@@ -217,10 +219,15 @@ def test_a_replica_no_node_can_hold_waits_saying_why_until_a_node_joins(
     ray_cluster_ = cluster["cluster"]
     if cluster["gpu"] in ray_cluster_.worker_nodes:
         ray_cluster_.remove_node(cluster["gpu"], allow_graceful=False)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # until Ray, and so Ember, know the node is gone
+        replicas = api.get("/v1/deployments/ember/where-t4").json()["status"]["replicas"]
+        if replicas["ready"] == 0:
+            break
+        time.sleep(0.2)
     response = api.post("/v1/deployments/ember/where-t4/predictions", json={"input": {}})
     assert response.status_code == 201, response.text
     held = response.json()["id"]
-    deadline = time.monotonic() + 60
     status: dict = {}
     while time.monotonic() < deadline:
         status = api.get("/v1/deployments/ember/where-t4").json()["status"]
@@ -228,7 +235,8 @@ def test_a_replica_no_node_can_hold_waits_saying_why_until_a_node_joins(
             break
         time.sleep(0.2)
     assert "has 1 CPU, 0.25 GiB, 1 GPU of type T4" in (status["placement"] or ""), status
-    assert api.get(f"/v1/predictions/{held}").json()["status"] == "starting"
+    waiting = api.get(f"/v1/predictions/{held}").json()
+    assert waiting["status"] == "starting", waiting["error"]
 
     joined = ray_cluster_.add_node(num_cpus=4, num_gpus=1, resources={"accelerator_type:T4": 1})
     prediction = {}

@@ -537,42 +537,6 @@ def cold_start_summary(cold_start: dict[str, Any]) -> str:
 # -- predict and logs -------------------------------------------------------------------------
 
 
-class LogJoiner:
-    """Logs known from a GET plus the stream's `logs` events, without repeating any.
-
-    The stream is opened before the GET, so its first chunks may already be in the GET's
-    logs: they are held while they could still be the end of those logs, then dropped if
-    they are.
-    """
-
-    def __init__(self, known: str) -> None:
-        self.known = known
-        self.tail = known[-65536:]
-        self.held: list[str] = []
-        self.matching = bool(known)
-        self.text = known
-
-    def feed(self, chunk: str) -> str:
-        if not self.matching:
-            self.text += chunk
-            return chunk
-        self.held.append(chunk)
-        if "".join(self.held) in self.tail and len(self.held) < 200:
-            return ""
-        return self.flush()
-
-    def flush(self) -> str:
-        """Stop matching; the held chunks that are not the end of the known logs."""
-        held, self.held, self.matching = self.held, [], False
-        drop = max(
-            (j for j in range(len(held) + 1) if self.known.endswith("".join(held[:j]))),
-            default=0,
-        )
-        new = "".join(held[drop:])
-        self.text += new
-        return new
-
-
 def is_output_url(value: Any) -> bool:
     return isinstance(value, str) and "/v1/outputs/" in urlparse(value).path
 
@@ -629,33 +593,29 @@ def _follow(
 ) -> dict[str, Any]:
     """Follow a prediction's event stream to its end; the final prediction."""
     urls = prediction["urls"]
+    shown = ""  # the logs printed: the stream replays those so far, then every new chunk
     with client.events("GET", urls["stream"]) as events:
         current = client.get(urls["get"])
-        joiner = LogJoiner(current.get("logs") or "")
-        if joiner.known:
-            on_logs(joiner.known)
         # A finished prediction's stream replays streamed output, then ends at once.
         title = waiting if current["status"] not in TERMINAL else None
         with _waiting(title) as first_event:
             for kind, data in events:
                 first_event()
                 if kind == "logs":
-                    if text := joiner.feed(data):
-                        on_logs(text)
+                    shown += data
+                    on_logs(data)
                 elif kind == "output" and on_output is not None:
                     on_output(data)
                 elif kind == "done":
                     break
-        if text := joiner.flush():
-            on_logs(text)
     final = client.get(urls["get"])
     deadline = time.monotonic() + 10
     while final["status"] not in TERMINAL and time.monotonic() < deadline:
         time.sleep(0.1)
         final = client.get(urls["get"])
     logs = final.get("logs") or ""
-    if logs.startswith(joiner.text) and len(logs) > len(joiner.text):
-        on_logs(logs[len(joiner.text) :])  # anything the stream did not carry
+    if logs.startswith(shown) and len(logs) > len(shown):
+        on_logs(logs[len(shown) :])  # anything the stream did not carry
     return final
 
 

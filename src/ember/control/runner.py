@@ -489,6 +489,10 @@ class DeploymentRunner:
                 self._failed_starts = 0
             elif self._closed or state == ReplicaState.DRAINING:
                 return  # stopped on purpose while starting: not a failure of the model
+            elif replica.lost:  # its node went away: start another, nothing to hold against it
+                logger.warning("%s: replica %s was lost while starting", self.name, replica.id)
+                self.wake()
+                return
             elif replica.tier == Tier.WARM_HOST and not self._fork_failed:
                 # Maybe only the fork is at fault: one full start decides before it counts.
                 self._fork_failed = True

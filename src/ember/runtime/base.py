@@ -180,6 +180,8 @@ class Replica(abc.ABC):
     setup_logs: str
     setup_error: str | None
     tier: Tier = Tier.COLD  # what it started from
+    # Its machine went away (a cluster node lost): whatever it ended in, not the model's doing.
+    lost: bool = False
     # Told each chunk of the setup's output as it comes (e.g. an engine's load progress).
     on_setup_log: Callable[[str], None] | None = None
 

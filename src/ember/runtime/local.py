@@ -80,8 +80,11 @@ class LocalReplica(Replica):
         hang_grace: float = HANG_GRACE_SECONDS,
         host: WarmHost | None = None,
         tier: Tier = Tier.COLD,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.id = replica_id
+        # Set in the worker before setup, forked or spawned (e.g. the GPUs it may use).
+        self.env = env or {}
         self.host = host
         self.tier = Tier.WARM_HOST if host is not None else tier
         self.scratch_dir = scratch_dir
@@ -121,7 +124,7 @@ class LocalReplica(Replica):
             if self.host is not None:
                 try:
                     self._process, self._stderr_stream = await self.host.fork(
-                        self.id, child, self.scratch_dir
+                        self.id, child, self.scratch_dir, self.env
                     )
                 except HostUnavailable:
                     logger.warning("replica %s: warm host unavailable, spawning", self.id)
@@ -150,7 +153,7 @@ class LocalReplica(Replica):
     async def _spawn(self, child: socket.socket) -> None:
         env = worker_env(self.spec, self.environment, self.outputs_dir)
         # A private temp folder, removed when the replica exits however it exits.
-        env.update(EMBER_WORKER_FD=str(child.fileno()), TMPDIR=str(self.scratch_dir))
+        env.update(self.env, EMBER_WORKER_FD=str(child.fileno()), TMPDIR=str(self.scratch_dir))
         process = await start_module(
             self.environment,
             "ember.worker",
@@ -404,7 +407,9 @@ class LocalRuntime(Runtime):
         self._environments[spec.root] = environment
         return environment
 
-    async def start_replica(self, spec: PackageSpec, tier: Tier = Tier.WARM_HOST) -> LocalReplica:
+    async def start_replica(
+        self, spec: PackageSpec, tier: Tier = Tier.WARM_HOST, env: dict[str, str] | None = None
+    ) -> LocalReplica:
         environment = self._environments.get(spec.root) or await self.prepare(spec)
         self.outputs_dir.mkdir(parents=True, exist_ok=True)
         replica_id = f"r-{uuid.uuid4().hex[:10]}"
@@ -425,6 +430,7 @@ class LocalRuntime(Runtime):
             hang_grace=self.hang_grace,
             host=host if host is not None and host.ready else None,
             tier=Tier.DISK if tier != Tier.COLD and spec.root in self._cached else Tier.COLD,
+            env=env,
         )
         replica.host_wait = waited
         await replica.launch()

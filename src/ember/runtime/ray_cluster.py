@@ -163,9 +163,10 @@ class RayReplica(Replica):
                 self.setup_error = item["setup_error"]
                 self._phases = item["phases"]
                 self.state = ReplicaState(item["state"])
-        except RayActorError as exc:
-            self.state = ReplicaState.SETUP_FAILED
-            self.setup_error = f"the node running this replica went away during setup: {exc}"
+        except RayActorError:
+            self.lost = True
+            self.state = ReplicaState.STOPPED
+            self.setup_error = "the node running this replica went away during setup"
         finally:
             self._started.set()
         if self.state == ReplicaState.READY:
@@ -179,6 +180,7 @@ class RayReplica(Replica):
             self.exit_code = await self.agent.wait_stopped.remote(self.id)
         except RayActorError:
             self.exit_code = None  # the node or its agent died: so did the replica
+            self.lost = True
             reason = NODE_LOST
         if self.state != ReplicaState.SETUP_FAILED:
             self.state = ReplicaState.STOPPED

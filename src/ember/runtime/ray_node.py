@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import shutil
 import tarfile
 from collections.abc import AsyncIterator
@@ -71,6 +72,7 @@ class NodeAgent:
         self.replicas: dict[str, LocalReplica] = {}
         self.packages: dict[str, str] = {}  # archive digest: unpacked root on this node
         self._unpacking = asyncio.Lock()
+        self.gpus = GpuPool(_node_gpus())
 
     async def node(self) -> str:
         return node_id()
@@ -111,9 +113,20 @@ class NodeAgent:
     # -- replicas -------------------------------------------------------------------------
 
     async def start_replica(self, package: dict[str, Any], tier: str) -> dict:
-        replica = await self.runtime.start_replica(await self._spec(package), Tier(tier))
+        """Start a replica; one that asks for GPUs sees only devices no other replica here
+        holds (Ray counted them; which ones is Ember's to choose: its workers are not Ray's)."""
+        spec = await self._spec(package)
+        gpus = spec.resources.gpu.count if spec.resources.gpu is not None else 0
+        devices = self.gpus.take(gpus)
+        env = {"CUDA_VISIBLE_DEVICES": ",".join(devices)} if gpus else None
+        try:
+            replica = await self.runtime.start_replica(spec, Tier(tier), env)
+        except BaseException:
+            self.gpus.give_back(devices)
+            raise
         self.replicas[replica.id] = replica
-        return {"id": replica.id, "tier": replica.tier.value}
+        self.gpus.hold(replica.id, devices)
+        return {"id": replica.id, "tier": replica.tier.value, "gpus": devices}
 
     async def setup(self, replica_id: str) -> AsyncIterator[dict]:
         """The replica's setup output as it comes, then how setup ended."""
@@ -171,6 +184,7 @@ class NodeAgent:
             return await replica.wait_stopped()
         finally:
             self.replicas.pop(replica_id, None)
+            self.gpus.release(replica_id)
 
     # -- tiers ----------------------------------------------------------------------------
 
@@ -187,6 +201,47 @@ class NodeAgent:
             with contextlib.suppress(Exception):
                 await replica.stop(drain=False)
         await self.runtime.close()
+
+
+class GpuPool:
+    """Which of the node's GPU devices each replica holds."""
+
+    def __init__(self, devices: list[str]) -> None:
+        self.free = list(devices)
+        self.held: dict[str, list[str]] = {}
+
+    def take(self, count: int) -> list[str]:
+        if count > len(self.free):
+            raise RuntimeError(
+                f"this node has {len(self.free)} free GPUs, a replica asked for {count}"
+            )
+        taken, self.free = self.free[:count], self.free[count:]
+        return taken
+
+    def hold(self, replica_id: str, devices: list[str]) -> None:
+        if devices:
+            self.held[replica_id] = devices
+
+    def give_back(self, devices: list[str]) -> None:
+        self.free = sorted([*self.free, *devices], key=_device_order)
+
+    def release(self, replica_id: str) -> None:
+        self.give_back(self.held.pop(replica_id, []))
+
+
+def _device_order(device: str) -> tuple[int, str]:
+    return (int(device), "") if device.isdigit() else (1 << 30, device)
+
+
+def _node_gpus() -> list[str]:
+    """The node's GPU devices as CUDA names them: those its raylet was given, else 0..N-1 for
+    the N GPUs the node advertises."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return [d for d in visible.split(",") if d]
+    me = node_id()
+    count = next((n["Resources"].get("GPU", 0) for n in ray.nodes() if n["NodeID"] == me), 0)
+    return [str(i) for i in range(int(count))]
 
 
 def _result_fields(result: PredictionResult) -> dict[str, Any]:

@@ -140,16 +140,23 @@ class WarmHost:
     # -- forking ------------------------------------------------------------------------
 
     async def fork(
-        self, replica_id: str, worker_sock: socket.socket, tmpdir: Path
+        self,
+        replica_id: str,
+        worker_sock: socket.socket,
+        tmpdir: Path,
+        env: dict[str, str] | None = None,
     ) -> tuple[ForkedProcess, asyncio.StreamReader]:
-        """Fork a replica speaking on `worker_sock`; its stderr comes back as a stream."""
+        """Fork a replica speaking on `worker_sock`, with `env` added to its environment; its
+        stderr comes back as a stream."""
         if not self.ready or self._sock is None:
             raise HostUnavailable(f"warm host for {self.spec.name} is {self.state}")
         read_fd, write_fd = os.pipe()
         future: asyncio.Future[ForkedProcess] = asyncio.get_running_loop().create_future()
         self._forks[replica_id] = future
         try:
-            message = json.dumps({"op": "fork", "replica": replica_id, "tmpdir": str(tmpdir)})
+            message = json.dumps(
+                {"op": "fork", "replica": replica_id, "tmpdir": str(tmpdir), "env": env or {}}
+            )
             await self._send(message.encode(), [worker_sock.fileno(), write_fd])
         except OSError as exc:
             self._forks.pop(replica_id, None)

@@ -20,7 +20,7 @@ OpenMP region deadlocks its children's first parallel op, and CUDA cannot cross 
   reseeds the random generators it inherited, and becomes an ordinary worker (`main.Worker`).
 
 The host speaks to its runtime over a SOCK_SEQPACKET socket (EMBER_HOST_FD), one JSON message
-per packet. Requests: `{"op": "fork", "replica", "tmpdir"}` carrying two descriptors (the
+per packet. Requests: `{"op": "fork", "replica", "tmpdir", "env"}` carrying two descriptors (the
 replica's worker socket and its stderr pipe), `{"op": "retire"}` (fork no more; exit when the
 last child has). Events: `ready`, `failed`, `forked`, `fork_failed`, `exit` {pid, code}. The host
 reaps its children, so it reports their exit codes. If the runtime goes away, it kills its
@@ -227,6 +227,7 @@ class Host:
         os.close(devnull)
         os.close(stderr_fd)
         os.environ["TMPDIR"] = message["tmpdir"]
+        os.environ.update(message.get("env") or {})  # e.g. CUDA_VISIBLE_DEVICES, before setup
         tempfile.tempdir = None  # recomputed from TMPDIR on next use
         restore_threads(self.replica_threads)
         reseed_after_fork()

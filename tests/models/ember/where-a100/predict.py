@@ -14,6 +14,7 @@ class Predictor:
         time.sleep(pause)  # before any output: a lost node's prediction may then run again
         yield f"folder={self.folder}"
         yield f"pid={os.getpid()}"
+        yield f"gpus={os.environ.get('CUDA_VISIBLE_DEVICES', 'not set')}"
         for i in range(items):
             time.sleep(delay)
             yield f"item {i}"
