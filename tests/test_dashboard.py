@@ -218,24 +218,25 @@ def test_the_deployment_page_shows_the_replica_and_live_charts(
     page: Page, api: httpx.Client
 ) -> None:
     page.goto("/#/deployments/ember/describe")
-    expect(page.locator("#replica-state")).to_contain_text("1 ready")
     starts = page.locator("table.starts tbody tr")
-    expect(starts.first).to_contain_text("warm-host")
+    expect(starts.first).to_contain_text("warm-host")  # the playground's run started one
     expect(page.locator("#chart-latency [role=img]")).to_have_attribute(
         "aria-label", re.compile(r"p50 \d")
     )
     latest = page.get_by_role("region", name="Latest predictions").locator("tbody tr")
     expect(latest).to_have_count(1)
 
-    # New traffic shows up without a reload.
+    # New traffic shows up without a reload: the replica (back from zero, if the learned
+    # keep-alive let it go) while the predictions run, then the predictions and the charts.
     upload = api.post("/v1/files", files={"content": ("tiny.png", png(3, 2), "image/png")})
-    for _ in range(2):
-        created = api.post(
-            "/v1/deployments/ember/describe/predictions",
-            json={"input": {"file": upload.json()["urls"]["get"], "pause": 0}},
-            headers={"Prefer": "wait"},
-        )
-        assert created.json()["status"] == "succeeded", created.text
+    slow = {"file": upload.json()["urls"]["get"], "pause": 1.0}  # about 5 s each
+    ids = [
+        api.post("/v1/deployments/ember/describe/predictions", json={"input": slow}).json()["id"]
+        for _ in range(2)
+    ]
+    expect(page.locator("#replica-state")).to_contain_text("1 ready", timeout=20_000)
+    for prediction_id in ids:
+        expect(latest.filter(has_text=prediction_id)).to_contain_text("succeeded", timeout=30_000)
     expect(latest).to_have_count(3)
     expect(page.locator("#chart-requests [role=img]")).to_have_attribute(
         "aria-label", re.compile(r"finished")

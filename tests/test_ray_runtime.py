@@ -6,6 +6,7 @@ in for a GPU machine. The last test kills a node under load."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,15 +33,37 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         yield {"address": cluster.address, "cluster": cluster, "cpu": cpu, "gpu": gpu}
 
 
+def gpu_variant(folder: Path, gpu: str) -> Path:
+    """tests/models/ember/where asking for a GPU of type `gpu`, as package where-<gpu>."""
+    name = f"where-{gpu.lower()}"
+    target = folder / name
+    shutil.copytree(model_path("ember", "where"), target)
+    spec = (target / "ember.yaml").read_text().replace("name: where", f"name: {name}")
+    (target / "ember.yaml").write_text(spec + f"  gpu: {gpu}\n")
+    return target
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("packages")
+    return {
+        "where": model_path("ember", "where"),
+        "where-t4": gpu_variant(folder, "T4"),
+        "where-a100": gpu_variant(folder, "A100"),
+    }
+
+
 @pytest.fixture(scope="module")
 def server(
-    cluster: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+    cluster: dict[str, Any],
+    packages: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[EmberServer]:
     args = ["--runtime", "ray", "--ray-address", cluster["address"]]
     os.environ["EMBER_RAY_PLACE_TIMEOUT"] = "3"  # an upload's wait for a node that fits
     with running(tmp_path_factory.mktemp("ember-ray"), extra_args=args) as instance:
         for name in ("where", "where-t4"):
-            instance.deploy(model_path("ember", name), "ember", name)
+            instance.deploy(packages[name], "ember", name)
             with instance.client() as client:
                 created = client.post(
                     "/v1/deployments", json={"name": name, "model": f"ember/{name}"}
@@ -87,13 +110,13 @@ def test_predictions_stream_across_nodes_through_the_official_client(
 
 
 def test_an_upload_no_node_can_check_fails_after_its_wait_saying_what_is_missing(
-    server: EmberServer, api: httpx.Client
+    api: httpx.Client, packages: dict[str, Path]
 ) -> None:
     response = api.post("/v1/models", json={"owner": "ember", "name": "where-a100"})
     assert response.status_code == 201
     upload = api.post(
         "/v1/models/ember/where-a100/versions",
-        files={"package": ("p.tar.gz", package_archive(model_path("ember", "where-a100")))},
+        files={"package": ("p.tar.gz", package_archive(packages["where-a100"]))},
         timeout=120,
     )
     assert upload.status_code == 422, upload.text
