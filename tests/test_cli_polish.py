@@ -174,7 +174,12 @@ def test_logs_follow_prints_a_running_prediction_until_it_ends(
         # Printed while the prediction still runs: followed, not read at the end.
         status = api.get(f"/v1/predictions/{prediction['id']}").json()["status"]
         assert status == "processing"
-        rest, stderr = process.communicate(timeout=60)
+        # Read on through the same buffered file: communicate() would read the pipe beneath
+        # it and miss what readline() had already buffered (two lines can come in one read).
+        rest = process.stdout.read()
+        process.wait(timeout=60)
+        assert process.stderr is not None
+        stderr = process.stderr.read()
     finally:
         if process.poll() is None:
             process.kill()

@@ -271,3 +271,16 @@ def test_a_replica_no_node_can_hold_waits_saying_why_until_a_node_joins(
     assert prediction["status"] == "succeeded", prediction
     assert node_of(prediction) == joined.node_id[:12]
     assert api.get("/v1/deployments/ember/where-t4").json()["status"]["placement"] is None
+
+
+def test_a_setup_that_raises_on_a_node_fails_the_upload_with_its_error(
+    api: httpx.Client,
+) -> None:
+    api.post("/v1/models", json={"owner": "ember", "name": "broken"})
+    upload = api.post(
+        "/v1/models/ember/broken/versions",
+        files={"package": ("p.tar.gz", package_archive(model_path("faults", "setup-raises")))},
+        timeout=120,
+    )
+    assert upload.status_code == 422, upload.text
+    assert "weights file is corrupt" in upload.json()["detail"]

@@ -169,10 +169,10 @@ class RayReplica(Replica):
             self.setup_error = "the node running this replica went away during setup"
         finally:
             self._started.set()
-        if self.state == ReplicaState.READY:
-            self._spawn(self._follow_exit())
-        else:
+        if self.lost:
             self._gone()
+        else:  # also after a failed setup: the agent frees what the replica held once it exits
+            self._spawn(self._follow_exit())
 
     async def _follow_exit(self) -> None:
         reason = "the replica process exited while running this prediction"
