@@ -175,6 +175,17 @@ class EmberServer:
             text=True,
         )
 
+    def predict(self, deployment: str, **inputs: object) -> dict:
+        """One prediction of deployment ember/`deployment`, answered when it ends."""
+        with self.client() as client:
+            response = client.post(
+                f"/v1/deployments/ember/{deployment}/predictions",
+                json={"input": inputs},
+                headers={"Prefer": "wait=60"},
+            )
+        assert response.status_code == 201, response.text
+        return response.json()
+
     def deploy(self, package: Path, owner: str, name: str) -> dict:
         """Create the model (if needed) and upload `package` as its new version."""
         with self.client() as client:

@@ -73,16 +73,6 @@ def server(
     os.environ.pop("EMBER_RAY_PLACE_TIMEOUT", None)
 
 
-def run(api: httpx.Client, deployment: str, **inputs: object) -> dict:
-    response = api.post(
-        f"/v1/deployments/ember/{deployment}/predictions",
-        json={"input": inputs},
-        headers={"Prefer": "wait=60"},
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
 def node_of(prediction: dict) -> str:
     """The node whose data dir holds the package the replica ran from."""
     folder = prediction["output"][0].removeprefix("folder=")
@@ -90,14 +80,14 @@ def node_of(prediction: dict) -> str:
 
 
 def test_a_gpu_model_lands_on_the_node_with_that_gpu(
-    api: httpx.Client, cluster: dict[str, Any]
+    server: EmberServer, cluster: dict[str, Any]
 ) -> None:
     for _ in range(2):
-        prediction = run(api, "where-t4")
+        prediction = server.predict("where-t4")
         assert prediction["status"] == "succeeded", prediction
         assert node_of(prediction) == cluster["gpu"].node_id[:12]
         assert prediction["output"][2] == "gpus=0"  # the node's one GPU, given to the replica
-    assert run(api, "where")["output"][2] == "gpus=not set"  # as Ray leaves a CPU task
+    assert server.predict("where")["output"][2] == "gpus=not set"  # as Ray leaves a CPU task
 
 
 def test_predictions_stream_across_nodes_through_the_official_client(
@@ -126,8 +116,8 @@ def test_an_upload_no_node_can_check_fails_after_its_wait_saying_what_is_missing
     assert "(waited 3 s)" in detail
 
 
-def test_scale_to_zero_and_back_on_the_cluster(api: httpx.Client) -> None:
-    first = run(api, "where")
+def test_scale_to_zero_and_back_on_the_cluster(server: EmberServer, api: httpx.Client) -> None:
+    first = server.predict("where")
     assert first["status"] == "succeeded"
     changed = api.patch("/v1/deployments/ember/where", json={"idle_timeout": 0})
     assert changed.status_code == 200
@@ -143,7 +133,7 @@ def test_scale_to_zero_and_back_on_the_cluster(api: httpx.Client) -> None:
         time.sleep(0.2)  # the node that ran it keeps a warm host
         status = api.get("/v1/deployments/ember/where").json()["status"]
     assert status["cold_start"]["tier"] == "warm-host" and status["cold_start"]["ready"]
-    again = run(api, "where")
+    again = server.predict("where")
     assert again["status"] == "succeeded"
     assert again["output"][1] != first["output"][1]  # a new replica process
     # Placed where the package is kept warm (either node has room), and forked from there.
@@ -179,7 +169,7 @@ def test_the_next_start_comes_from_a_warm_host_on_the_node(api: httpx.Client) ->
 
 
 def test_a_lost_node_loses_no_accepted_prediction(
-    api: httpx.Client, cluster: dict[str, Any]
+    server: EmberServer, api: httpx.Client, cluster: dict[str, Any]
 ) -> None:
     """Kill the node running a replica while it holds a prediction that has streamed output,
     one that has not yet, and two queued: the first fails saying why, the others run on a new
@@ -189,7 +179,7 @@ def test_a_lost_node_loses_no_accepted_prediction(
         json={"name": "survivor", "model": "ember/where", "min_instances": 1, "max_instances": 1},
     )
     assert created.status_code == 201, created.text
-    warmup = run(api, "survivor")
+    warmup = server.predict("survivor")
     doomed = {n.node_id[:12]: n for n in (cluster["cpu"], cluster["gpu"])}[node_of(warmup)]
 
     def submit(**inputs: object) -> str:

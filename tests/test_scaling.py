@@ -40,22 +40,11 @@ def wait_for(check, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-d
         time.sleep(0.1)
 
 
-def predict(server: EmberServer, name: str, **inputs: object) -> dict:
-    with server.client() as api:
-        response = api.post(
-            f"/v1/deployments/ember/{name}/predictions",
-            json={"input": inputs},
-            headers={"Prefer": "wait=60"},
-        )
-        assert response.status_code == 201, response.text
-        return response.json()
-
-
 def test_a_request_at_zero_is_held_not_refused(server: EmberServer) -> None:
     with server.client() as api:
         create(api, "zero")
         assert status(api, "zero")["replicas"] == {"starting": 0, "ready": 0}
-    result = predict(server, "zero", mode="ok")
+    result = server.predict("zero", mode="ok")
     assert result["status"] == "succeeded" and result["output"] == "ok"
 
 
@@ -64,7 +53,7 @@ def test_burst_scales_out_to_max_and_back_to_zero(server: EmberServer) -> None:
         create(api, "burst", max_instances=4, idle_timeout=1, scale_down_delay=0)
         with ThreadPoolExecutor(50) as pool:
             futures = [
-                pool.submit(predict, server, "burst", mode="sleep", seconds=0.5) for _ in range(50)
+                pool.submit(server.predict, "burst", mode="sleep", seconds=0.5) for _ in range(50)
             ]
             wait_for(lambda: status(api, "burst")["replicas"]["ready"] == 4)
             results = [f.result() for f in futures]
@@ -78,8 +67,8 @@ def test_scale_in_never_cuts_an_in_flight_prediction(server: EmberServer) -> Non
     with server.client() as api:
         create(api, "drain", max_instances=2, idle_timeout=0.5, scale_down_delay=0)
         with ThreadPoolExecutor(4) as pool:
-            long = pool.submit(predict, server, "drain", mode="sleep", seconds=4)
-            short = [pool.submit(predict, server, "drain", mode="ok") for _ in range(3)]
+            long = pool.submit(server.predict, "drain", mode="sleep", seconds=4)
+            short = [pool.submit(server.predict, "drain", mode="ok") for _ in range(3)]
             assert all(f.result()["status"] == "succeeded" for f in short)
             result = long.result()
         assert result["status"] == "succeeded", result["error"]
@@ -139,7 +128,7 @@ def test_invalid_scaling_settings_are_a_clear_422(server: EmberServer) -> None:
 def test_metrics_report_predictions_replicas_starts_and_scaling(server: EmberServer) -> None:
     with server.client() as api:
         create(api, "metered", idle_timeout=30, cold_start_tier="cold")
-        assert predict(server, "metered", mode="ok")["status"] == "succeeded"
+        assert server.predict("metered", mode="ok")["status"] == "succeeded"
         text = httpx.get(f"{server.url}/metrics").text
     assert 'ember_predictions_total{deployment="ember/metered",status="succeeded"} 1.0' in text
     assert 'ember_prediction_queue_seconds_count{deployment="ember/metered"} 1.0' in text
@@ -161,7 +150,7 @@ def test_a_start_from_zero_forks_from_the_warm_host_and_the_tier_changes_live(
         cold_start = status(api, "forked")["cold_start"]
         assert cold_start["tier"] == "warm-host" and cold_start["requested"] == "auto"
         assert cold_start["setup_in_host"] and cold_start["memory_bytes"] > 0
-        assert predict(server, "forked", mode="ok")["status"] == "succeeded"
+        assert server.predict("forked", mode="ok")["status"] == "succeeded"
         text = httpx.get(f"{server.url}/metrics").text
         assert (
             'ember_replica_starts_total{deployment="ember/forked",outcome="ready",'
@@ -176,7 +165,7 @@ def test_a_start_from_zero_forks_from_the_warm_host_and_the_tier_changes_live(
         assert response.status_code == 200, response.text
         wait_for(lambda: status(api, "forked")["cold_start"]["tier"] == "cold")
         wait_for(lambda: status(api, "forked")["replicas"] == {"starting": 0, "ready": 0})
-        assert predict(server, "forked", mode="ok")["status"] == "succeeded"
+        assert server.predict("forked", mode="ok")["status"] == "succeeded"
         text = httpx.get(f"{server.url}/metrics").text
         assert (
             'ember_replica_starts_total{deployment="ember/forked",outcome="ready",'
@@ -211,9 +200,9 @@ def test_learned_idle_history_survives_a_restart(server: EmberServer) -> None:
     """Runs last in this module: it restarts the module's server."""
     with server.client() as api:
         create(api, "learner", idle_timeout=30)
-        predict(server, "learner", mode="ok")
+        server.predict("learner", mode="ok")
         time.sleep(0.3)  # an idle gap the deployment learns from
-        predict(server, "learner", mode="ok")
+        server.predict("learner", mode="ok")
         learned = status(api, "learner")["keepalive"]
         assert learned["samples"] == 1 and learned["mode"] == "default"
     server.stop()
