@@ -19,10 +19,14 @@ function Snippets({ full, openapi }) {
   const curl = `curl -s -X POST ${base}/v1/deployments/${full}/predictions \\
   -H "Authorization: Bearer $EMBER_TOKEN" -H "Content-Type: application/json" \\
   -H "Prefer: wait" -d '{"input": {...}}'`;
-  const python = `import replicate
+  const python = `import os
+
+import replicate
 client = replicate.Client(api_token=os.environ["EMBER_TOKEN"], base_url="${base}")
 output = client.run("${full}", input={...})`;
-  const chat = `from openai import OpenAI
+  const chat = `import os
+
+from openai import OpenAI
 client = OpenAI(api_key=os.environ["EMBER_TOKEN"], base_url="${base}/v1")
 ${routes.includes("embeddings")
     ? `client.embeddings.create(model="${full}", input=["some text"])`
