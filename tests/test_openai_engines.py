@@ -82,6 +82,7 @@ def test_chat_stream_arrives_token_by_token(client: openai.OpenAI) -> None:
         model=CHAT,
         messages=QUESTION,
         max_tokens=40,
+        temperature=0,  # greedy, so the answer (and its length) is the same every run
         stream=True,
         stream_options={"include_usage": True},
     ):
