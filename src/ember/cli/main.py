@@ -155,7 +155,9 @@ def serve(
     ] = None,
     deploy: Annotated[
         list[Path] | None,
-        typer.Option(help="Deploy this package folder at start as ember/<its name>; repeatable."),
+        typer.Option(
+            help="Deploy this package folder at start as ember/NAME (its name); repeatable."
+        ),
     ] = None,
     runtime: Annotated[
         RuntimeKind,
