@@ -256,7 +256,8 @@ class RayReplica(Replica):
 
     async def stop(self, drain: bool = True, timeout: float | None = None) -> None:
         if self.state in (ReplicaState.READY, ReplicaState.STARTING):
-            self.state = ReplicaState.DRAINING if drain else self.state
+            if drain:
+                self.state = ReplicaState.DRAINING
             with contextlib.suppress(RayActorError):
                 await self.agent.stop.remote(self.id, drain, timeout)
         await self._exited.wait()
@@ -278,14 +279,12 @@ class RayRuntime(Runtime):
         address: str | None = "auto",
         node_data_dir: str | None = None,
         place_timeout: float = PLACE_TIMEOUT_SECONDS,
-        connect: Callable[..., Any] = ray.init,
     ) -> None:
         self.data_dir = data_dir
         self.outputs_dir = data_dir / "outputs"
         self.address = address
         # Where each node keeps environments and packages (on that node's disk).
         self.node_data_dir = node_data_dir or str(Path.home() / ".ember" / "ray-node")
-        self._connect = connect
         self.place_timeout = place_timeout
         self._waiting: dict[str, str] = {}  # package root: what its placement waits for
         self._packages: dict[str, dict[str, Any]] = {}  # package root: see _package
@@ -303,7 +302,7 @@ class RayRuntime(Runtime):
         """Connect to the cluster (once; a no-op when this process is already connected)."""
         if not ray.is_initialized():
             await asyncio.to_thread(
-                self._connect,
+                ray.init,
                 address=self.address,
                 namespace=NAMESPACE,
                 include_dashboard=False,
@@ -379,18 +378,13 @@ class RayRuntime(Runtime):
         a node: past `place_timeout` it fails with what is missing."""
         group, node, agent = await self._place(spec, self.place_timeout)
         self._prepared[spec.root] = (group, node, agent)
-        environment: dict[str, Any] = {}
         async for ref in agent.prepare.remote(self._package(spec)):
             item = await ref
-            if "progress" in item and on_progress is not None:
+            if "environment" in item:
+                return item["environment"]
+            if on_progress is not None:
                 on_progress(item["progress"])
-            environment = item
-        return Environment(
-            key=environment["environment"],
-            root=Path(self.node_data_dir),
-            python=Path("python"),
-            shared_with_ember=environment["shared"],
-        )
+        raise ReplicaUnavailable(f"the agent on node {node} ended the build without a result")
 
     async def start_replica(self, spec: PackageSpec, tier: Tier = Tier.WARM_HOST) -> RayReplica:
         """Place and start one replica. A node that is going away (Ray notices only after

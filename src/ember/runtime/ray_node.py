@@ -95,7 +95,7 @@ class NodeAgent:
 
     async def prepare(self, package: dict[str, Any]) -> AsyncIterator[dict]:
         """Build (or reuse) the package's environment here, streaming uv's progress lines;
-        the last item is the environment's key."""
+        the last item is the environment (its paths are this node's)."""
         spec = await self._spec(package)
         lines: asyncio.Queue[str | None] = asyncio.Queue()
         loop = asyncio.get_running_loop()
@@ -107,8 +107,7 @@ class NodeAgent:
         task.add_done_callback(lambda _: lines.put_nowait(None))
         while (line := await lines.get()) is not None:
             yield {"progress": line}
-        environment = await task
-        yield {"environment": environment.key, "shared": environment.shared_with_ember}
+        yield {"environment": await task}
 
     # -- replicas -------------------------------------------------------------------------
 
