@@ -567,7 +567,7 @@ class Platform:
             )
             for row in rows
         ]
-        accounts = [a for a in await self._accounts_since(since) if a.deployment == key]
+        accounts = await self._accounts_since(since, key)
         return timeseries.build(
             start,
             end,
@@ -613,12 +613,16 @@ class Platform:
             advise, f"{owner}/{name}", traffic, runner.settings, price, params, warm_host
         )
 
-    async def _accounts_since(self, since: datetime.datetime | None) -> list[ReplicaAccount]:
-        """Replica accounts of the ledger since then; live ones brought up to now."""
-        stored = await asyncio.to_thread(self.store.replica_usage_since, since)
+    async def _accounts_since(
+        self, since: datetime.datetime | None, deployment: str | None = None
+    ) -> list[ReplicaAccount]:
+        """Replica accounts of the ledger since then (of one deployment, if given); live ones
+        brought up to now."""
+        stored = await asyncio.to_thread(self.store.replica_usage_since, since, deployment)
         accounts = {r.id: _account(r.__dict__) for r in stored}
         for row in self.ledger.live_rows():  # fresher than their last checkpoint
-            accounts[row["id"]] = _account(row)
+            if deployment is None or row["deployment"] == deployment:
+                accounts[row["id"]] = _account(row)
         return list(accounts.values())
 
     def _metered_runners(self) -> list[DeploymentRunner]:

@@ -294,9 +294,14 @@ class Store:
                 row.final = True
         return len(rows)
 
-    def replica_usage_since(self, since: datetime.datetime | None) -> list[ReplicaUsage]:
-        """Replicas that lived at some point after `since` (all of them without it)."""
+    def replica_usage_since(
+        self, since: datetime.datetime | None, deployment: str | None = None
+    ) -> list[ReplicaUsage]:
+        """Replicas that lived at some point after `since` (all of them without it), of one
+        deployment if given."""
         query = select(ReplicaUsage)
+        if deployment is not None:
+            query = query.where(ReplicaUsage.deployment == deployment)
         if since is not None:
             query = query.where(
                 ReplicaUsage.stopped_at.is_(None) | (ReplicaUsage.stopped_at >= since)

@@ -19,7 +19,7 @@ from ember.control.platform import Platform, Principal
 from ember.control.scaling import ColdStartTier
 
 router = APIRouter(prefix="/v1")
-MAX_BUCKETS = 10_000
+MOST_BUCKETS_ASKED = 10_000  # an explicit step may not ask for more than this
 Caller = Annotated[Principal, Depends(principal)]
 
 
@@ -142,6 +142,6 @@ async def deployment_timeseries(
     start = parse_since(since, now) or now - datetime.timedelta(hours=1)
     if start >= now:
         raise ApiError(400, f"since={since!r} is not in the past")
-    if step and (now - start).total_seconds() / step > MAX_BUCKETS:
-        raise ApiError(400, f"step={step} gives over {MAX_BUCKETS:,} buckets: widen it")
+    if step and (now - start).total_seconds() / step > MOST_BUCKETS_ASKED:
+        raise ApiError(400, f"step={step} gives over {MOST_BUCKETS_ASKED:,} buckets: widen it")
     return json_response(await platform.timeseries(owner, name, start, step))
