@@ -147,7 +147,11 @@ class Platform:
         self.writer: GroupCommitWriter | None = None
         self.metrics = Metrics(self._statuses)
         self.timeline = Timeline()
-        self.sampler = Sampler(self.timeline, self._statuses, lambda: wall().timestamp())
+        self.sampler = Sampler(
+            self.timeline,
+            lambda: [(key, target.runner.counts()) for key, target in self.targets.items()],
+            lambda: wall().timestamp(),
+        )
         self.listeners: list[Listener] = [self.metrics.on_prediction, self.budgets.on_prediction]
         self.targets: dict[str, Target] = {}
         self.live: dict[str, PredictionState] = {}

@@ -165,16 +165,22 @@ class DeploymentRunner:
     def outstanding(self) -> int:
         return len(self.queue) + len(self.running)
 
-    def status(self) -> dict[str, Any]:
-        """Replicas by state, queue and the last scaling decision (for the API and `ember ls`)."""
-        counts = collections.Counter(r.state.value.lower() for r in self.replicas)
+    def counts(self) -> dict[str, Any]:
+        """Replicas by state, queued and running: what is cheap to read every few seconds."""
+        states = collections.Counter(r.state.value.lower() for r in self.replicas)
         return {
             "replicas": {
-                "starting": counts["starting"] + self._pending_starts,
-                "ready": counts["ready"],
+                "starting": states["starting"] + self._pending_starts,
+                "ready": states["ready"],
             },
             "queued": len(self.queue),
             "running": len(self.running),
+        }
+
+    def status(self) -> dict[str, Any]:
+        """Replicas by state, queue and the last scaling decision (for the API and `ember ls`)."""
+        return {
+            **self.counts(),
             "scaling": {
                 "desired": self.last_decision.replicas,
                 "reason": self.last_decision.reason,

@@ -62,9 +62,9 @@ class Timeline:
         self.samples: dict[str, collections.deque[Sample]] = {}
         self.starts: dict[str, collections.deque[StartRecord]] = {}
 
-    def sample(self, at: float, statuses: Iterable[tuple[str, dict[str, Any]]]) -> None:
-        """Record each deployment's `runner.status()` at `at`."""
-        for key, status in statuses:
+    def sample(self, at: float, counts: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Record each deployment's `runner.counts()` at `at`."""
+        for key, status in counts:
             ring = self.samples.setdefault(key, collections.deque(maxlen=KEEP_SAMPLES))
             replicas = status["replicas"]
             ring.append(
@@ -105,12 +105,12 @@ class Sampler:
     def __init__(
         self,
         timeline: Timeline,
-        statuses: Callable[[], Iterable[tuple[str, dict[str, Any]]]],
+        counts: Callable[[], Iterable[tuple[str, dict[str, Any]]]],
         wall: Callable[[], float],
         interval: float = SAMPLE_SECONDS,
     ) -> None:
         self.timeline = timeline
-        self.statuses = statuses
+        self.counts = counts
         self.wall = wall
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
@@ -121,7 +121,7 @@ class Sampler:
 
     async def _loop(self) -> None:
         while True:
-            self.timeline.sample(self.wall(), self.statuses())
+            self.timeline.sample(self.wall(), self.counts())
             await asyncio.sleep(self.interval)
 
     async def stop(self) -> None:
