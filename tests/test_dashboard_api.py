@@ -97,6 +97,7 @@ def test_tokens_are_listed_without_secrets_and_revoked_at_once(
         "name": "robot",
         "owner": "ember",
         "scope": "predict",
+        "rate_limit": None,
         "created_at": robot["created_at"],
     }
     with server.client(created["token"]) as as_robot:

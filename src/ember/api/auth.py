@@ -1,17 +1,21 @@
-"""Bearer tokens: every /v1 request names a token; its owner is who the request acts for."""
+"""Bearer tokens: every /v1 request names a token; its owner is who the request acts for.
+
+The token's rate limit is counted here too, before any work is done for the request."""
 
 from __future__ import annotations
 
 from fastapi import Request
 
 from ember.api.errors import ApiError
-from ember.control.platform import Platform, Principal
+from ember.control.access import Principal
+from ember.control.platform import Platform
+from ember.control.policies.ratelimit import retry_after
 
 UNAUTHENTICATED = "You did not pass a valid authentication token"
 
 
 async def principal(request: Request) -> Principal:
-    """FastAPI dependency: the caller, or 401 in Replicate's words."""
+    """FastAPI dependency: the caller, or 401 in Replicate's words, or 429 past its limit."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() not in ("bearer", "token") or not token.strip():
@@ -20,4 +24,13 @@ async def principal(request: Request) -> Principal:
     found = await platform.authenticate(token.strip())
     if found is None:
         raise ApiError(401, UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
+    limit, wait = platform.rate_limited(found)
+    if wait > 0:
+        seconds = retry_after(wait)
+        raise ApiError(
+            429,
+            f"this token may make {limit} requests; try again in {seconds} s "
+            "(an admin can raise its limit: `ember token create --rate-limit`)",
+            headers={"Retry-After": seconds},
+        )
     return found

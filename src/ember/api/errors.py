@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from ember.control.access import Forbidden
 from ember.control.platform import Conflict, InvalidRequest, NotFound
 
 TITLES = {
@@ -128,6 +129,12 @@ def install(app: FastAPI) -> None:
         if is_openai(request):
             return openai_response(404, str(exc), "model")
         return error_response(404, str(exc))
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(request: Request, exc: Forbidden) -> Response:
+        if is_openai(request):
+            return openai_response(403, str(exc))
+        return error_response(403, str(exc))
 
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> Response:

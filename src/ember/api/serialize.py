@@ -56,7 +56,7 @@ def prediction(platform: Platform, state: PredictionState, inline_files: bool = 
         "id": state.id,
         "model": state.model,
         "version": state.version_id,
-        "input": state.input,
+        "input": state.public_input,
         "output": files_in(platform, state, state.output, inline_files),
         "logs": state.logs,
         "error": state.error,

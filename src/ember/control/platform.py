@@ -32,12 +32,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from ember.control import timeseries
+from ember.control.access import Principal
 from ember.control.advisor import Advice, Traffic, advise
 from ember.control.budget_guard import BudgetGuard
 from ember.control.hardware import DEFAULT_HARDWARE, HARDWARE
 from ember.control.ledger import Ledger
 from ember.control.metrics import Metrics
 from ember.control.policies.keepalive import IdleHistory
+from ember.control.policies.ratelimit import RateLimit, RateLimiter
 from ember.control.predictions import PredictionState, new_prediction_id, utcnow
 from ember.control.prices import Price, PriceTable, configured_overrides
 from ember.control.readiness import TierKeeper, default_warm_host_memory
@@ -51,6 +53,7 @@ from ember.control.reports import (
 )
 from ember.control.runner import DeploymentRunner
 from ember.control.scaling import ScalingSettings
+from ember.control.sealing import Sealer, secret_fields
 from ember.control.signing import UrlSigner
 from ember.control.timeline import Sampler, Timeline
 from ember.control.validation import InputValidator
@@ -62,7 +65,7 @@ from ember.runtime.base import PREDICT, ReplicaState, ReplicaUnavailable, Runtim
 from ember.runtime.local import LocalRuntime
 from ember.store import models as records
 from ember.store.db import aware, connect, migrate, sqlite_url
-from ember.store.repository import Store
+from ember.store.repository import Store, hash_token
 from ember.store.writer import GroupCommitWriter
 
 logger = logging.getLogger("ember.control")
@@ -71,6 +74,9 @@ Listener = Callable[[PredictionState, str], None]
 Progress = Callable[[str], None]
 RECENT_LIMIT = 2000
 CANCEL_SETTLE_SECONDS = 1.0
+# What an uploaded package may unpack to (EMBER_MAX_PACKAGE_BYTES overrides the size).
+MAX_PACKAGE_BYTES = 20 * 2**30
+MAX_PACKAGE_FILES = 100_000
 RESTART_REASON = (
     "Ember restarted while this prediction was running; its replica was lost and the "
     "prediction cannot be resumed. Run it again."
@@ -91,15 +97,6 @@ class InvalidRequest(ValueError):
     def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.details = details or []
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: a token's owner and scope, and which token (its spend is tracked)."""
-
-    owner: str
-    scope: str
-    token_id: str | None = None  # None for the admin token given on the command line
 
 
 @dataclass
@@ -158,8 +155,18 @@ class Platform:
         self.recent: collections.OrderedDict[str, PredictionState] = collections.OrderedDict()
         self.signer = UrlSigner(b"")
         self.webhook_secret = ""
+        self.sealer = Sealer.for_data_dir(data_dir)
+        self.rate_limiter = RateLimiter()
+        # For tokens without a limit of their own, except admin tokens (EMBER_RATE_LIMIT).
+        self.default_rate_limit = (
+            RateLimit.parse(os.environ["EMBER_RATE_LIMIT"])
+            if os.environ.get("EMBER_RATE_LIMIT")
+            else None
+        )
         self._validators: dict[str, InputValidator] = {}
+        # By the token's SHA-256 (never the token itself), and each token's rate limit.
         self._principals: dict[str, Principal | None] = {}
+        self._limits: dict[str, RateLimit | None] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._retired_runners: set[DeploymentRunner] = set()
 
@@ -174,11 +181,11 @@ class Platform:
         await self.runtime.start()
         self.writer = GroupCommitWriter(self.store)
         key = await asyncio.to_thread(
-            self.store.setting_or_create, "url_signing_key", lambda: secrets.token_hex(32)
+            self._secret_setting, "url_signing_key", lambda: secrets.token_hex(32)
         )
         self.signer = UrlSigner(bytes.fromhex(key))
         self.webhook_secret = await asyncio.to_thread(
-            self.store.setting_or_create, "webhook_secret", new_signing_secret
+            self._secret_setting, "webhook_secret", new_signing_secret
         )
         first_token = None
         if await asyncio.to_thread(self.store.count_tokens) == 0 and not self.admin_token:
@@ -222,21 +229,49 @@ class Platform:
 
     # -- authentication ---------------------------------------------------------------------
 
+    def _secret_setting(self, key: str, make: Callable[[], str]) -> str:
+        """A setting kept sealed (made with `make()` the first time); one an older Ember
+        stored in clear is sealed now."""
+        stored = self.store.setting_or_create(key, lambda: self.sealer.seal(make()))
+        value, in_clear = self.sealer.read_setting(stored)
+        if in_clear:
+            self.store.set_setting(key, self.sealer.seal(value))
+        return value
+
     async def authenticate(self, token: str) -> Principal | None:
         if self.admin_token and secrets.compare_digest(token, self.admin_token):
             return Principal(owner="ember", scope="admin")
-        if token in self._principals:
-            return self._principals[token]
+        digest = hash_token(token)
+        if digest in self._principals:
+            return self._principals[digest]
         record = await asyncio.to_thread(self.store.token_by_secret, token)
-        principal = Principal(record.owner, record.scope, record.id) if record else None
         if len(self._principals) > 10_000:
             self._principals.clear()
-        self._principals[token] = principal
+        principal = None
+        if record is not None:
+            principal = Principal(record.owner, record.scope, record.id)
+            self._limits[record.id] = self._limit_of(record)
+        self._principals[digest] = principal
         return principal
 
-    async def create_token(self, name: str, owner: str, scope: str = "admin") -> tuple[str, str]:
+    def _limit_of(self, record: records.Token) -> RateLimit | None:
+        if record.rate_limit:
+            return RateLimit.parse(record.rate_limit)
+        return None if record.scope == "admin" else self.default_rate_limit
+
+    def rate_limited(self, principal: Principal) -> tuple[RateLimit | None, float]:
+        """(the token's limit, seconds until it may make a request: 0 when it may now);
+        counts this request."""
+        limit = self._limits.get(principal.token_id) if principal.token_id else None
+        return limit, self.rate_limiter.take(principal.key(), limit, self.clock())
+
+    async def create_token(
+        self, name: str, owner: str, scope: str = "admin", rate_limit: str | None = None
+    ) -> tuple[str, str]:
         """(its id, for budgets and reports; the token itself, shown once)."""
-        record, token = await asyncio.to_thread(self.store.create_token, name, owner, scope)
+        record, token = await asyncio.to_thread(
+            self.store.create_token, name, owner, scope, rate_limit=rate_limit
+        )
         return record.id, token
 
     async def tokens(self) -> list[records.Token]:
@@ -246,9 +281,11 @@ class Platform:
         """Delete a token; requests that present it fail from now on (the cache forgets it)."""
         if not await asyncio.to_thread(self.store.delete_token, token_id):
             return False
-        for secret, found in list(self._principals.items()):
+        for digest, found in list(self._principals.items()):
             if found is not None and found.token_id == token_id:
-                del self._principals[secret]
+                del self._principals[digest]
+        self._limits.pop(token_id, None)
+        self.rate_limiter.forget(token_id)
         return True
 
     # -- models and versions ----------------------------------------------------------------
@@ -276,9 +313,13 @@ class Platform:
         for deployment in await asyncio.to_thread(self.store.deployments):
             release = await asyncio.to_thread(self.store.current_release, deployment)
             if release.model_id == model.id:
+                used_by = (  # another account's names stay its own
+                    f"deployment {deployment.owner}/{deployment.name}"
+                    if deployment.owner == owner
+                    else "a deployment of another account"
+                )
                 raise Conflict(
-                    f"Model {owner}/{name} is used by deployment "
-                    f"{deployment.owner}/{deployment.name}: delete the deployment first"
+                    f"Model {owner}/{name} is used by {used_by}: delete the deployment first"
                 )
         for version in await asyncio.to_thread(self.store.versions, model.id):
             await self._retire_runner(f"version:{version.id}")
@@ -693,10 +734,11 @@ class Platform:
 
     # -- predictions ------------------------------------------------------------------------
 
-    async def target_for_model(self, owner: str, name: str) -> Target:
+    async def target_for_model(self, owner: str, name: str, own: bool = True) -> Target:
         """A model's predictions run on its deployment of the same name, if any, else on
-        its latest version."""
-        target = self.targets.get(f"{owner}/{name}")
+        its latest version. Another owner's predictions on a public model (`own=False`)
+        run on the version: that deployment, and its bill, are the model owner's."""
+        target = self.targets.get(f"{owner}/{name}") if own else None
         if target is not None:
             return target
         model, version = await self._model_version(f"{owner}/{name}", None)
@@ -732,14 +774,17 @@ class Platform:
             self.tiers.wake()
         return target
 
-    def openai_models(self) -> dict[str, Target]:
+    def openai_models(self, owner: str | None = None) -> dict[str, Target]:
         """Every name the OpenAI API's `model` field accepts → its deployment: `owner/name`,
         and the bare name and the package's aliases where no other deployment claims them
-        (a shared one would route by whichever was deployed last: ask by owner/name)."""
+        (a shared one would route by whichever was deployed last: ask by owner/name).
+        With `owner`, only that owner's deployments (what its tokens may call)."""
         names: dict[str, Target] = {}
         claims: dict[str, dict[str, Target]] = {}
         for key, target in self.targets.items():
             if target.deployment is None or not serves_openai(target.version):
+                continue
+            if owner is not None and key.partition("/")[0] != owner:
                 continue
             names[key] = target
             for other in (key.partition("/")[2], *target.runner.spec.aliases):
@@ -749,10 +794,10 @@ class Platform:
                 names[name] = next(iter(claimants.values()))
         return names
 
-    def target_for_openai(self, model: str, route: str) -> Target:
-        """The deployment an OpenAI request's `model` names; NotFound in OpenAI's words, or
-        InvalidRequest when the deployment does not serve that route."""
-        target = self.openai_models().get(model)
+    def target_for_openai(self, model: str, route: str, owner: str | None = None) -> Target:
+        """The deployment an OpenAI request's `model` names (among `owner`'s, if given);
+        NotFound in OpenAI's words, or InvalidRequest when it does not serve that route."""
+        target = self.openai_models(owner).get(model)
         if target is None:
             raise NotFound(f"The model `{model}` does not exist or you do not have access to it.")
         routes = serves_openai(target.version)
@@ -782,6 +827,10 @@ class Platform:
                 raise InvalidRequest("Input validation failed", details)
             schema = target.version.openapi_schema["components"]["schemas"]["Output"]
             fields["streams_output"] = schema.get("x-cog-array-type") == "iterator"
+        secret = secret_fields(target.version.openapi_schema or {})
+        if secret and fields.get("method", PREDICT) == PREDICT:
+            fields["secret_fields"] = secret
+            fields["stored_input"] = self.sealer.seal_fields(input, secret)
         return PredictionState(
             id=new_prediction_id(),
             owner=owner,
@@ -834,18 +883,22 @@ class Platform:
         row = await asyncio.to_thread(self.store.prediction, prediction_id)
         if row is None:
             raise NotFound(f"Prediction {prediction_id} not found")
-        return PredictionState.from_row(row, self.runtime.outputs_dir / row.id)
+        return self._from_row(row)
+
+    def _from_row(self, row: records.Prediction) -> PredictionState:
+        """A stored prediction with its sealed `Secret` inputs opened (and still marked)."""
+        state = PredictionState.from_row(row, self.runtime.outputs_dir / row.id)
+        clear, sealed = self.sealer.unseal_fields(row.input or {})
+        if sealed:
+            state.input, state.secret_fields, state.stored_input = clear, sealed, row.input
+        return state
 
     async def predictions_page(
         self, limit: int, before: tuple[Any, str] | None, **filters: str | None
     ) -> list[PredictionState]:
         """Newest first; `filters`: status, model, deployment (see Store.predictions_page)."""
         rows = await asyncio.to_thread(self.store.predictions_page, limit, before, **filters)
-        return [
-            self.live.get(row.id)
-            or PredictionState.from_row(row, self.runtime.outputs_dir / row.id)
-            for row in rows
-        ]
+        return [self.live.get(row.id) or self._from_row(row) for row in rows]
 
     async def cancel(self, prediction_id: str) -> PredictionState:
         state = await self.prediction(prediction_id)
@@ -905,7 +958,7 @@ class Platform:
             self.store.add_file,
             id=file_id,
             owner=owner,
-            name=os.path.basename(name) or "file",
+            name=safe_file_name(name),
             content_type=content_type,
             size=target.stat().st_size,
             sha256=digest,
@@ -932,7 +985,7 @@ class Platform:
     async def recover(self) -> None:
         """Finish what a crash interrupted: re-queue waiting predictions, fail running ones."""
         for row in await asyncio.to_thread(self.store.unfinished_predictions):
-            state = PredictionState.from_row(row, self.runtime.outputs_dir / row.id)
+            state = self._from_row(row)
             if row.status == "processing":
                 state.finish("failed", error=RESTART_REASON)
                 self._persist(state)
@@ -953,6 +1006,20 @@ class Platform:
 def serves_openai(version: records.Version) -> list[str]:
     """The OpenAI routes a version's predictor serves itself (read from its schema)."""
     return list((version.openapi_schema or {}).get("info", {}).get("x-ember-openai", []))
+
+
+def safe_file_name(name: str) -> str:
+    """A client's file name made harmless to keep and to hand to a replica: no folders (either
+    slash), no control characters, not `.` or `..`, at most 255 bytes (keeping the suffix)."""
+    name = re.sub(r"[\x00-\x1f\x7f]", "", name.replace("\\", "/")).rsplit("/", 1)[-1].strip()
+    if name in ("", ".", ".."):
+        return "file"
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or len(suffix.encode()) > 16:
+        stem, dot, suffix = name, "", ""
+    while len((stem + dot + suffix).encode()) > 255:
+        stem = stem[:-1]
+    return stem + dot + suffix
 
 
 def _check_name(value: str, what: str) -> None:
@@ -1025,8 +1092,31 @@ def _pack(folder: Path) -> str:
     return path
 
 
+def _check_archive(archive: Path) -> None:
+    """InvalidRequest if the archive unpacks to more than MAX_PACKAGE_BYTES or
+    MAX_PACKAGE_FILES; reads only its headers."""
+    limit = int(os.environ.get("EMBER_MAX_PACKAGE_BYTES", MAX_PACKAGE_BYTES))
+    total = count = 0
+    try:
+        with tarfile.open(archive, "r:*") as bundle:
+            for member in bundle:
+                total += max(member.size, 0)
+                count += 1
+                if total > limit or count > MAX_PACKAGE_FILES:
+                    raise InvalidRequest(
+                        f"the package unpacks to more than {limit / 2**30:g} GiB or "
+                        f"{MAX_PACKAGE_FILES:,} files: leave weights out of it (ship them in a "
+                        "PyPI package or fetch them in setup), or raise EMBER_MAX_PACKAGE_BYTES"
+                    )
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise InvalidRequest(f"the package archive cannot be unpacked: {exc}") from exc
+
+
 def _unpack(archive: Path, target: Path) -> None:
-    """Extract a .tar.gz package safely (no absolute paths, no escaping links)."""
+    """Extract a .tar.gz package safely: no absolute paths, no `..`, no links or devices that
+    lead outside (tarfile's `data` filter), and within the size and file-count limits (a small
+    archive can unpack to terabytes)."""
+    _check_archive(archive)
     if target.exists():
         shutil.rmtree(target)
     staging = target.with_name(target.name + ".partial")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ember.control.sealing import redact, scrub
 from ember.runtime.base import PREDICT
 from ember.store.db import aware
 
@@ -107,6 +108,10 @@ class PredictionState:
     accepted_clock: float | None = None
     # Runs begun again elsewhere after a replica was lost before producing output.
     retries: int = 0
+    # The inputs the version declares `Secret`: stored sealed (`stored_input`), shown redacted
+    # (`public_input`), and scrubbed from logs and errors; `input` keeps them for the replica.
+    secret_fields: frozenset[str] = frozenset()
+    stored_input: dict[str, Any] | None = field(default=None, repr=False)
     # Monotonic times for token latencies: when it was accepted, when its last item came.
     accepted_at: float = field(default_factory=time.monotonic, repr=False)
     last_output_at: float | None = field(default=None, repr=False)
@@ -117,6 +122,17 @@ class PredictionState:
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def public_input(self) -> dict[str, Any]:
+        """The input as anyone may see it: `Secret` values redacted."""
+        return redact(self.input, self.secret_fields) if self.secret_fields else self.input
+
+    def _scrubbed(self, text: str) -> str:
+        if not self.secret_fields:
+            return text
+        values = [self.input[name] for name in self.secret_fields]
+        return scrub(text, [v for v in values if isinstance(v, str)])
 
     # -- what happens to it -----------------------------------------------------------
 
@@ -138,6 +154,7 @@ class PredictionState:
         self.output = openai_summary(self.output)
 
     def add_logs(self, text: str) -> None:
+        text = self._scrubbed(text)
         self.logs += text
         self._publish(StreamEvent("logs", text))
 
@@ -153,7 +170,7 @@ class PredictionState:
         self.status = status
         if status == "succeeded":
             self.output = output
-        self.error = error
+        self.error = self._scrubbed(error) if error else error
         if metrics:
             self.metrics.update(metrics)
         self.completed_at = utcnow()
@@ -201,7 +218,7 @@ class PredictionState:
             "deployment": self.deployment,
             "token_id": self.token_id,
             "status": self.status,
-            "input": self.input,
+            "input": self.stored_input if self.stored_input is not None else self.input,
             "output": output,
             "logs": self.logs,
             "error": self.error,

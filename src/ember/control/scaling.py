@@ -15,6 +15,9 @@
 - keep_warm none (Modal and Baseten offer schedules): opt-in, e.g. "mon-fri 08:00-19:00=1".
 - request_timeout = the package's `timeout` (Cog none, Truss 60 s for streaming reads),
   counted from when a replica picks the request up, never from its arrival.
+- prediction_retries 1 (Cog's director retries nothing; Modal retries on request): a
+  prediction whose replica died (kill -9, OOM, lost node, no heartbeat) before it produced
+  any output runs again on another replica; one that produced output fails with the reason.
 """
 
 from __future__ import annotations
@@ -123,6 +126,12 @@ class ScalingSettings(BaseModel):
     keep_warm: list[str] = Field(default_factory=list)
     request_timeout: float | None = Field(default=None, gt=0, le=24 * 3600)
     cold_start_tier: ColdStartTier = "auto"
+    prediction_retries: int = Field(
+        default=1,
+        ge=0,
+        le=5,
+        description="runs more of a prediction whose replica died before it produced output",
+    )
 
     @field_validator("keep_warm")
     @classmethod

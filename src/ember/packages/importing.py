@@ -19,6 +19,11 @@ def load_attribute(spec: PackageSpec) -> Any:
     relative_file, attribute = spec.predictor_parts()
     root = Path(spec.root)
     path = (root / relative_file).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise PackageError(
+            f"predictor file {relative_file!r} is outside the package folder: name a file "
+            "inside it, e.g. predict.py:Predictor"
+        )
     if not path.is_file():
         raise PackageError(f"predictor file {relative_file!r} not found in {root}")
     module_dir = str(path.parent)

@@ -18,7 +18,8 @@ class Base(DeclarativeBase):
 
 
 class Setting(Base):
-    """Platform-wide values that must survive restarts (e.g. the webhook signing secret)."""
+    """Platform-wide values that must survive restarts (e.g. the webhook signing secret,
+    which is kept encrypted: see control/sealing.py)."""
 
     __tablename__ = "settings"
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
@@ -34,6 +35,8 @@ class Token(Base):
     hash: Mapped[str] = mapped_column(String(64), unique=True)
     owner: Mapped[str] = mapped_column(String(100))
     scope: Mapped[str] = mapped_column(String(20), default="admin")
+    # e.g. "600/min": requests this token may make (None: the server's default, if any)
+    rate_limit: Mapped[str | None] = mapped_column(String(30), nullable=True)
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -121,6 +124,7 @@ class Prediction(Base):
     __table_args__ = (
         Index("ix_predictions_created_at", "created_at"),
         Index("ix_predictions_status", "status"),
+        Index("ix_predictions_owner_created_at", "owner", "created_at"),
     )
 
 

@@ -83,7 +83,12 @@ class Store:
         return value
 
     def create_token(
-        self, name: str, owner: str, scope: str = "admin", token: str | None = None
+        self,
+        name: str,
+        owner: str,
+        scope: str = "admin",
+        token: str | None = None,
+        rate_limit: str | None = None,
     ) -> tuple[Token, str]:
         """A new token (returned in clear exactly once) and its stored record."""
         token = token or "r8_" + secrets.token_urlsafe(30)
@@ -93,6 +98,7 @@ class Store:
             hash=hash_token(token),
             owner=owner,
             scope=scope,
+            rate_limit=rate_limit,
             created_at=now(),
         )
         with self.session.begin() as session:
@@ -247,11 +253,13 @@ class Store:
         status: str | None = None,
         model: str | None = None,
         deployment: str | None = None,
+        owner: str | None = None,
     ) -> list[Prediction]:
         """Newest first; `before` is the (created_at, id) of the last row of the previous page;
         each filter given must match exactly."""
         query = select(Prediction).order_by(Prediction.created_at.desc(), Prediction.id.desc())
         for column, wanted in (
+            (Prediction.owner, owner),
             (Prediction.status, status),
             (Prediction.model, model),
             (Prediction.deployment, deployment),

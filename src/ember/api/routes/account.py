@@ -19,7 +19,8 @@ Caller = Annotated[Principal, Depends(principal)]
 
 @router.get("/account")
 async def account(caller: Caller) -> Response:
-    return json_response(serialize.account(caller.owner))
+    """Replicate's account object, plus the token's `scope` (what the dashboard may offer)."""
+    return json_response({**serialize.account(caller.owner), "scope": caller.scope})
 
 
 @router.get("/hardware")

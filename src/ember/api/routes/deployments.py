@@ -9,11 +9,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from ember.api import serialize
+from ember.api import guards, serialize
 from ember.api.auth import principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
 from ember.api.routes.costs import parse_since
+from ember.control.access import require, sees
 from ember.control.hardware import DEFAULT_HARDWARE
 from ember.control.platform import Platform, Principal
 from ember.control.scaling import ColdStartTier
@@ -35,6 +36,12 @@ class ScalingFields(BaseModel):
     request_timeout: float | None = Field(default=None, gt=0, le=24 * 3600)
     cold_start_tier: ColdStartTier | None = Field(
         default=None, description="what to keep ready for starts: auto, warm-host, disk, cold"
+    )
+    prediction_retries: int | None = Field(
+        default=None,
+        ge=0,
+        le=5,
+        description="reruns of a prediction whose replica died before it produced output",
     )
 
     def scaling(self) -> dict[str, object]:
@@ -66,14 +73,21 @@ async def _deploymentjson_response(platform: Platform, deployment, release) -> d
 async def list_deployments(request: Request, caller: Caller) -> Response:
     platform: Platform = request.app.state.platform
     items = [
-        await _deploymentjson_response(platform, d, r) for d, r in await platform.deployments()
+        await _deploymentjson_response(platform, d, r)
+        for d, r in await platform.deployments()
+        if sees(caller, d.owner)
     ]
     return json_response(serialize.page(items))
 
 
 @router.post("/deployments", status_code=201)
 async def create_deployment(request: Request, body: DeploymentCreate, caller: Caller) -> Response:
+    """Create a deployment under the caller's account, of a model it may read."""
     platform: Platform = request.app.state.platform
+    require(caller, "deploy", "create deployments")
+    model_owner, _, model_name = body.model.partition("/")
+    if model_name:
+        await guards.readable_model(platform, caller, model_owner, model_name)
     deployment, release = await platform.create_deployment(
         caller.owner,
         body.name,
@@ -91,7 +105,7 @@ async def create_deployment(request: Request, body: DeploymentCreate, caller: Ca
 @router.get("/deployments/{owner}/{name}")
 async def get_deployment(request: Request, owner: str, name: str, caller: Caller) -> Response:
     platform: Platform = request.app.state.platform
-    deployment, release = await platform.deployment(owner, name)
+    deployment, release = await guards.readable_deployment(platform, caller, owner, name)
     return json_response(await _deploymentjson_response(platform, deployment, release))
 
 
@@ -100,6 +114,7 @@ async def update_deployment(
     request: Request, owner: str, name: str, body: DeploymentUpdate, caller: Caller
 ) -> Response:
     platform: Platform = request.app.state.platform
+    guards.own_deployment(caller, owner, name, "change deployments")
     deployment, release = await platform.update_deployment(
         owner,
         name,
@@ -116,6 +131,7 @@ async def update_deployment(
 @router.delete("/deployments/{owner}/{name}", status_code=204)
 async def delete_deployment(request: Request, owner: str, name: str, caller: Caller) -> Response:
     platform: Platform = request.app.state.platform
+    guards.own_deployment(caller, owner, name, "delete deployments")
     await platform.delete_deployment(owner, name)
     return Response(status_code=204)
 
@@ -138,6 +154,7 @@ async def deployment_timeseries(
     sampled in memory every 2 s since the server started; the rest comes from the database.
     """
     platform: Platform = request.app.state.platform
+    await guards.readable_deployment(platform, caller, owner, name)
     now = platform.ledger.wall()
     start = parse_since(since, now) or now - datetime.timedelta(hours=1)
     if start >= now:

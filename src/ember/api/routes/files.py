@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Query, Request, UploadFile
 from starlette.responses import FileResponse, Response
 
-from ember.api import serialize
+from ember.api import guards, serialize
 from ember.api.auth import principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
@@ -63,21 +63,27 @@ async def list_files(request: Request, caller: Caller) -> Response:
 @router.get("/files/{file_id}")
 async def get_file(request: Request, file_id: str, caller: Caller) -> Response:
     platform: Platform = request.app.state.platform
-    return json_response(serialize.file(platform, await platform.file(file_id)))
+    record = await guards.readable_file(platform, caller, file_id)
+    return json_response(serialize.file(platform, record))
 
 
 @router.delete("/files/{file_id}", status_code=204)
 async def delete_file(request: Request, file_id: str, caller: Caller) -> Response:
     platform: Platform = request.app.state.platform
+    await guards.readable_file(platform, caller, file_id)
     await platform.delete_file(file_id)
     return Response(status_code=204)
 
 
-async def _allow_download(request: Request, expires: str | None, signature: str | None) -> None:
-    """A download needs a valid signed link, or else a token (401 otherwise)."""
+async def _token_caller(
+    request: Request, expires: str | None, signature: str | None
+) -> Principal | None:
+    """None for a valid signed link (the link is the permission); else the token's caller,
+    whose owner must own what it downloads (401 without a token)."""
     platform: Platform = request.app.state.platform
-    if not platform.signer.verify(request.url.path, expires, signature):
-        await principal(request)
+    if platform.signer.verify(request.url.path, expires, signature):
+        return None
+    return await principal(request)
 
 
 @router.get("/files/{file_id}/download")
@@ -88,9 +94,12 @@ async def download_file(
     signature: Annotated[str | None, Query()] = None,
 ) -> Response:
     """The file's bytes: with a token, or with a signed link (how replicas fetch inputs)."""
-    await _allow_download(request, expires, signature)
+    caller = await _token_caller(request, expires, signature)
     platform: Platform = request.app.state.platform
-    record = await platform.file(file_id)
+    if caller is None:
+        record = await platform.file(file_id)
+    else:
+        record = await guards.readable_file(platform, caller, file_id)
     return FileResponse(record.path, media_type=record.content_type, filename=record.name)
 
 
@@ -103,8 +112,10 @@ async def download_output(
     signature: Annotated[str | None, Query()] = None,
 ) -> Response:
     """An output file of a prediction, by the signed URL given in its output."""
-    await _allow_download(request, expires, signature)
+    caller = await _token_caller(request, expires, signature)
     platform: Platform = request.app.state.platform
+    if caller is not None:
+        await guards.readable_prediction(platform, caller, prediction_id)
     path = platform.output_file(prediction_id, name)
     if path is None:
         raise ApiError(404, f"prediction {prediction_id} has no output file {name!r}")

@@ -18,10 +18,12 @@ from fastapi import APIRouter, Depends, Request, UploadFile
 from pydantic import BaseModel, Field
 from starlette.responses import Response, StreamingResponse
 
-from ember.api import serialize
+from ember.api import guards, serialize
 from ember.api.auth import principal
+from ember.api.errors import ApiError
 from ember.api.responses import json_response
 from ember.api.routes import openai
+from ember.control.access import acts_for, sees
 from ember.control.hardware import DEFAULT_HARDWARE
 from ember.control.platform import InvalidRequest, NotFound, Platform, Principal
 from ember.packages.environment import EnvironmentBuildError, MissingSystemPackages
@@ -52,15 +54,24 @@ async def list_models(request: Request, caller: Caller) -> Response:
     """Replicate's page of models (`results`) and, in the same answer, OpenAI's list of the
     names its API accepts (`object: list`, `data`): both official clients read their part."""
     platform: Platform = request.app.state.platform
-    records = await platform.models()
+    records = [
+        m for m in await platform.models() if sees(caller, m.owner, m.visibility == "public")
+    ]
     body = serialize.page([await _modeljson_response(platform, m) for m in records])
-    body.update(object="list", data=openai.model_list(platform))
+    body.update(object="list", data=openai.model_list(platform, caller))
     return json_response(body)
 
 
 @router.post("/models", status_code=201)
 async def create_model(request: Request, body: ModelCreate, caller: Caller) -> Response:
+    """Create a model under the caller's account (admins: any account)."""
     platform: Platform = request.app.state.platform
+    if not acts_for(caller, body.owner, "deploy", "create models"):
+        raise ApiError(
+            403,
+            f"this token acts for {caller.owner!r}: it cannot create models for "
+            f"{body.owner!r} (use owner {caller.owner!r})",
+        )
     record = await platform.create_model(
         body.owner,
         body.name,
@@ -77,9 +88,9 @@ async def get_model(request: Request, owner: str, name: str, caller: Caller) -> 
     (`openai.models.retrieve("owner/name")` lands here, also for a deployment named unlike
     its model)."""
     platform: Platform = request.app.state.platform
-    target = platform.openai_models().get(f"{owner}/{name}")
+    target = platform.openai_models(guards.visible_owner(caller)).get(f"{owner}/{name}")
     try:
-        record = await platform.model(owner, name)
+        record = await guards.readable_model(platform, caller, owner, name)
     except NotFound:
         if target is None:
             raise
@@ -93,6 +104,7 @@ async def get_model(request: Request, owner: str, name: str, caller: Caller) -> 
 @router.delete("/models/{owner}/{name}", status_code=204)
 async def delete_model(request: Request, owner: str, name: str, caller: Caller) -> Response:
     platform: Platform = request.app.state.platform
+    await guards.own_model(platform, caller, owner, name, "delete models")
     await platform.delete_model(owner, name)
     return Response(status_code=204)
 
@@ -100,7 +112,7 @@ async def delete_model(request: Request, owner: str, name: str, caller: Caller) 
 @router.get("/models/{owner}/{name}/versions")
 async def list_versions(request: Request, owner: str, name: str, caller: Caller) -> Response:
     platform: Platform = request.app.state.platform
-    model = await platform.model(owner, name)
+    model = await guards.readable_model(platform, caller, owner, name)
     return json_response(
         serialize.page([serialize.version(v) for v in await platform.versions(model)])
     )
@@ -111,7 +123,7 @@ async def get_version(
     request: Request, owner: str, name: str, version_id: str, caller: Caller
 ) -> Response:
     platform: Platform = request.app.state.platform
-    model = await platform.model(owner, name)
+    model = await guards.readable_model(platform, caller, owner, name)
     return json_response(serialize.version(await platform.version(version_id, model)))
 
 
@@ -129,7 +141,7 @@ async def create_version(
     version. With `Accept: text/event-stream` the build's progress streams as `log` events,
     then a `version` or an `error` event."""
     platform: Platform = request.app.state.platform
-    model = await platform.model(owner, name)
+    model = await guards.own_model(platform, caller, owner, name, "upload versions")
     handle, name = tempfile.mkstemp(prefix="ember-upload-", suffix=".tar.gz")
     spool = Path(name)
     with os.fdopen(handle, "wb") as out:

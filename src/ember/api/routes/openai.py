@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
+from ember.api import guards
 from ember.api.auth import principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
@@ -120,7 +121,7 @@ async def retrieve_model(request: Request, model_id: str, caller: Caller) -> Res
     """An OpenAI model object for an alias or a bare deployment name (`owner/name` is
     answered by the Replicate route, with the same OpenAI fields added)."""
     platform: Platform = request.app.state.platform
-    target = platform.openai_models().get(model_id)
+    target = platform.openai_models(guards.visible_owner(caller)).get(model_id)
     if target is None:
         raise ApiError(
             404, f"The model `{model_id}` does not exist or you do not have access to it."
@@ -139,9 +140,9 @@ def model_object(name: str, target: Target) -> dict[str, Any]:
     }
 
 
-def model_list(platform: Platform) -> list[dict[str, Any]]:
-    """Every name OpenAI clients may use, deployments first, then aliases."""
-    names = platform.openai_models()
+def model_list(platform: Platform, caller: Principal) -> list[dict[str, Any]]:
+    """Every name the caller's OpenAI clients may use, deployments first, then aliases."""
+    names = platform.openai_models(guards.visible_owner(caller))
     ordered = sorted(names, key=lambda name: ("/" not in name, name))
     return [model_object(name, names[name]) for name in ordered]
 
@@ -152,7 +153,7 @@ async def _serve(request: Request, route: str, body: _Request, caller: Caller) -
         raise ApiError(
             400, "stream_options is only allowed when stream is true", param="stream_options"
         )
-    target = platform.target_for_openai(body.model, route)
+    target = guards.openai_target(platform, caller, body.model, route)
     try:
         await platform.budgets.check(caller.token_id, target.deployment)
     except BudgetExceeded as exc:

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response, StreamingResponse
 
-from ember.api import serialize
+from ember.api import guards, serialize
 from ember.api.auth import principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
@@ -136,7 +136,7 @@ async def create_prediction(
 ) -> Response:
     """Create a prediction for a model version."""
     platform: Platform = request.app.state.platform
-    target = await platform.target_for_version(body.version)
+    target = await guards.version_target(platform, caller, body.version)
     return await _create(request, target, body, caller)
 
 
@@ -150,7 +150,7 @@ async def create_model_prediction(
 ) -> Response:
     """Create a prediction for a model (its deployment of the same name, or latest version)."""
     platform: Platform = request.app.state.platform
-    target = await platform.target_for_model(owner, name)
+    target = await guards.model_target(platform, caller, owner, name)
     return await _create(request, target, body, caller)
 
 
@@ -166,7 +166,7 @@ async def create_deployment_prediction(
 ) -> Response:
     """Create a prediction on a deployment."""
     platform: Platform = request.app.state.platform
-    target = platform.target_for_deployment(owner, name)
+    target = guards.deployment_target(platform, caller, owner, name)
     return await _create(request, target, body, caller)
 
 
@@ -179,13 +179,14 @@ async def get_prediction(
 ) -> Response:
     platform: Platform = request.app.state.platform
     _, inline = parse_prefer(prefer)
-    state = await platform.prediction(prediction_id)
+    state = await guards.readable_prediction(platform, caller, prediction_id)
     return json_response(serialize.prediction(platform, state, bool(inline)))
 
 
 @router.post("/predictions/{prediction_id}/cancel")
 async def cancel_prediction(request: Request, prediction_id: str, caller: Caller) -> Response:
     platform: Platform = request.app.state.platform
+    await guards.readable_prediction(platform, caller, prediction_id)
     state = await platform.cancel(prediction_id)
     return json_response(serialize.prediction(platform, state))
 
@@ -222,7 +223,8 @@ async def list_predictions(
         raise ApiError(400, f"status={status!r} is not one of {', '.join(STATUSES)}")
     filters = {"status": status, "model": model, "deployment": deployment}
     before = _parse_cursor(cursor) if cursor else None
-    states = await platform.predictions_page(PAGE_SIZE + 1, before, **filters)
+    owner = guards.visible_owner(caller)  # one's own; an admin sees every owner's
+    states = await platform.predictions_page(PAGE_SIZE + 1, before, owner=owner, **filters)
     more = len(states) > PAGE_SIZE
     states = states[:PAGE_SIZE]
     next_url = None
@@ -289,7 +291,7 @@ async def _events(platform: Platform, state: PredictionState) -> AsyncIterator[b
 async def stream_prediction(request: Request, prediction_id: str, caller: Caller) -> Response:
     """Server-sent events in Replicate's format: output, logs, error, done — each with an id."""
     platform: Platform = request.app.state.platform
-    state = await platform.prediction(prediction_id)
+    state = await guards.readable_prediction(platform, caller, prediction_id)
     return StreamingResponse(
         _events(platform, state),
         media_type="text/event-stream",

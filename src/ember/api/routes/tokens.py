@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from starlette.responses import Response
 
 from ember.api import serialize
@@ -14,6 +14,7 @@ from ember.api.auth import principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
 from ember.control.platform import Platform, Principal
+from ember.control.policies.ratelimit import RateLimit
 
 router = APIRouter(prefix="/v1")
 Caller = Annotated[Principal, Depends(principal)]
@@ -21,8 +22,27 @@ Caller = Annotated[Principal, Depends(principal)]
 
 class TokenCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    owner: str | None = Field(default=None, description="defaults to the caller's account")
-    scope: Literal["admin", "deploy", "predict"] = "admin"
+    owner: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9._-]{0,99}$",
+        description="the account it acts for (lowercase); defaults to the caller's",
+    )
+    scope: Literal["admin", "deploy", "predict"] = Field(
+        default="admin",
+        description="predict: run and read; deploy: also change models and deployments; "
+        "admin: everything, every account",
+    )
+    rate_limit: str | None = Field(
+        default=None,
+        max_length=30,
+        description="e.g. 600/min, 10/s, 5000/h (default: the server's EMBER_RATE_LIMIT for "
+        "non-admin tokens, else none)",
+    )
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _valid_rate(cls, value: str | None) -> str | None:
+        return None if value is None else str(RateLimit.parse(value))
 
 
 @router.post("/tokens", status_code=201)
@@ -31,9 +51,16 @@ async def create_token(request: Request, body: TokenCreate, caller: Caller) -> R
     _admin(caller, "create tokens")
     platform: Platform = request.app.state.platform
     owner = body.owner or caller.owner
-    token_id, token = await platform.create_token(body.name, owner, body.scope)
+    token_id, token = await platform.create_token(body.name, owner, body.scope, body.rate_limit)
     return json_response(
-        {"id": token_id, "token": token, "name": body.name, "owner": owner, "scope": body.scope},
+        {
+            "id": token_id,
+            "token": token,
+            "name": body.name,
+            "owner": owner,
+            "scope": body.scope,
+            "rate_limit": body.rate_limit,
+        },
         201,
     )
 
@@ -54,6 +81,7 @@ async def list_tokens(request: Request, caller: Caller) -> Response:
             "name": record.name,
             "owner": record.owner,
             "scope": record.scope,
+            "rate_limit": record.rate_limit,
             "created_at": serialize.timestamp(record.created_at),
         }
         for record in await platform.tokens()

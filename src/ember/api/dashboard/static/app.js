@@ -24,11 +24,12 @@ const ROUTES = [
   [/^\/tokens$/, Tokens, "Tokens and budgets"],
 ];
 
+// The last field: pages only an admin token can read (the API refuses the others with 403).
 const NAV = [
-  ["#/deployments", "Deployments", /^\/($|deployments|playground)/],
-  ["#/predictions", "Predictions", /^\/predictions/],
-  ["#/costs", "Costs", /^\/costs/],
-  ["#/tokens", "Tokens & budgets", /^\/tokens/],
+  ["#/deployments", "Deployments", /^\/($|deployments|playground)/, false],
+  ["#/predictions", "Predictions", /^\/predictions/, false],
+  ["#/costs", "Costs", /^\/costs/, true],
+  ["#/tokens", "Tokens & budgets", /^\/tokens/, true],
 ];
 
 function parseHash() {
@@ -57,12 +58,12 @@ function Header({ path, account }) {
       <a class="brand" href="#/deployments"><${Flame} /> Ember</a>
       <nav aria-label="Main">
         <ul>
-          ${NAV.map(([href, label, active]) => html`
+          ${NAV.filter(([, , , admin]) => !admin || !account || account.scope === "admin").map(([href, label, active]) => html`
             <li><a href=${href} aria-current=${active.test(path) ? "page" : undefined}>${label}</a></li>`)}
         </ul>
       </nav>
       <div class="account">
-        ${account ? html`<span title="the token's owner">${account.username}</span>` : null}
+        ${account ? html`<span title="the token's owner and scope">${account.username} · ${account.scope}</span>` : null}
         <button type="button" class="link" onClick=${logout}>Log out</button>
       </div>
     </header>`;

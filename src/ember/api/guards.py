@@ -1,0 +1,101 @@
+"""The objects a request names, fetched only if its token may see or change them.
+
+Each guard applies the rules of `control/access.py`: another owner's object is reported
+missing, exactly as a name that does not exist (so a tenant cannot probe another's names);
+one's own object with too narrow a scope is a 403 that names the scope needed.
+"""
+
+from __future__ import annotations
+
+from ember.control.access import Principal, acts_for, require, sees
+from ember.control.platform import NotFound, Platform, Target
+from ember.control.predictions import PredictionState
+from ember.store import models as records
+
+
+async def readable_model(
+    platform: Platform, caller: Principal, owner: str, name: str
+) -> records.Model:
+    """A model the caller owns, or a public one (admins: any)."""
+    model = await platform.model(owner, name)
+    if not sees(caller, model.owner, model.visibility == "public"):
+        raise NotFound(f"Model {owner}/{name} not found")
+    return model
+
+
+async def own_model(
+    platform: Platform, caller: Principal, owner: str, name: str, action: str
+) -> records.Model:
+    """A model the caller may change (its owner's, with scope deploy)."""
+    if not acts_for(caller, owner, "deploy", action):
+        raise NotFound(f"Model {owner}/{name} not found")
+    return await platform.model(owner, name)
+
+
+async def readable_deployment(
+    platform: Platform, caller: Principal, owner: str, name: str
+) -> tuple[records.Deployment, records.Release]:
+    if not sees(caller, owner):
+        raise NotFound(f"Deployment {owner}/{name} not found")
+    return await platform.deployment(owner, name)
+
+
+def own_deployment(caller: Principal, owner: str, name: str, action: str) -> None:
+    """Raise unless the caller may change the deployment (NotFound: not its owner's)."""
+    if not acts_for(caller, owner, "deploy", action):
+        raise NotFound(f"Deployment {owner}/{name} not found")
+
+
+def deployment_target(platform: Platform, caller: Principal, owner: str, name: str) -> Target:
+    """Where a prediction on a deployment runs: the caller's own deployments only."""
+    if not sees(caller, owner):
+        raise NotFound(f"Deployment {owner}/{name} not found")
+    return platform.target_for_deployment(owner, name)
+
+
+async def model_target(platform: Platform, caller: Principal, owner: str, name: str) -> Target:
+    """Where a prediction on a model runs: one's own model (its deployment of that name, if
+    any), or a public model's latest version."""
+    await readable_model(platform, caller, owner, name)
+    return await platform.target_for_model(owner, name, own=sees(caller, owner))
+
+
+async def version_target(platform: Platform, caller: Principal, reference: str) -> Target:
+    target = await platform.target_for_version(reference)
+    owner, _, name = target.model.partition("/")
+    try:
+        await readable_model(platform, caller, owner, name)
+    except NotFound:
+        raise NotFound(f"Version {reference.rpartition(':')[2]} not found") from None
+    return target
+
+
+def openai_target(platform: Platform, caller: Principal, model: str, route: str) -> Target:
+    """The deployment an OpenAI request names, among the caller's (admins: any)."""
+    return platform.target_for_openai(model, route, visible_owner(caller))
+
+
+def visible_owner(caller: Principal) -> str | None:
+    """The owner whose objects a listing shows: the caller's, or None (all) for admins."""
+    return None if caller.is_admin else caller.owner
+
+
+async def readable_prediction(
+    platform: Platform, caller: Principal, prediction_id: str
+) -> PredictionState:
+    """A prediction its caller's owner made (admins: any)."""
+    state = await platform.prediction(prediction_id)
+    if not sees(caller, state.owner):
+        raise NotFound(f"Prediction {prediction_id} not found")
+    return state
+
+
+async def readable_file(platform: Platform, caller: Principal, file_id: str) -> records.File:
+    record = await platform.file(file_id)
+    if not sees(caller, record.owner):
+        raise NotFound(f"File {file_id} not found")
+    return record
+
+
+def admin(caller: Principal, action: str) -> None:
+    require(caller, "admin", action)
