@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from ember import __version__
 from ember.api import dashboard, errors, serialize
+from ember.api.limits import BodyLimit
 from ember.api.routes import (
     account,
     costs,
@@ -74,6 +75,7 @@ def create_app(platform: Platform, *, started: bool = False) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.platform = platform
+    app.add_middleware(BodyLimit)
     errors.install(app)
     for module in (predictions, models, deployments, files, account, tokens, costs, openai):
         app.include_router(module.router)

@@ -78,7 +78,10 @@ OPENAI_CODES = {
 
 
 def is_openai(request: Request) -> bool:
-    path = request.url.path
+    return is_openai_path(request.url.path)
+
+
+def is_openai_path(path: str) -> bool:
     return path in OPENAI_PATHS or (path.startswith("/v1/models/") and path.count("/") == 3)
 
 

@@ -1100,6 +1100,12 @@ def _check_archive(archive: Path) -> None:
     try:
         with tarfile.open(archive, "r:*") as bundle:
             for member in bundle:
+                parts = Path(member.name).parts
+                if member.name.startswith(("/", "\\")) or ".." in parts:
+                    raise InvalidRequest(
+                        f"the package archive cannot be unpacked: {member.name!r} points "
+                        "outside the package; pack the folder itself (`ember deploy` does)"
+                    )
                 total += max(member.size, 0)
                 count += 1
                 if total > limit or count > MAX_PACKAGE_FILES:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ember.packages.spec import PackageError, PackageSpec
+from ember.packages.spec import PackageError, PackageSpec, package_file
 
 
 def load_attribute(spec: PackageSpec) -> Any:
@@ -18,14 +18,7 @@ def load_attribute(spec: PackageSpec) -> Any:
     """
     relative_file, attribute = spec.predictor_parts()
     root = Path(spec.root)
-    path = (root / relative_file).resolve()
-    if not path.is_relative_to(root.resolve()):
-        raise PackageError(
-            f"predictor file {relative_file!r} is outside the package folder: name a file "
-            "inside it, e.g. predict.py:Predictor"
-        )
-    if not path.is_file():
-        raise PackageError(f"predictor file {relative_file!r} not found in {root}")
+    path = package_file(root, relative_file, "predictor file")
     module_dir = str(path.parent)
     for entry in (module_dir, str(root)):
         if entry not in sys.path:

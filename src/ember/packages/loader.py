@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ember.packages import cog, engines, native, truss
 from ember.packages.predictor import Predictor
-from ember.packages.spec import PackageError, PackageSpec
+from ember.packages.spec import PackageError, PackageSpec, package_file
 
 _FORMATS = {"ember": native, "cog": cog, "truss": truss}
 
@@ -33,9 +33,7 @@ def read_package(path: str | Path) -> PackageSpec:
     spec = _FORMATS[detect_format(root)].read_spec(root)
     if spec.engine is not None:
         return spec
-    relative_file, _ = spec.predictor_parts()
-    if not (root / relative_file).is_file():
-        raise PackageError(f"predictor file {relative_file!r} not found in {root}")
+    package_file(root, spec.predictor_parts()[0], "predictor file")
     return spec
 
 

@@ -23,7 +23,14 @@ from ember.packages.predictor import (
     inputs_from_signature,
     openai_handlers,
 )
-from ember.packages.spec import EngineSpec, PackageError, PackageSpec, Resources, read_manifest
+from ember.packages.spec import (
+    EngineSpec,
+    PackageError,
+    PackageSpec,
+    Resources,
+    package_file,
+    read_manifest,
+)
 
 MANIFEST = "ember.yaml"
 
@@ -88,9 +95,7 @@ def read_requirements(root: Path, value: list[str] | str) -> list[str]:
     """Requirement lines from a list or from a requirements file inside the package."""
     if isinstance(value, list):
         return [line.strip() for line in value if line.strip()]
-    path = root / value
-    if not path.is_file():
-        raise PackageError(f"requirements file {value!r} not found in {root}")
+    path = package_file(root, value, "requirements file")
     lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
     return [line for line in lines if line]
 

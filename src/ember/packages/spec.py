@@ -21,6 +21,21 @@ class PackageError(Exception):
     """A package that cannot be read or loaded; the message says what to fix."""
 
 
+def package_file(root: str | Path, relative: str, what: str) -> Path:
+    """The file `relative` names inside the package folder `root`; PackageError if it is
+    missing or lies outside the folder (`../`, an absolute path, a link out): an uploaded
+    package must not make Ember read or run another file of the machine."""
+    folder = Path(root).resolve()
+    path = (folder / relative).resolve()
+    if not path.is_relative_to(folder):
+        raise PackageError(
+            f"{what} {relative!r} is outside the package folder: name a file inside it"
+        )
+    if not path.is_file():
+        raise PackageError(f"{what} {relative!r} not found in {root}")
+    return path
+
+
 def read_manifest(path: Path) -> dict[str, Any]:
     """A package's YAML file as a mapping, or a PackageError saying what is wrong with it."""
     try:
