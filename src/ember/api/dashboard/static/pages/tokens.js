@@ -8,6 +8,7 @@ function TokenForm({ onCreated }) {
   const [name, setName] = useState("");
   const [owner, setOwner] = useState("");
   const [scope, setScope] = useState("predict");
+  const [rate, setRate] = useState("");
   const [created, setCreated] = useState(null);
   const [error, setError] = useState(null);
 
@@ -15,7 +16,11 @@ function TokenForm({ onCreated }) {
     event.preventDefault();
     setError(null);
     try {
-      const body = { name, scope, ...(owner.trim() ? { owner: owner.trim() } : {}) };
+      const body = {
+        name, scope,
+        ...(owner.trim() ? { owner: owner.trim() } : {}),
+        ...(rate.trim() ? { rate_limit: rate.trim() } : {}),
+      };
       setCreated(await api("/v1/tokens", { method: "POST", body }));
       setName("");
       onCreated();
@@ -34,6 +39,8 @@ function TokenForm({ onCreated }) {
         <select id="token-scope" value=${scope} onChange=${(e) => setScope(e.target.value)}>
           <option value="predict">predict</option><option value="deploy">deploy</option><option value="admin">admin</option>
         </select></div>
+      <div class="field inline"><label for="token-rate">Rate limit</label>
+        <input id="token-rate" placeholder="e.g. 600/min" maxlength="30" value=${rate} onInput=${(e) => setRate(e.target.value)} /></div>
       <button type="submit" class="primary">Create token</button>
       <${ErrorNote} error=${error} />
       ${created ? html`<div class="notice" role="status">
@@ -108,9 +115,9 @@ export function Tokens() {
     <section aria-labelledby="tokens-title">
       <h2 id="tokens-title">API tokens</h2>
       ${!tokens ? html`<${Loading} />` : html`
-        <table><thead><tr><th scope="col">name</th><th scope="col">id</th><th scope="col">owner</th><th scope="col">scope</th><th scope="col">created</th><th scope="col"><span class="sr-only">actions</span></th></tr></thead>
+        <table><thead><tr><th scope="col">name</th><th scope="col">id</th><th scope="col">owner</th><th scope="col">scope</th><th scope="col">rate limit</th><th scope="col">created</th><th scope="col"><span class="sr-only">actions</span></th></tr></thead>
           <tbody>${tokens.results.map((t) => html`<tr data-token=${t.id}>
-            <th scope="row">${t.name}</th><td class="mono">${t.id}</td><td>${t.owner}</td><td>${t.scope}</td><td>${when(t.created_at)}</td>
+            <th scope="row">${t.name}</th><td class="mono">${t.id}</td><td>${t.owner}</td><td>${t.scope}</td><td>${t.rate_limit || "none"}</td><td>${when(t.created_at)}</td>
             <td><button type="button" class="danger" aria-label=${`Revoke ${t.name}`} onClick=${() => act(`/v1/tokens/${t.id}`, `Revoke token ${t.name}? Requests with it fail at once.`, reloadTokens)}>Revoke</button></td>
           </tr>`)}</tbody></table>`}
       <${TokenForm} onCreated=${reloadTokens} />
