@@ -13,6 +13,7 @@ from starlette.responses import Response
 from ember import __version__
 from ember.api import dashboard, errors, serialize
 from ember.api.limits import BodyLimit
+from ember.api.openapi import document_errors
 from ember.api.routes import (
     account,
     costs,
@@ -81,6 +82,7 @@ def create_app(platform: Platform, *, started: bool = False) -> FastAPI:
         app.include_router(module.router)
 
     dashboard.install(app)
+    document_errors(app)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:

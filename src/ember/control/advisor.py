@@ -201,7 +201,8 @@ def advise(
         if busy > 0:
             # Serverless cost per busy hour on this traffic, against 24 dedicated hours a day.
             per_busy_hour = recommended.billed_seconds * price.per_second / (busy / 3600.0)
-            break_even = 24 * price.dedicated_hourly / per_busy_hour
+            if per_busy_hour > 0:  # at a price of 0, dedicated never breaks even
+                break_even = 24 * price.dedicated_hourly / per_busy_hour
     busy_per_day = busy / 3600.0 / days if days else 0.0
     verdict = _verdict(recommended, dedicated_option, busy_per_day, break_even)
     return Advice(

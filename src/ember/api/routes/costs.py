@@ -24,6 +24,7 @@ router = APIRouter(prefix="/v1")
 Caller = Annotated[Principal, Depends(principal)]
 _RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+SHORTEST_ADVICE_DAYS = 1 / 1440  # a minute: a shorter window rounds to nothing to replay
 
 
 def parse_since(
@@ -89,7 +90,7 @@ async def prices(request: Request, caller: Caller) -> Response:
 
 
 class PriceUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     per_second: float | None = Field(default=None, ge=0, description="USD per replica-second")
     dedicated_hourly: float | None = Field(default=None, ge=0, description="USD per hour")
@@ -112,7 +113,7 @@ async def set_price(request: Request, sku: str, body: PriceUpdate, caller: Calle
 
 
 class BudgetCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     scope: Literal["token", "deployment"]
     target: str = Field(min_length=1, description="a token id, or a deployment's owner/name")
@@ -169,8 +170,8 @@ async def advice(
     """Replay the deployment's last `days` of traffic under its settings, other settings and a
     dedicated machine: monthly cost, cold starts and waiting of each, and a recommendation."""
     _admin(caller)
-    if not 0 < days <= 90:
-        raise ApiError(400, f"days={days:g}: give a window between 0 and 90 days")
+    if not SHORTEST_ADVICE_DAYS <= days <= 90:
+        raise ApiError(400, f"days={days:g}: give a window between a minute and 90 days")
     platform: Platform = request.app.state.platform
     result = await platform.advice(owner, name, days)
     return json_response(result.to_dict())

@@ -6,7 +6,7 @@ import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from ember.api import guards, serialize
@@ -26,6 +26,8 @@ Caller = Annotated[Principal, Depends(principal)]
 
 class ScalingFields(BaseModel):
     """Ember's scaling settings beyond Replicate's min/max instances (see control/scaling.py)."""
+
+    model_config = ConfigDict(strict=True)  # `false` is not 0, nor "5" a number
 
     target_concurrency: int | None = Field(default=None, ge=1, le=10_000)
     scale_up_delay: float | None = Field(default=None, ge=0, le=3600)

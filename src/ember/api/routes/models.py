@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Request, UploadFile
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
 from ember.api import guards, serialize
@@ -35,6 +35,8 @@ Caller = Annotated[Principal, Depends(principal)]
 
 
 class ModelCreate(BaseModel):
+    model_config = ConfigDict(strict=True)  # `false` is not 0, nor "5" a number
+
     owner: str
     name: str
     visibility: Literal["public", "private"] = "private"

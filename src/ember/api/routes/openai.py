@@ -36,13 +36,13 @@ DONE = b"data: [DONE]\n\n"
 class _Request(BaseModel):
     # Fields OpenAI has and engines add (vLLM's top_k, min_p...) pass through to the engine,
     # which answers 400 for what it cannot honour rather than ignoring it.
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1, description="a deployment (owner/name) or an alias")
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     include_usage: bool = False
 
@@ -62,14 +62,14 @@ class _Generation(_Request):
 
 
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     type: str
     text: str | None = None
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
 from ember.api import guards, serialize
@@ -49,6 +49,8 @@ PREFER_PARAMETER = {
 
 
 class PredictionRequest(BaseModel):
+    model_config = ConfigDict(strict=True)  # `false` is not 0, nor "5" a number
+
     input: dict[str, Any] = Field(default_factory=dict)
     webhook: str | None = Field(default=None, max_length=2048)
     webhook_events_filter: list[WebhookEvent] | None = None

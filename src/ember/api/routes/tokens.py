@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
 from ember.api import serialize
@@ -21,6 +21,8 @@ Caller = Annotated[Principal, Depends(principal)]
 
 
 class TokenCreate(BaseModel):
+    model_config = ConfigDict(strict=True)  # `false` is not 0, nor "5" a number
+
     name: str = Field(min_length=1, max_length=200)
     owner: str | None = Field(
         default=None,
