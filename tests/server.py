@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,9 @@ from ember.packages.archive import write_archive
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 TOKEN = "test-admin-token"
+# Test receivers (webhooks, files to download) listen on loopback, which a server reaches
+# only when allowed; tests of that refusal start a server with `allow_egress=()`.
+LOOPBACK = ("127.0.0.1",)
 
 
 def free_port() -> int:
@@ -90,14 +93,24 @@ def running(
 
 
 class EmberServer:
-    """Start, kill and restart `ember serve` on a free port with a given data dir and DB."""
+    """Start, kill and restart `ember serve` on a free port with a given data dir and DB.
+
+    `allow_egress` become `--allow-egress` options (none from the test's environment);
+    `env` is added to the server's environment."""
 
     def __init__(
-        self, data_dir: Path, database_url: str | None = None, extra_args: Sequence[str] = ()
+        self,
+        data_dir: Path,
+        database_url: str | None = None,
+        extra_args: Sequence[str] = (),
+        allow_egress: Sequence[str] = LOOPBACK,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.database_url = database_url
         self.extra_args = list(extra_args)  # e.g. --runtime ray --ray-address ...
+        self.allow_egress = list(allow_egress)
+        self.env = dict(env or {})
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -117,7 +130,10 @@ class EmberServer:
         if self.database_url:
             command += ["--database-url", self.database_url]
         command += self.extra_args
+        command += [f"--allow-egress={entry}" for entry in self.allow_egress]
         env = {**os.environ, "EMBER_ADMIN_TOKEN": TOKEN}
+        env.pop("EMBER_EGRESS_ALLOW", None)  # the allowlist is `allow_egress`
+        env.update(self.env)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(command, env=env, stdout=log, stderr=log)

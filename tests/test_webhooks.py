@@ -24,11 +24,14 @@ from ember.control.webhooks import (
     new_signing_secret,
     signature_headers,
 )
+from ember.egress import EgressPolicy
 
 pytestmark = pytest.mark.timeout(30)
 
 SECRET = new_signing_secret()
 FAST = (0.01, 0.01, 0.01, 0.01)
+# The receivers listen on loopback, which webhooks may reach only when allowed.
+LOOPBACK = EgressPolicy(("127.0.0.1",))
 
 
 # -- a real HTTP/1.1 receiver on loopback -----------------------------------------------------
@@ -224,7 +227,7 @@ def test_new_secret_and_signatures_verify_with_the_replicate_client():
 def test_deliveries_are_signed_json_prediction_objects():
     async def go():
         async with Receiver() as rx:
-            sender = WebhookSender(SECRET)
+            sender = WebhookSender(SECRET, policy=LOOPBACK)
             p = Prediction()
             p.update(status="processing")
             sender.notify(p.id, rx.url, None, "start", p.payload)
@@ -252,7 +255,7 @@ def test_rotated_secret_is_used_from_the_next_delivery_on():
     async def go():
         secrets = [new_signing_secret()]
         async with Receiver() as rx:
-            sender = WebhookSender(lambda: secrets[-1])
+            sender = WebhookSender(lambda: secrets[-1], policy=LOOPBACK)
             p = Prediction()
             sender.notify(p.id, rx.url, None, "start", p.payload)
             await rx.wait_calls(1)
@@ -274,7 +277,7 @@ def test_rotated_secret_is_used_from_the_next_delivery_on():
 def test_filter_with_only_completed_sends_only_completed():
     async def go():
         async with Receiver() as rx:
-            sender = WebhookSender(SECRET, throttle=0.01)
+            sender = WebhookSender(SECRET, policy=LOOPBACK, throttle=0.01)
             p = Prediction()
             for event in EVENTS:
                 p.update(status="succeeded" if event == "completed" else "processing")
@@ -289,7 +292,7 @@ def test_filter_with_only_completed_sends_only_completed():
 def test_outputs_are_throttled_and_the_last_state_is_delivered():
     async def go():
         async with Receiver() as rx:
-            sender = WebhookSender(SECRET, throttle=0.5)
+            sender = WebhookSender(SECRET, policy=LOOPBACK, throttle=0.5)
             p = Prediction()
             p.update(status="processing", output=[])
             started = time.monotonic()
@@ -316,7 +319,7 @@ def test_outputs_are_throttled_and_the_last_state_is_delivered():
 def test_logs_and_outputs_share_one_window_per_prediction_not_across_predictions():
     async def go():
         async with Receiver() as rx:
-            sender = WebhookSender(SECRET, throttle=0.5)
+            sender = WebhookSender(SECRET, policy=LOOPBACK, throttle=0.5)
             a, b = Prediction("a"), Prediction("b")
             started = time.monotonic()
             sender.notify(a.id, rx.url, None, "output", a.payload)
@@ -341,7 +344,7 @@ def test_logs_and_outputs_share_one_window_per_prediction_not_across_predictions
 def test_completed_supersedes_a_pending_throttled_output():
     async def go():
         async with Receiver() as rx:
-            sender = WebhookSender(SECRET, throttle=0.5)
+            sender = WebhookSender(SECRET, policy=LOOPBACK, throttle=0.5)
             p = Prediction()
             started = time.monotonic()
             p.update(status="processing", output=["a"])
@@ -364,7 +367,7 @@ def test_completed_supersedes_a_pending_throttled_output():
 def test_completed_filtered_out_flushes_the_pending_output_at_once():
     async def go():
         async with Receiver() as rx:
-            sender = WebhookSender(SECRET, throttle=5)
+            sender = WebhookSender(SECRET, policy=LOOPBACK, throttle=5)
             p = Prediction()
             p.update(output=["a"])
             sender.notify(p.id, rx.url, ["output"], "output", p.payload)
@@ -382,7 +385,7 @@ def test_completed_filtered_out_flushes_the_pending_output_at_once():
 def test_start_outputs_logs_and_completed_arrive_in_order_one_at_a_time():
     async def go():
         async with Receiver(*[Reply(delay=0.05) for _ in range(20)]) as rx:
-            sender = WebhookSender(SECRET, throttle=0.02)
+            sender = WebhookSender(SECRET, policy=LOOPBACK, throttle=0.02)
             p = Prediction()
             p.update(status="processing")
             sender.notify(p.id, rx.url, None, "start", p.payload)
@@ -417,7 +420,7 @@ def test_start_outputs_logs_and_completed_arrive_in_order_one_at_a_time():
 def test_events_after_completed_are_ignored_and_state_is_dropped():
     async def go():
         async with Receiver() as rx:
-            sender = WebhookSender(SECRET, throttle=0)
+            sender = WebhookSender(SECRET, policy=LOOPBACK, throttle=0)
             p = Prediction()
             p.update(status="succeeded")
             sender.notify(p.id, rx.url, None, "completed", p.payload)
@@ -439,7 +442,7 @@ def test_events_after_completed_are_ignored_and_state_is_dropped():
 def test_completed_is_retried_on_503_with_the_same_webhook_id():
     async def go():
         async with Receiver(503, 503, 200) as rx:
-            sender = WebhookSender(SECRET, retry_delays=FAST)
+            sender = WebhookSender(SECRET, policy=LOOPBACK, retry_delays=FAST)
             p = Prediction()
             p.update(status="succeeded")
             sender.notify(p.id, rx.url, None, "completed", p.payload)
@@ -456,7 +459,7 @@ def test_completed_is_retried_on_503_with_the_same_webhook_id():
 def test_completed_gets_one_attempt_on_400_and_the_failure_is_logged(caplog):
     async def go():
         async with Receiver(400) as rx:
-            sender = WebhookSender(SECRET, retry_delays=FAST)
+            sender = WebhookSender(SECRET, policy=LOOPBACK, retry_delays=FAST)
             sender.notify("p1", rx.url, None, "completed", Prediction().payload)
             await finish(sender)
             return rx.url, len(rx.calls)
@@ -471,7 +474,7 @@ def test_completed_gets_one_attempt_on_400_and_the_failure_is_logged(caplog):
 def test_429_retry_after_is_honoured():
     async def go():
         async with Receiver(Reply(429, {"Retry-After": "1"}), 200) as rx:
-            sender = WebhookSender(SECRET, retry_delays=FAST)
+            sender = WebhookSender(SECRET, policy=LOOPBACK, retry_delays=FAST)
             sender.notify("p1", rx.url, None, "completed", Prediction().payload)
             await finish(sender)
         assert len(rx.calls) == 2
@@ -484,7 +487,7 @@ def test_429_retry_after_is_honoured():
 def test_retry_after_is_capped():
     async def go():
         async with Receiver(Reply(503, {"Retry-After": "3600"}), 200) as rx:
-            sender = WebhookSender(SECRET, retry_delays=FAST, max_retry_after=0.1)
+            sender = WebhookSender(SECRET, policy=LOOPBACK, retry_delays=FAST, max_retry_after=0.1)
             sender.notify("p1", rx.url, None, "completed", Prediction().payload)
             await finish(sender)
         assert len(rx.calls) == 2
@@ -495,7 +498,7 @@ def test_retry_after_is_capped():
 def test_dropped_connections_and_timeouts_are_retried():
     async def go():
         async with Receiver(Reply(drop=True), Reply(delay=1.0), 200) as rx:
-            sender = WebhookSender(SECRET, retry_delays=FAST, timeout=0.2)
+            sender = WebhookSender(SECRET, policy=LOOPBACK, retry_delays=FAST, timeout=0.2)
             sender.notify("p1", rx.url, None, "completed", Prediction().payload)
             await finish(sender)
         assert len(rx.calls) == 3
@@ -507,7 +510,7 @@ def test_dropped_connections_and_timeouts_are_retried():
 def test_retries_give_up_after_the_last_delay(caplog):
     async def go():
         async with Receiver(*[500] * 10) as rx:
-            sender = WebhookSender(SECRET, retry_delays=(0.01, 0.01))
+            sender = WebhookSender(SECRET, policy=LOOPBACK, retry_delays=(0.01, 0.01))
             sender.notify("p1", rx.url, None, "completed", Prediction().payload)
             await finish(sender)
             return len(rx.calls)
@@ -521,7 +524,7 @@ def test_unreachable_receiver_is_retried_then_given_up(caplog):
     async def go():
         async with Receiver() as rx:
             url = rx.url
-        sender = WebhookSender(SECRET, retry_delays=(0.01, 0.01))
+        sender = WebhookSender(SECRET, policy=LOOPBACK, retry_delays=(0.01, 0.01))
         sender.notify("p1", url, None, "completed", Prediction().payload)
         await finish(sender)
 
@@ -535,7 +538,7 @@ def test_unreachable_receiver_is_retried_then_given_up(caplog):
 def test_progress_events_are_not_retried():
     async def go():
         async with Receiver(503, 503) as rx:
-            sender = WebhookSender(SECRET, throttle=0, retry_delays=FAST)
+            sender = WebhookSender(SECRET, policy=LOOPBACK, throttle=0, retry_delays=FAST)
             p = Prediction()
             sender.notify(p.id, rx.url, None, "start", p.payload)
             await rx.wait_calls(1)
@@ -560,17 +563,17 @@ def test_nothing_raises_into_the_caller(caplog):
         raise RuntimeError("vault down")
 
     # Outside a running loop (a caller bug) the event is logged and dropped.
-    WebhookSender(SECRET).notify("p0", "http://127.0.0.1:9/", None, "start", dict)
+    WebhookSender(SECRET, policy=LOOPBACK).notify("p0", "http://127.0.0.1:9/", None, "start", dict)
 
     async def go():
         async with Receiver() as rx:
-            sender = WebhookSender(SECRET, retry_delays=FAST)
+            sender = WebhookSender(SECRET, policy=LOOPBACK, retry_delays=FAST)
             sender.notify("p1", rx.url, None, "bogus", dict)
             sender.notify("p2", "ftp://example.invalid/x", None, "completed", dict)
             sender.notify("p3", "not a url", None, "completed", dict)
             sender.notify("p4", rx.url, None, "completed", broken)
             sender.notify("p5", rx.url, None, "completed", lambda: {"when": object()})
-            other = WebhookSender(no_secret)
+            other = WebhookSender(no_secret, policy=LOOPBACK)
             other.notify("p6", rx.url, None, "completed", dict)
             sender.notify("ok", rx.url, None, "completed", lambda: {"id": "ok"})
             await finish(sender)
@@ -584,10 +587,34 @@ def test_nothing_raises_into_the_caller(caplog):
         assert expected in text
 
 
+def test_a_refused_address_gets_no_call_and_one_warning(caplog):
+    async def go():
+        async with Receiver() as rx:
+            sender = WebhookSender(SECRET, retry_delays=FAST, policy=EgressPolicy())
+            p = Prediction()
+            for event in EVENTS:
+                sender.notify(p.id, rx.url, None, event, p.payload)
+            await finish(sender)
+            # Allowing another port of the same address does not allow this one.
+            port = int(rx.url.rsplit(":", 1)[1].split("/")[0])
+            other_port = EgressPolicy((f"127.0.0.1:{port + 1}",))
+            other = WebhookSender(SECRET, retry_delays=FAST, policy=other_port)
+            other.notify("p2", rx.url, None, "completed", p.payload)
+            await finish(other)
+        assert rx.calls == []
+
+    caplog.set_level(logging.WARNING, logger="ember.webhooks")
+    run(go)
+    refusals = [r.getMessage() for r in caplog.records if "not sent" in r.getMessage()]
+    assert len(refusals) == 2, refusals
+    assert "p1" in refusals[0] and "loopback" in refusals[0]
+    assert "--allow-egress 127.0.0.1" in refusals[0]
+
+
 def test_wait_idle_times_out_while_a_call_is_owed():
     async def go():
         async with Receiver() as rx:
-            sender = WebhookSender(SECRET, throttle=5)
+            sender = WebhookSender(SECRET, policy=LOOPBACK, throttle=5)
             p = Prediction()
             sender.notify(p.id, rx.url, None, "output", p.payload)
             await rx.wait_calls(1)
@@ -604,7 +631,7 @@ def test_wait_idle_times_out_while_a_call_is_owed():
 def test_aclose_flushes_throttled_output_and_ignores_later_events():
     async def go():
         async with Receiver() as rx:
-            sender = WebhookSender(SECRET, throttle=5)
+            sender = WebhookSender(SECRET, policy=LOOPBACK, throttle=5)
             p = Prediction()
             p.update(output=["a"])
             sender.notify(p.id, rx.url, None, "output", p.payload)
@@ -625,7 +652,7 @@ def test_aclose_flushes_throttled_output_and_ignores_later_events():
 def test_aclose_gives_up_on_a_long_retry_after_its_grace(caplog):
     async def go():
         async with Receiver(*[503] * 5) as rx:
-            sender = WebhookSender(SECRET, retry_delays=(30, 30))
+            sender = WebhookSender(SECRET, policy=LOOPBACK, retry_delays=(30, 30))
             sender.notify("p1", rx.url, None, "completed", Prediction().payload)
             await rx.wait_calls(1)
             started = time.monotonic()

@@ -14,6 +14,7 @@ import uvloop
 
 from ember.api.app import create_app
 from ember.control.platform import Platform
+from ember.egress import ALLOW_ENV, EgressPolicy, origin_entry
 from ember.runtime.base import Runtime
 from ember.runtime.local import LocalRuntime
 
@@ -34,6 +35,15 @@ def make_runtime(kind: str, data_dir: Path, ray_address: str | None) -> Runtime:
     )
 
 
+def export_egress_policy(allow_egress: Sequence[str], public_url: str) -> None:
+    """Put the egress allowlist in this process's environment, where the webhook sender and
+    every replica (which inherit it) read it: the operator's entries plus Ember's own public
+    URL, since replicas download uploaded files through signed links to it. Bad entries raise
+    ValueError before anything starts."""
+    policy = EgressPolicy((*allow_egress, origin_entry(public_url)))
+    os.environ[ALLOW_ENV] = ",".join(policy.allow)
+
+
 async def serve(
     host: str,
     port: int,
@@ -45,10 +55,15 @@ async def serve(
     progress: Callable[[str], None] = lambda line: None,
     runtime: str = "local",
     ray_address: str | None = None,
+    allow_egress: Sequence[str] = (),
 ) -> None:
     """Start the platform, tell `announce` the first admin token (if just made) and the URL,
-    then serve until SIGINT/SIGTERM, which drains running predictions before exiting."""
+    then serve until SIGINT/SIGTERM, which drains running predictions before exiting.
+
+    `allow_egress`: loopback, private or link-local addresses, ranges or hosts that webhooks
+    and input URLs may reach all the same (see ember.egress)."""
     url = public_url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    export_egress_policy(allow_egress, url)
     platform = Platform(
         data_dir,
         database_url,

@@ -133,6 +133,8 @@ class RuntimeKind(enum.StrEnum):
         "ember serve --deploy ./hello  # and deploy a package folder as ember/hello",
         "ember serve --host 0.0.0.0 --public-url https://ember.example.com",
         "ember serve --runtime ray --ray-address auto  # replicas on this Ray cluster's nodes",
+        "ember serve --allow-egress 10.0.0.0/8 --allow-egress minio.internal:9000"
+        "  # let webhooks and input URLs reach these",
     )
 )
 def serve(
@@ -171,13 +173,32 @@ def serve(
             "ray://HOST:10001, or none to start a one-node cluster here.",
         ),
     ] = None,
+    allow_egress: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="EMBER_EGRESS_ALLOW",
+            show_envvar=True,
+            help="Webhooks and input URLs may not reach loopback, private or link-local "
+            "addresses (127.0.0.1, 10.0.0.0/8, 169.254.169.254...), so that a caller cannot "
+            "aim them at services inside your network; allow some anyway: an address, a "
+            "range (10.0.0.0/8) or a host name, optionally with a port (127.0.0.1:9000). "
+            "Repeatable; the variable takes a comma-separated list. Ember's own --public-url "
+            "is always allowed.",
+        ),
+    ] = None,
 ) -> None:
     """Start the platform: Replicate-compatible API, control plane and replicas.
 
     Then point a client at it: `replicate.Client(api_token=TOKEN,
     base_url="http://127.0.0.1:8000")`, or use `ember deploy` and `ember predict`.
     """
+    from ember.egress import EgressPolicy
     from ember.server import run as run_server
+
+    try:
+        EgressPolicy(tuple(allow_egress or ()))
+    except ValueError as exc:
+        raise _fail(f"--allow-egress: {exc}", 2) from None
 
     def announce(token: str | None, url: str) -> None:
         if token:
@@ -208,6 +229,7 @@ def serve(
         progress=progress,
         runtime=runtime.value,
         ray_address=ray_address,
+        allow_egress=allow_egress or [],
     )
 
 

@@ -11,6 +11,12 @@ progress events (`output`, `logs`) are throttled because a model yielding thousa
 not turn into thousands of HTTP calls, and only the terminal `completed` call is retried, because
 it is the one a receiver cannot reconstruct from later calls. Ember adds a trailing progress call
 at the end of each throttle window so that the newest state is not silently held back.
+
+Webhook URLs are chosen by whoever creates a prediction, so calls go only to addresses the egress
+policy allows (ember.egress: no loopback, private or link-local ones unless the operator allows
+them), checked on each connection as it is made, with no proxy in between; redirects are not
+followed. A refused webhook is logged once and the prediction gets no calls at all: retrying
+cannot change the answer.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import httpx
+
+from ember.egress import EgressPolicy, EgressRefused
 
 __all__ = ["EVENTS", "WebhookSender", "new_signing_secret", "signature_headers"]
 
@@ -182,11 +190,14 @@ class WebhookSender:
         transport: httpx.AsyncBaseTransport | None = None,
         user_agent: str = "ember-webhooks",
         max_retry_after: float = 60.0,
+        policy: EgressPolicy | None = None,
     ) -> None:
         """`secret` may be a callable so that a rotated secret is used from the next call on.
 
         `max_retry_after` caps how long a receiver's `Retry-After` may hold a delivery, so a
         hostile or confused receiver cannot park a terminal call (and its memory) for hours.
+        `policy` says which addresses calls may go to; by default the server's
+        (EMBER_EGRESS_ALLOW, read now).
         """
         self._secret = secret
         self._throttle = max(0.0, float(throttle))
@@ -195,6 +206,7 @@ class WebhookSender:
         self._transport = transport
         self._user_agent = user_agent
         self._max_retry_after = max(0.0, float(max_retry_after))
+        self._policy = policy if policy is not None else EgressPolicy.from_env()
         self._client: httpx.AsyncClient | None = None
         self._streams: dict[str, _Stream] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
@@ -383,6 +395,15 @@ class WebhookSender:
                     await self._send(stream, stream.progress_event, payload, retry=False)
                     continue
                 await self._wait(stream, None)
+        except EgressRefused as exc:
+            # Later events of this prediction are ignored as if it had finished: one warning.
+            self._remember_finished(stream.prediction_id)
+            logger.warning(
+                "webhooks for prediction %s to %s not sent: %s",
+                stream.prediction_id,
+                stream.url,
+                exc,
+            )
         except Exception:
             logger.exception(
                 "webhook task for prediction %s to %s failed", stream.prediction_id, stream.url
@@ -408,7 +429,9 @@ class WebhookSender:
         if self._client is None:
             self._client = httpx.AsyncClient(
                 timeout=self._timeout,
-                transport=self._transport,
+                # A transport of our own also keeps out proxies from the environment: a proxy
+                # would connect to the receiver where the egress check cannot see.
+                transport=self._transport or httpx.AsyncHTTPTransport(),
                 follow_redirects=False,
                 headers={"User-Agent": self._user_agent},
             )
@@ -456,13 +479,19 @@ class WebhookSender:
             try:
                 async with asyncio.timeout(self._timeout):
                     async with self._http().stream(
-                        "POST", url, content=body, headers=headers
+                        "POST",
+                        url,
+                        content=body,
+                        headers=headers,
+                        extensions={"trace": self._policy.connection_check(httpx.URL(url).host)},
                     ) as response:
                         status = response.status_code
                         retry_after = _retry_after(response.headers.get("Retry-After"))
             except (httpx.TransportError, TimeoutError) as exc:
                 problem = f"{type(exc).__name__}: {exc}".rstrip(": ")
                 retryable = True
+            except EgressRefused:
+                raise  # for _run: the whole prediction's webhook is refused
             except Exception as exc:  # e.g. a redirect loop or a URL httpx rejects: not transient
                 logger.warning(
                     "webhook %s for prediction %s to %s failed: %s", event, pid, url, exc

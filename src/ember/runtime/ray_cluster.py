@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import io
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ember.egress import ALLOW_ENV
 from ember.packages.archive import write_archive
 from ember.packages.environment import Environment
 from ember.packages.spec import PackageSpec
@@ -326,13 +328,17 @@ class RayRuntime(Runtime):
         return self._packages[spec.root]
 
     def _agent(self, node: str) -> Any:
-        """The node's agent: the one already running there, or a new one pinned to it."""
+        """The node's agent: the one already running there, or a new one pinned to it.
+
+        A new agent gets the server's egress allowlist in its environment, as a local worker
+        gets it from the server's, for its replicas to inherit (see ember.egress)."""
         if node not in self._agents:
             self._agents[node] = NodeAgent.options(
                 name=AGENT_NAME.format(node),
                 namespace=NAMESPACE,
                 get_if_exists=True,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+                runtime_env={"env_vars": {ALLOW_ENV: os.environ.get(ALLOW_ENV, "")}},
             ).remote(f"{self.node_data_dir}/{node[:12]}")
         return self._agents[node]
 
