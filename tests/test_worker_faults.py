@@ -1,18 +1,25 @@
-"""A replica must report every failure of the code it runs, and never lose a prediction."""
+"""A replica must report every failure of the code it runs, and never lose a prediction: a
+crash, a freeze (no heartbeat) and a preemption notice (SIGTERM) included."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+from typing import Any
 
 import pytest
 from conftest import model_path, predict, run_once, start
+from test_cold_start_tiers import hosted
 
 from ember.packages.loader import read_package
-from ember.runtime.base import PredictionRequest, ReplicaState
+from ember.packages.spec import PackageSpec
+from ember.runtime.base import PredictionRequest, ReplicaState, ReplicaUnavailable, Tier
 from ember.runtime.local import LocalRuntime
 
 SYNC = model_path("faults", "sync")
 ASYNC = model_path("faults", "async")
+STEPS = model_path("faults", "steps")
 
 
 @pytest.fixture
@@ -99,7 +106,11 @@ def test_crash_mid_prediction_fails_it_with_the_reason(runtime):
         # The crash is reported, and so is the prediction queued behind it: nothing hangs.
         assert crashed.result.status == "failed"
         assert "exited with code -9" in crashed.result.error
-        assert (await queued.result()).status in ("succeeded", "failed")
+        # It showed nothing: the control plane may run it again; the other never started.
+        assert crashed.result.retryable and not crashed.result.never_started
+        queued_result = await queued.result()
+        assert queued_result.status in ("succeeded", "failed")
+        assert queued_result.never_started or queued_result.status == "succeeded"
         assert replica.state == ReplicaState.STOPPED
         assert not replica.scratch_dir.exists()  # its temp files went with it
 
@@ -203,3 +214,112 @@ def test_cancel_and_timeout_stop_synchronous_predictors_on_threads(runtime):
             await replica.stop()
 
     asyncio.run(go())
+
+
+def test_a_crash_after_output_is_failed_and_not_retryable(runtime):
+    async def go():
+        replica = await start(runtime, STEPS)
+        handle = replica.submit(PredictionRequest(id="s", input={"outputs": 1, "seconds": 30}))
+        async for event in handle.events():
+            if event.type == "output":
+                os.kill(replica.pid, signal.SIGKILL)
+        result = await handle.result()
+        assert result.status == "failed" and not result.retryable
+        assert "exited with code -9" in result.error
+        assert "already produced output, so it cannot be run again" in result.error
+
+    asyncio.run(go())
+
+
+def test_a_frozen_replica_is_killed_and_its_prediction_may_run_elsewhere(ember_home):
+    """SIGSTOP freezes every thread, the heartbeat's too: the replica is killed once it has been
+    silent for heartbeat_timeout."""
+
+    async def go():
+        replica = await start(LocalRuntime(ember_home, heartbeat_timeout=1), STEPS)
+        handle = replica.submit(PredictionRequest(id="f", input={"seconds": 30}))
+        async for event in handle.events():
+            if event.type == "started":
+                os.kill(replica.pid, signal.SIGSTOP)
+        result = await handle.result()
+        assert result.status == "failed" and result.retryable
+        assert result.error == "replica stopped responding (no heartbeat for 1 s)"
+        assert await replica.wait_stopped() == -signal.SIGKILL
+
+    asyncio.run(go())
+
+
+def test_a_busy_forked_replica_keeps_heartbeating(ember_home):
+    """A predict() spinning in Python on the main thread does not silence the heartbeat, nor
+    does being forked from a warm host (the fork keeps only the forking thread)."""
+    runtime = LocalRuntime(ember_home, heartbeat_timeout=0.6)
+
+    async def scenario(spec: PackageSpec) -> None:
+        replica = await start(runtime, spec)
+        assert replica.tier == Tier.WARM_HOST
+        run = await predict(replica, "busy", input={"mode": "busy-loop", "seconds": 2})
+        assert run.result.status == "succeeded", run.result.error
+        await replica.stop()
+
+    hosted(runtime, scenario, read_package(SYNC))
+
+
+PREEMPTED = [
+    # (model, input of each prediction, predictions that run at once)
+    pytest.param(SYNC, {"mode": "sleep", "seconds": 1}, 1, id="serial"),
+    pytest.param(ASYNC, {"seconds": 1}, 2, id="concurrent"),
+]
+
+
+@pytest.mark.parametrize(("path", "payload", "slots"), PREEMPTED)
+def test_sigterm_drains_the_replica_and_hands_back_what_it_had_not_started(
+    runtime: LocalRuntime, path: Any, payload: dict, slots: int
+) -> None:
+    """A spot machine's preemption notice: what runs finishes, what waited in the worker comes
+    back unstarted (to run elsewhere), nothing new is taken, and the worker exits cleanly."""
+
+    async def go():
+        replica = await start(runtime, path)
+        handles = [
+            replica.submit(PredictionRequest(id=f"p{i}", input=payload)) for i in range(slots + 1)
+        ]
+        async for event in handles[0].events():
+            if event.type == "started":
+                os.kill(replica.pid, signal.SIGTERM)
+        results = [await handle.result() for handle in handles]
+        assert [r.status for r in results[:slots]] == ["succeeded"] * slots
+        waiting = results[slots]
+        assert waiting.never_started and "preempted" in waiting.error
+        assert replica.state in (ReplicaState.DRAINING, ReplicaState.STOPPED)
+        with pytest.raises(ReplicaUnavailable):
+            replica.submit(PredictionRequest(id="late", input=payload))
+        assert await replica.wait_stopped() == 0
+
+    asyncio.run(go())
+
+
+def test_sigterm_to_every_process_lets_a_forked_replica_finish(runtime: LocalRuntime) -> None:
+    """A machine shutting down signals the warm host too: it retires instead of dying, so the
+    replica it forked is not orphaned (and killed) while it drains."""
+
+    async def scenario(spec: PackageSpec) -> None:
+        replica = await start(runtime, spec)
+        assert replica.tier == Tier.WARM_HOST
+        host = runtime._hosts[spec.root]
+        handle = replica.submit(PredictionRequest(id="h", input={"mode": "sleep", "seconds": 1}))
+        async for event in handle.events():
+            if event.type == "started":
+                os.kill(host.pid, signal.SIGTERM)
+                os.kill(replica.pid, signal.SIGTERM)
+        result = await handle.result()
+        assert result.status == "succeeded", result.error
+        assert await replica.wait_stopped() == 0
+
+    hosted(runtime, scenario, read_package(SYNC))
+
+
+def test_a_process_the_predictor_forks_still_dies_on_sigterm(runtime: LocalRuntime) -> None:
+    """The worker drains on SIGTERM; what the predictor forks must not inherit that."""
+    run = run_once(runtime, STEPS, input={"child": True})
+    assert run.result.status == "succeeded", run.result.error
+    assert run.outputs[0] == f"child exit {-signal.SIGTERM}"

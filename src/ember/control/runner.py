@@ -5,6 +5,13 @@ control loop that decides how many replicas there should be.
   the first request starts one at once (Knative's activator); beyond `queue_limit` waiting
   requests, `submit` raises QueueFull (the API answers 429 with Retry-After).
 - Each prediction goes to the ready replica with the fewest outstanding predictions.
+- A replica that goes away (killed, crashed, frozen without heartbeat, its node lost) takes
+  nothing accepted with it: what it had not started runs on another replica; what it had
+  started but not shown output of runs again up to `prediction_retries` times, with a note in
+  its logs and `metrics.retries`; the rest fails with the reason. A replica preempted (SIGTERM)
+  drains: it is no longer counted, so a replacement starts while it finishes what it runs.
+- A replica that fails to start is restarted after 1 s, 2 s, 4 s ... up to a minute, the wait
+  reported in the status (`restart_backoff`) beside `setup_error`.
 - Every tick (and at once when a request finds no replica), the pure policy in
   `policies/autoscaling.py` turns the observed demand into a replica count; scale-in drains
   (the replica takes nothing new and finishes what it holds).
@@ -54,9 +61,6 @@ logger = logging.getLogger("ember.control")
 PREFETCH = 1
 TICK_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 60.0
-# A prediction whose replica was lost before it produced output runs again at most this often:
-# once covers a lost node; a prediction that kills every replica it touches must not roam.
-MAX_RETRIES = 1
 
 # (prediction, event) with event in: started, output, logs, done
 OnEvent = Callable[[PredictionState, str], None]
@@ -69,6 +73,13 @@ OnReplicaEvent = Callable[[str, str, dict[str, Any]], None]
 
 def replica_ready(replica: Replica | None) -> bool:
     return replica is not None and replica.state == ReplicaState.READY
+
+
+def restart_backoff(failed_starts: int) -> float:
+    """Seconds to wait before the next start after `failed_starts` failures in a row: a broken
+    model is retried quickly at first (a flaky download), then at most once a minute. (The
+    exponent stops growing once past the cap: a float power overflows beyond 2**1023.)"""
+    return min(MAX_BACKOFF_SECONDS, 2.0 ** min(failed_starts - 1, 16))
 
 
 class QueueFull(Exception):
@@ -188,7 +199,19 @@ class DeploymentRunner:
             "keepalive": self._learned(),
             "cold_start": self._cold_start(),
             "setup_error": self.last_setup_error,  # why the last start failed, until one works
+            "restart_backoff": self._restart_backoff(),
             "placement": self.runtime.placement(self.spec),  # what a start waits for, if any
+        }
+
+    def _restart_backoff(self) -> dict[str, Any] | None:
+        """While starts keep failing: how many in a row, and when the next one may begin."""
+        if not self._failed_starts:
+            return None
+        wait = max(0.0, self._backoff_until - self.clock())
+        return {
+            "failed_starts": self._failed_starts,
+            "next_start_in": round(wait, 1),
+            "detail": f"{self._failed_starts} failed start(s) in a row; next start in {wait:.0f} s",
         }
 
     def _cold_start(self) -> dict[str, Any]:
@@ -301,16 +324,20 @@ class DeploymentRunner:
                             "seconds": event.metrics["predict_time"],
                         },
                     )
-                retry = event.retryable and state.retries < MAX_RETRIES
+                retry = event.retryable and state.retries < self.settings.prediction_retries
                 if (event.never_started or retry) and not self._closed:
                     # Its replica went away before starting it, or before it produced any
                     # output: run it on another.
                     if retry:
-                        state.retries += 1
-                        logger.warning("%s: %s: %s; retrying", self.name, state.id, event.error)
+                        self._note_retry(state, event.error)
                     self.queue.appendleft(state)
                     self.wake()
                     return
+                if event.retryable and not retry and event.error:
+                    event.error += (
+                        f" (run {state.retries + 1} time(s); "
+                        f"prediction_retries is {self.settings.prediction_retries})"
+                    )
                 if not self.outstanding:
                     self._idle_since = self.clock()
                 state.files_dir = event.files_dir
@@ -333,6 +360,18 @@ class DeploymentRunner:
                 self.on_event(state, "logs")
 
         return on_event
+
+    def _note_retry(self, state: PredictionState, error: str | None) -> None:
+        """Say in the prediction's logs and metrics that it runs again, and why: its first
+        run's logs stay above the note, the next run's come below."""
+        state.retries += 1
+        state.metrics["retries"] = state.retries
+        logger.warning("%s: %s: %s; running it again", self.name, state.id, error)
+        state.add_logs(
+            f"\n[ember] {error or 'its replica went away'}; running it again on another "
+            f"replica (retry {state.retries} of {self.settings.prediction_retries})\n"
+        )
+        self.on_event(state, "logs")
 
     def _finish(
         self,
@@ -370,6 +409,9 @@ class DeploymentRunner:
                 logger.exception("%s: scaling decision failed", self.name)
 
     def _alive(self) -> list[Replica]:
+        for replica in self.replicas:
+            if replica.state == ReplicaState.DRAINING:  # preempted: it drains by itself
+                self._retire(replica)
         self.replicas = [r for r in self.replicas if r.state in ALIVE]
         if self._unproven:
             self._unproven.intersection_update(r.id for r in self.replicas)
@@ -516,8 +558,7 @@ class DeploymentRunner:
         if self.last_setup_error and not replica_ready(replica):
             # Do not restart a broken model in a tight loop: 1 s, 2 s, 4 s ... up to a minute.
             self._failed_starts += 1
-            delay = min(MAX_BACKOFF_SECONDS, 2 ** (self._failed_starts - 1))
-            self._backoff_until = self.clock() + delay
+            self._backoff_until = self.clock() + restart_backoff(self._failed_starts)
         if self._closed:
             return
         if not self._alive() and not self._pending_starts and self.last_setup_error:
@@ -529,9 +570,14 @@ class DeploymentRunner:
         victims = sorted(self.replicas, key=lambda r: (r.state == ReplicaState.READY, r.in_flight))
         for replica in victims[:count]:
             self.replicas.remove(replica)
-            if replica.id in self.meters:
-                self.meters[replica.id][1].draining(self.clock())
-            self._spawn(replica.stop(drain=True))
+            self._retire(replica)
+
+    def _retire(self, replica: Replica) -> None:
+        """Bill the replica as draining and stop it once its in-flight predictions finish
+        (`close` waits for that)."""
+        if replica.id in self.meters:
+            self.meters[replica.id][1].draining(self.clock())
+        self._spawn(replica.stop(drain=True))
 
     async def _account(self, replica: Replica, meter: ReplicaMeter, hardware: str) -> None:
         """When the replica's process is gone, report its final account."""

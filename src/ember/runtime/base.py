@@ -26,6 +26,10 @@ logger = logging.getLogger("ember.runtime")
 
 
 class ReplicaState(enum.StrEnum):
+    """A replica's life. DRAINING: it takes nothing new and finishes what it runs, because the
+    control plane is stopping it or because it was preempted (sent SIGTERM, as a spot machine
+    is before it goes); either way nothing more is routed to it."""
+
     STARTING = "STARTING"
     READY = "READY"
     SETUP_FAILED = "SETUP_FAILED"
@@ -92,8 +96,9 @@ class PredictionResult:
     files_dir: Path | None = None
     # The replica went away before it began this prediction: it is safe to run elsewhere.
     never_started: bool = False
-    # The replica (its node) went away after it began this prediction but before any output:
-    # no client saw a thing, so it may run once more elsewhere (the control plane's choice).
+    # The replica went away (crashed, killed, frozen without heartbeat, its node lost) after it
+    # began this prediction but before any output: no client saw a thing, so it may run again
+    # elsewhere (the control plane's choice: its deployment's `prediction_retries`).
     retryable: bool = False
 
 

@@ -4,9 +4,13 @@ Each replica is a worker process in its package's environment, connected by a so
 forked from the package's warm host when one is ready (`warm_host.py`: milliseconds), else
 spawned as `python -m ember.worker` (seconds for a model with heavy imports). The replica
 object turns the worker's frames into prediction events, and is where crashes and hangs are
-caught: a worker that exits fails its in-flight predictions with the reason; a prediction
-still running well past its timeout (the predictor ignored the interruption) gets its replica
-killed.
+caught: a worker that exits fails its in-flight predictions with the reason (marked
+`retryable` where the prediction had started but shown no output, so the control plane may run
+it elsewhere); a prediction still running well past its timeout (the predictor ignored the
+interruption) gets its replica killed; so does a replica silent for `heartbeat_timeout`
+seconds (frozen: SIGSTOP, a deadlock, swapping), though a busy predict() keeps heartbeating
+from the worker's own thread. A worker sent SIGTERM (a spot machine's preemption notice) says
+it is DRAINING and hands back what it had not started; the replica takes nothing new.
 
 The runtime keeps, per package, the tier the control plane asks for (`keep_ready`): a warm
 host, the page cache filled with its weights (`page_cache.py`), or nothing.
@@ -55,6 +59,10 @@ HANG_GRACE_SECONDS = 5.0
 _STDERR_LIMIT = 64 * 1024
 # The page cache forgets under memory pressure: ask again this often for the disk tier.
 READ_AHEAD_EVERY_SECONDS = 60.0
+# A replica silent this long is presumed frozen and killed (EMBER_HEARTBEAT_TIMEOUT overrides it
+# for `ember serve`). Generous: a predictor holding the GIL in one C call blocks heartbeats too.
+HEARTBEAT_TIMEOUT_SECONDS = 30.0
+HEARTBEAT_TIMEOUT_ENV = "EMBER_HEARTBEAT_TIMEOUT"
 # A warm host that died after it was ready (a crash, the OOM killer) is restarted at most this
 # often; one that failed while preparing is not retried (it would fail the same way).
 HOST_RESTART_SECONDS = 60.0
@@ -81,10 +89,14 @@ class LocalReplica(Replica):
         host: WarmHost | None = None,
         tier: Tier = Tier.COLD,
         env: dict[str, str] | None = None,
+        heartbeat_timeout: float = HEARTBEAT_TIMEOUT_SECONDS,
     ) -> None:
         self.id = replica_id
+        self.heartbeat_timeout = heartbeat_timeout
+        # Checked (and sent by the worker) a few times per timeout: one late beat is no hang.
+        self._heartbeat_every = min(protocol.DEFAULT_HEARTBEAT_SECONDS, heartbeat_timeout / 4)
         # Set in the worker before setup, forked or spawned (e.g. the GPUs it may use).
-        self.env = env or {}
+        self.env = {**(env or {}), protocol.HEARTBEAT_ENV: str(self._heartbeat_every)}
         self.host = host
         self.tier = Tier.WARM_HOST if host is not None else tier
         self.scratch_dir = scratch_dir
@@ -102,6 +114,11 @@ class LocalReplica(Replica):
         self.exit_code: int | None = None
         self._handles: dict[str, PredictionHandle] = {}
         self._kill_reasons: dict[str, str] = {}
+        self._killed_because: str | None = None
+        self._culprits: set[str] = set()  # predictions that hung: not to be run again
+        self._heard_at: float | None = None  # the worker's last frame (monotonic)
+        self._checked_at = 0.0
+        self._heartbeat_check: asyncio.TimerHandle | None = None
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
         self._started = asyncio.Event()
         self._exited = asyncio.Event()
@@ -183,13 +200,19 @@ class LocalReplica(Replica):
 
     async def stop(self, drain: bool = True, timeout: float | None = None) -> None:
         """Drain (in-flight predictions finish; `timeout` bounds the wait, None = as long as
-        they take) then stop; or kill at once."""
+        they take) then stop; or kill at once. A replica already draining (preempted, or
+        asked before) is waited for, not killed."""
         if self._exited.is_set():
             return
-        if drain and self.state in (ReplicaState.READY, ReplicaState.STARTING):
-            self.state = ReplicaState.DRAINING
-            with contextlib.suppress(ReplicaUnavailable):  # already going away
-                self._send({"op": protocol.OP_SHUTDOWN})
+        if drain and self.state in (
+            ReplicaState.READY,
+            ReplicaState.STARTING,
+            ReplicaState.DRAINING,
+        ):
+            if self.state != ReplicaState.DRAINING:
+                self.state = ReplicaState.DRAINING
+                with contextlib.suppress(ReplicaUnavailable):  # already going away
+                    self._send({"op": protocol.OP_SHUTDOWN})
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._exited.wait()
@@ -199,6 +222,7 @@ class LocalReplica(Replica):
 
     def kill(self, reason: str) -> None:
         """Kill the worker and everything it started; in-flight predictions fail with reason."""
+        self._killed_because = self._killed_because or reason
         for prediction_id in self._handles:
             self._kill_reasons.setdefault(prediction_id, reason)
         if self._process and self._process.returncode is None:
@@ -263,6 +287,10 @@ class LocalReplica(Replica):
             await self._on_exit()
 
     def _on_message(self, message: dict[str, Any]) -> None:
+        first = self._heard_at is None
+        self._heard_at = time.monotonic()  # any frame shows the worker alive
+        if first:
+            self._watch_heartbeat()
         event = message.get("ev")
         prediction_id = message.get("id")
         handle = self._handles.get(prediction_id) if prediction_id else None
@@ -280,6 +308,14 @@ class LocalReplica(Replica):
             self._arm_watchdog(handle)
         elif event == protocol.EV_OUTPUT and handle is not None:
             handle.publish(PredictionEvent("output", handle.id, message["value"]))
+        elif event == protocol.EV_RETURNED and handle is not None:
+            # Draining, it will not start this one: safe to run on another replica.
+            self._complete(
+                handle,
+                PredictionResult(
+                    id=handle.id, status="failed", error=message.get("reason"), never_started=True
+                ),
+            )
         elif event == protocol.EV_DONE and handle is not None:
             self._complete(
                 handle,
@@ -308,8 +344,29 @@ class LocalReplica(Replica):
             self.setup_error = message.get("error")
             self.setup_logs = message.get("logs", self.setup_logs)
             self._started.set()
+        elif state == ReplicaState.DRAINING and self.state in (
+            ReplicaState.STARTING,
+            ReplicaState.READY,
+        ):
+            logger.warning("replica %s was sent SIGTERM (preempted): draining", self.id)
+            self.state = ReplicaState.DRAINING
         elif state == ReplicaState.STOPPED and self.state != ReplicaState.SETUP_FAILED:
             self.state = ReplicaState.STOPPED
+
+    def _watch_heartbeat(self) -> None:
+        """Kill the replica once it has been silent for `heartbeat_timeout` seconds (watched
+        from its first frame: an interpreter still starting sends none). A check that runs
+        late is skipped: our own loop was busy, and the frames proving the worker alive may be
+        waiting unread."""
+        assert self._heard_at is not None
+        now = time.monotonic()
+        late = self._checked_at > 0 and now - self._checked_at > 2 * self._heartbeat_every
+        self._checked_at = now
+        if not late and now - self._heard_at > self.heartbeat_timeout:
+            self.kill(f"replica stopped responding (no heartbeat for {self.heartbeat_timeout:g} s)")
+            return
+        loop = asyncio.get_running_loop()
+        self._heartbeat_check = loop.call_later(self._heartbeat_every, self._watch_heartbeat)
 
     def _arm_watchdog(self, handle: PredictionHandle) -> None:
         timeout = handle.request.timeout
@@ -321,6 +378,7 @@ class LocalReplica(Replica):
 
     def _hung(self, prediction_id: str, timeout: float) -> None:
         if prediction_id in self._handles:
+            self._culprits.add(prediction_id)
             self._kill_reasons[prediction_id] = (
                 f"prediction timed out after {timeout:g} s and did not stop when interrupted; "
                 "its replica was killed"
@@ -342,6 +400,8 @@ class LocalReplica(Replica):
     async def _on_exit(self) -> None:
         assert self._process is not None
         self.exit_code = await self._process.wait()
+        if self._heartbeat_check is not None:
+            self._heartbeat_check.cancel()
         await asyncio.to_thread(shutil.rmtree, self.scratch_dir, True)
         if self._writer:
             self._writer.close()
@@ -350,34 +410,70 @@ class LocalReplica(Replica):
         if self.state == ReplicaState.STARTING:
             self.state = ReplicaState.SETUP_FAILED
             stderr = self._stderr.decode(errors="replace").strip()
-            self.setup_error = f"replica process exited with code {self.exit_code} during setup" + (
-                f":\n{stderr}" if stderr else ""
+            why = f"; {self._killed_because}" if self._killed_because else ""
+            self.setup_error = (
+                f"replica process exited with code {self.exit_code} during setup{why}"
+                + (f":\n{stderr}" if stderr else "")
             )
         elif self.state != ReplicaState.SETUP_FAILED:
             self.state = ReplicaState.STOPPED
-        crashed = f"replica process exited with code {self.exit_code} while running this prediction"
         for handle in list(self._handles.values()):
-            reason = self._kill_reasons.get(handle.id, crashed)
-            self._complete(
-                handle,
-                PredictionResult(
-                    id=handle.id,
-                    status="failed",
-                    error=reason,
-                    never_started=handle.started_at is None,
-                ),
-            )
+            self._complete(handle, self._lost(handle))
         self._started.set()
         self._exited.set()
+
+    def _lost(self, handle: PredictionHandle) -> PredictionResult:
+        """The end of a prediction whose process is gone. One that had started but shown no
+        output may run again elsewhere (no client saw a thing), unless it is the one that
+        hung: it would hang there too."""
+        started = handle.started_at is not None
+        reason = self._kill_reasons.get(
+            handle.id,
+            f"replica process exited with code {self.exit_code} while running this prediction",
+        )
+        culprit = handle.id in self._culprits
+        if started and handle.outputs and not culprit:
+            reason += "; it had already produced output, so it cannot be run again"
+        return PredictionResult(
+            id=handle.id,
+            status="failed",
+            error=reason,
+            never_started=not started,
+            retryable=started and not handle.outputs and not culprit,
+        )
+
+
+def default_heartbeat_timeout() -> float:
+    """EMBER_HEARTBEAT_TIMEOUT (seconds) where set, else 30: how `ember serve` (which builds its
+    runtime with defaults) is told a shorter or longer one."""
+    value = os.environ.get(HEARTBEAT_TIMEOUT_ENV)
+    if not value:
+        return HEARTBEAT_TIMEOUT_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise ValueError(f"{HEARTBEAT_TIMEOUT_ENV} must be a number of seconds above 0: {value!r}")
+    return seconds
 
 
 class LocalRuntime(Runtime):
     """Runs replicas as local processes; builds package environments under `data_dir`; keeps
     warm hosts and warm page caches for the packages the control plane names."""
 
-    def __init__(self, data_dir: Path, hang_grace: float = HANG_GRACE_SECONDS) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        hang_grace: float = HANG_GRACE_SECONDS,
+        heartbeat_timeout: float | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.hang_grace = hang_grace
+        # None: EMBER_HEARTBEAT_TIMEOUT, else 30 s.
+        self.heartbeat_timeout = (
+            heartbeat_timeout if heartbeat_timeout is not None else default_heartbeat_timeout()
+        )
         self.envs_dir = data_dir / "envs"
         self.outputs_dir = data_dir / "outputs"
         self._environments: dict[str, Environment] = {}
@@ -428,6 +524,7 @@ class LocalRuntime(Runtime):
             replica_id,
             scratch_dir=self.data_dir / "scratch" / replica_id,
             hang_grace=self.hang_grace,
+            heartbeat_timeout=self.heartbeat_timeout,
             host=host if host is not None and host.ready else None,
             tier=Tier.DISK if tier != Tier.COLD and spec.root in self._cached else Tier.COLD,
             env=env,

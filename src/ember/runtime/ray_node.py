@@ -254,6 +254,7 @@ def _result_fields(result: PredictionResult) -> dict[str, Any]:
         "completed_at": result.completed_at,
         "validation_errors": result.validation_errors,
         "never_started": result.never_started,
+        "retryable": result.retryable,
     }
 
 

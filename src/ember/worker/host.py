@@ -24,7 +24,9 @@ per packet. Requests: `{"op": "fork", "replica", "tmpdir", "env"}` carrying two 
 replica's worker socket and its stderr pipe), `{"op": "retire"}` (fork no more; exit when the
 last child has). Events: `ready`, `failed`, `forked`, `fork_failed`, `exit` {pid, code}. The host
 reaps its children, so it reports their exit codes. If the runtime goes away, it kills its
-children and exits.
+children and exits. SIGTERM (a spot machine shutting down signals every process) retires it:
+dying at once would orphan its replicas, which the runtime then kills, while they are draining
+the predictions they run (each forked worker handles its own SIGTERM).
 """
 
 from __future__ import annotations
@@ -146,6 +148,7 @@ class Host:
         os.set_blocking(wake_write, False)
         signal.set_wakeup_fd(wake_write)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # only wakes the selector
+        signal.signal(signal.SIGTERM, self._retire)  # (and wakes the selector too)
         selector = selectors.DefaultSelector()
         selector.register(self.sock, selectors.EVENT_READ, "control")
         selector.register(wake_read, selectors.EVENT_READ, "child")
@@ -161,6 +164,10 @@ class Host:
                     return 0
             self._reap()  # a SIGCHLD may have coalesced with another wake-up
         return 0
+
+    def _retire(self, signum: int, frame: Any) -> None:
+        """SIGTERM: fork no more, and exit once the replicas forked so far have."""
+        self.retiring = True
 
     def _on_control(self) -> bool:
         """Handle one request; False when the runtime has gone away."""

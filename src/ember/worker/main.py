@@ -4,11 +4,19 @@ Started by a runtime with an inherited socket (EMBER_WORKER_FD), the package spe
 (EMBER_PACKAGE_SPEC, JSON) and a folder for output files (EMBER_OUTPUTS_DIR) — or forked by a
 warm host (`host.py`) that has already imported the predictor and perhaps run its setup. It
 knows nothing of the control plane: it only speaks the frames in `protocol`.
+
+Two threads besides the predictor's keep the runtime informed whatever predict() does:
+- a heartbeat every EMBER_HEARTBEAT_SECONDS, so the runtime can tell a frozen process (stopped,
+  deadlocked, swapped to death) from a slow prediction and recycle it;
+- on SIGTERM (a spot machine's preemption notice) the worker drains: it says DRAINING, hands
+  back the predictions it had queued but not started (`returned`: the runtime runs them on
+  another replica), finishes those running, and exits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import signal
@@ -28,10 +36,12 @@ from ember.packages.schema import openapi_schema
 from ember.packages.spec import PackageSpec
 from ember.worker import protocol
 from ember.worker.logs import LogCapture
-from ember.worker.runner import Job, JobQueue, Runner, interruptible
+from ember.worker.runner import RETURNED, Job, JobQueue, Runner, interruptible
 
 STARTING, READY, SETUP_FAILED, STOPPED = "STARTING", "READY", "SETUP_FAILED", "STOPPED"
+DRAINING = "DRAINING"
 _INTERRUPT = {signal.SIGUSR1}
+PREEMPTED = "the replica was preempted (sent SIGTERM) before this prediction started"
 
 
 @dataclass
@@ -55,8 +65,10 @@ class Worker:
         self._submit_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._jobs: dict[str, Job] = {}  # concurrent mode: by id, while their task lives
         self._stop: asyncio.Event | None = None
         self._draining = False
+        self._preempted = threading.Event()
 
     # -- talking to the runtime -------------------------------------------------------
 
@@ -105,7 +117,9 @@ class Worker:
 
     def _submit(self, job: Job) -> None:
         with self._submit_lock:
-            if self._loop is None:
+            if self._draining:  # sent before the runtime heard that this worker drains
+                self._return([job])
+            elif self._loop is None:
                 self.inbox.put(job)
             else:
                 self._loop.call_soon_threadsafe(self._spawn, job)
@@ -127,6 +141,53 @@ class Worker:
             elif self._stop is not None:
                 self._loop.call_soon_threadsafe(self._stop.set)
 
+    def _return(self, jobs: list[Job]) -> None:
+        """Hand back predictions this worker will not start: the runtime runs them elsewhere."""
+        for job in jobs:
+            self.send({"ev": protocol.EV_RETURNED, "id": job.id, "reason": PREEMPTED})
+
+    # -- staying in touch whatever predict() does -------------------------------------
+
+    def _heartbeat(self, interval: float) -> None:
+        """Prove the process alive; stops when the runtime is gone (the reader exits then)."""
+        while True:
+            time.sleep(interval)
+            try:
+                self.send({"ev": protocol.EV_HEARTBEAT})
+            except OSError:
+                return
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        """Only wakes the preemption thread: a signal handler runs on the main thread, in the
+        middle of whatever it was doing (perhaps holding the send lock), so it must not send."""
+        self._preempted.set()
+
+    def _await_preemption(self) -> None:
+        """Drain on SIGTERM: say DRAINING before handing anything back (the runtime must not
+        route a returned prediction here again), then finish what runs and exit."""
+        self._preempted.wait()
+        with self._submit_lock:
+            if self._draining:
+                return  # already draining at the runtime's request
+            self._draining = True
+            self.send({"ev": protocol.EV_STATE, "state": DRAINING})
+            if self._loop is None:  # serial mode, or before the concurrent loop runs
+                self._return([job for job in self.inbox.drain() if job is not None])
+                self.inbox.put(None)
+            else:
+                self._loop.call_soon_threadsafe(self._return_waiting)
+
+    def _return_waiting(self) -> None:
+        """On the loop: hand back the jobs still waiting for a slot, then stop once the
+        running ones have finished."""
+        waiting = [job for job in self._jobs.values() if job.task is None]
+        for job in waiting:
+            job.interrupt = RETURNED
+            self._tasks[job.id].cancel()
+        self._return(waiting)
+        if self._stop is not None:
+            self._stop.set()
+
     # -- lifecycle --------------------------------------------------------------------
 
     def run(self, preloaded: Preloaded | None = None) -> int:
@@ -135,7 +196,7 @@ class Worker:
         self.send({"ev": protocol.EV_STATE, "state": STARTING, "pid": os.getpid()})
         os.chdir(self.spec.root)
         os.environ.update(self.spec.environment)
-        threading.Thread(target=self._read_loop, name="ember-control", daemon=True).start()
+        self._start_threads()
         timings: dict[str, float] = {}
         if preloaded is None:
             started = time.perf_counter()
@@ -165,6 +226,25 @@ class Worker:
             while (job := self.inbox.get()) is not None:
                 self.runner.run_sync_job(job)
         return self._stopped()
+
+    def _start_threads(self) -> None:
+        """The control reader, the heartbeat and the preemption watcher (before setup: a
+        setup that freezes is recycled too)."""
+        interval = float(
+            os.environ.get(protocol.HEARTBEAT_ENV) or protocol.DEFAULT_HEARTBEAT_SECONDS
+        )
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        os.register_at_fork(
+            before=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}),
+            after_in_parent=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM}),
+            after_in_child=_default_sigterm,
+        )
+        for target, name, args in (
+            (self._read_loop, "ember-control", ()),
+            (self._heartbeat, "ember-heartbeat", (interval,)),
+            (self._await_preemption, "ember-preemption", ()),
+        ):
+            threading.Thread(target=target, name=name, args=args, daemon=True).start()
 
     async def _serve_concurrent(
         self, predictor: Predictor, timings: dict[str, float], setup_done: bool
@@ -205,7 +285,12 @@ class Worker:
             self.runner.run_async_job(job, self._slots, self._pool)
         )
         self._tasks[job.id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
+        self._jobs[job.id] = job
+        task.add_done_callback(lambda _: self._forget(job.id))
+
+    def _forget(self, job_id: str) -> None:
+        self._tasks.pop(job_id, None)
+        self._jobs.pop(job_id, None)
 
     def _cancel_waiting(self, job_id: str) -> None:
         task = self._tasks.get(job_id)
@@ -248,6 +333,16 @@ class Worker:
         self.state = STOPPED
         self.send({"ev": protocol.EV_STATE, "state": STOPPED})
         return 0
+
+
+def _default_sigterm() -> None:
+    """In a process the predictor forks (a multiprocessing pool's worker): SIGTERM kills, as it
+    should; inheriting the drain handler, `pool.terminate()` would wait forever. SIGTERM was
+    blocked across the fork, so one sent at once waits for the default action instead of
+    reaching the inherited handler. (The worker's threads never block SIGTERM otherwise.)"""
+    with contextlib.suppress(ValueError):  # forked from a thread that cannot set handlers
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 async def _awaited(awaitable: Any) -> Any:

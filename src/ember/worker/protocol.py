@@ -11,7 +11,14 @@ Runtime → worker ("op"):
   cancel   {id}                               stop it (CancelationException / CancelledError)
   shutdown {}                                 drain: finish in-flight predictions, then exit
 Worker → runtime ("ev"):
-  state    {state, error?, schema?, max_concurrency?}   STARTING, READY, SETUP_FAILED
+  state    {state, error?, schema?, max_concurrency?}   STARTING, READY, SETUP_FAILED,
+                                              DRAINING (sent SIGTERM: finishing what runs),
+                                              STOPPED
+  heartbeat {}                                alive: every EMBER_HEARTBEAT_SECONDS, from a
+                                              thread of its own (a busy predict() does not
+                                              stop it; a frozen process does)
+  returned {id, reason}                       will not run this prediction (draining): run it
+                                              elsewhere
   log      {id|None, data}                    a chunk of stdout/stderr (None: setup/worker log)
   started  {id}
   output   {id, value}                        one item of a streamed output
@@ -42,6 +49,13 @@ EV_LOG = "log"
 EV_STARTED = "started"
 EV_OUTPUT = "output"
 EV_DONE = "done"
+EV_HEARTBEAT = "heartbeat"
+EV_RETURNED = "returned"
+
+# How often a worker sends its heartbeat (seconds), as the runtime sets it in its environment:
+# a fraction of how long the runtime waits for one before declaring the replica hung.
+HEARTBEAT_ENV = "EMBER_HEARTBEAT_SECONDS"
+DEFAULT_HEARTBEAT_SECONDS = 1.0
 
 
 class ProtocolError(Exception):

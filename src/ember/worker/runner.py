@@ -43,6 +43,9 @@ from ember.worker.protocol import PREDICT
 
 Send = Callable[[dict[str, Any]], None]
 SIGNAL_RETRY_SECONDS = 0.1
+# A job's `interrupt` when the worker handed it back unstarted (draining): the worker has
+# reported it as returned, so it ends without a `done` of its own.
+RETURNED = "returned"
 
 
 @dataclass
@@ -56,7 +59,7 @@ class Job:
     # "predict", or the OpenAI route the predictor serves itself ("chat.completions", ...).
     method: str = PREDICT
     scope: scope.Scope = field(init=False)
-    interrupt: str | None = None  # "canceled" or "timeout" once asked to stop
+    interrupt: str | None = None  # "canceled", "timeout" or RETURNED once asked to stop
     thread_id: int | None = None
     task: asyncio.Task[None] | None = None
 
@@ -356,8 +359,9 @@ class Runner:
     ) -> None:
         try:
             await slots.acquire()
-        except asyncio.CancelledError:  # canceled while waiting for a slot
-            self._done(job, "canceled", error=None)
+        except asyncio.CancelledError:  # canceled (or handed back) while waiting for a slot
+            if job.interrupt != RETURNED:
+                self._done(job, "canceled", error=None)
             return
         try:
             await self._run_with_slot(job, pool)
