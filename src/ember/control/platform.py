@@ -58,6 +58,7 @@ from ember.control.signing import UrlSigner
 from ember.control.timeline import Sampler, Timeline
 from ember.control.validation import InputValidator
 from ember.control.webhooks import new_signing_secret
+from ember.egress import EgressPolicy, EgressRefused
 from ember.packages.archive import write_archive
 from ember.packages.loader import read_package
 from ember.packages.spec import PackageSpec
@@ -156,6 +157,8 @@ class Platform:
         self.signer = UrlSigner(b"")
         self.webhook_secret = ""
         self.sealer = Sealer.for_data_dir(data_dir)
+        # What webhooks and input URLs may reach (`ember serve --allow-egress` exports it).
+        self.egress = EgressPolicy.from_env()
         self.rate_limiter = RateLimiter()
         # For tokens without a limit of their own, except admin tokens (EMBER_RATE_LIMIT).
         self.default_rate_limit = (
@@ -840,6 +843,21 @@ class Platform:
             deployment=target.deployment,
             **fields,
         )
+
+    async def check_egress(self, target: Target, state: PredictionState) -> None:
+        """Refuse now (InvalidRequest, per field) input URLs that name an address replicas may
+        not reach, rather than fail the prediction once a replica has started for it. Links
+        to Ember's own files are allowed (its public URL is in the policy)."""
+        if state.method != PREDICT:
+            return
+        details = []
+        for where, url in self.validator(target.version).file_urls(state.input):
+            try:
+                await self.egress.check_url_async(url)
+            except EgressRefused as exc:
+                details.append({"loc": where, "msg": str(exc), "type": "egress"})
+        if details:
+            raise InvalidRequest("Input validation failed", details)
 
     def accept(self, target: Target, state: PredictionState) -> None:
         """Queue the prediction (QueueFull beyond the queue limit). Nothing is written yet:

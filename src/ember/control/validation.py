@@ -89,6 +89,17 @@ class InputValidator:
                 )
         return sorted(details, key=lambda d: [str(part) for part in d["loc"]])
 
+    def file_urls(self, value: dict[str, Any]) -> list[tuple[list[Any], str]]:
+        """(where, URL) of every http(s) URL given for a file input."""
+        found = []
+        for name, is_list in self._file_fields.items():
+            given = value.get(name)
+            items = given if is_list and isinstance(given, list) else [given]
+            for index, item in enumerate(items):
+                if isinstance(item, str) and item.startswith(("http://", "https://")):
+                    found.append((["body", "input", name, *([index] if is_list else [])], item))
+        return found
+
     def _file_errors(self, value: dict[str, Any]) -> list[dict[str, Any]]:
         """File inputs must be http(s) URLs or well-formed data URIs: a broken one is a 422
         now, not a failed prediction after a replica has started for it."""

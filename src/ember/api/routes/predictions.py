@@ -28,6 +28,7 @@ from ember.control.budget_guard import BudgetExceeded
 from ember.control.platform import Platform, Principal, Target
 from ember.control.predictions import PredictionState
 from ember.control.runner import QueueFull
+from ember.egress import EgressRefused
 
 router = APIRouter(prefix="/v1")
 Caller = Annotated[Principal, Depends(principal)]
@@ -97,6 +98,11 @@ async def _create(
     platform: Platform = request.app.state.platform
     # Read directly: a declared Header() parameter costs a dependency-resolution pass.
     wait, inline = parse_prefer(request.headers.get("prefer"))
+    if body.webhook:
+        try:
+            await platform.egress.check_url_async(body.webhook)
+        except EgressRefused as exc:
+            raise ApiError(400, f"webhook: {exc}") from None
     try:
         await platform.budgets.check(caller.token_id, target.deployment)
     except BudgetExceeded as exc:
@@ -110,6 +116,7 @@ async def _create(
         webhook=body.webhook,
         webhook_events_filter=body.webhook_events_filter,
     )
+    await platform.check_egress(target, state)
     try:
         platform.accept(target, state)
     except QueueFull as exc:
