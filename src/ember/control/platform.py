@@ -80,7 +80,8 @@ MAX_PACKAGE_BYTES = 20 * 2**30
 MAX_PACKAGE_FILES = 100_000
 RESTART_REASON = (
     "Ember restarted while this prediction was running; its replica was lost and the "
-    "prediction cannot be resumed. Run it again."
+    "prediction cannot be resumed: it had produced output, or used its prediction_retries. "
+    "Run it again."
 )
 
 
@@ -1001,14 +1002,11 @@ class Platform:
     # -- recovery ---------------------------------------------------------------------------
 
     async def recover(self) -> None:
-        """Finish what a crash interrupted: re-queue waiting predictions, fail running ones."""
+        """Finish what a crash interrupted, in the order predictions were accepted: re-queue
+        waiting ones; run again running ones that had produced no output (as a replica's
+        crash would, up to the deployment's `prediction_retries`); fail the rest, saying why."""
         for row in await asyncio.to_thread(self.store.unfinished_predictions):
             state = self._from_row(row)
-            if row.status == "processing":
-                state.finish("failed", error=RESTART_REASON)
-                self._persist(state)
-                self._on_event(state, "done")
-                continue
             try:
                 target = self.targets.get(state.deployment or "") or await self.target_for_version(
                     state.version_id
@@ -1017,6 +1015,15 @@ class Platform:
                 state.finish("failed", error=f"{exc}: it was removed while Ember was down")
                 self._persist(state)
                 continue
+            if row.status == "processing":
+                allowed = target.runner.settings.prediction_retries
+                if state.output not in (None, []) or state.retries >= allowed:
+                    state.finish("failed", error=RESTART_REASON)
+                    self._persist(state)
+                    self._on_event(state, "done")
+                    continue
+                state.run_again("Ember restarted while this prediction was running", allowed)
+                self._persist(state)
             self.live[state.id] = state
             target.runner.submit(state, force=True)
 

@@ -153,6 +153,14 @@ class PredictionState:
         """Once an OpenAI answer is delivered, keep only what the history needs of it."""
         self.output = openai_summary(self.output)
 
+    def run_again(self, reason: str, allowed: int) -> None:
+        """Back to the queue after its run was lost before it produced output, saying so in
+        its logs and `metrics.retries` (its first run's logs stay above the note)."""
+        self.retries += 1
+        self.metrics["retries"] = self.retries
+        self.status, self.started_at = "starting", None
+        self.add_logs(f"\n[ember] {reason}; running it again (retry {self.retries} of {allowed})\n")
+
     def add_logs(self, text: str) -> None:
         text = self._scrubbed(text)
         self.logs += text
@@ -259,6 +267,7 @@ class PredictionState:
             completed_at=aware(row.completed_at),
             files_dir=files_dir,
             acknowledged=True,
+            retries=int((row.metrics or {}).get("retries", 0)),
         )
         if state.terminal:
             state.done.set()

@@ -364,13 +364,9 @@ class DeploymentRunner:
     def _note_retry(self, state: PredictionState, error: str | None) -> None:
         """Say in the prediction's logs and metrics that it runs again, and why: its first
         run's logs stay above the note, the next run's come below."""
-        state.retries += 1
-        state.metrics["retries"] = state.retries
         logger.warning("%s: %s: %s; running it again", self.name, state.id, error)
-        state.add_logs(
-            f"\n[ember] {error or 'its replica went away'}; running it again on another "
-            f"replica (retry {state.retries} of {self.settings.prediction_retries})\n"
-        )
+        reason = f"{error or 'its replica went away'}; on another replica"
+        state.run_again(reason, self.settings.prediction_retries)
         self.on_event(state, "logs")
 
     def _finish(
