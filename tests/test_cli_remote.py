@@ -254,6 +254,24 @@ def test_token_create_prints_a_token_that_works(server: EmberServer) -> None:
     )
     assert response.status_code == 200
     assert response.json()["username"] == "alice"
+    assert response.json()["scope"] == "deploy"
+
+
+def test_token_create_with_a_rate_limit_and_a_bad_one(server: EmberServer) -> None:
+    made = ember(server, "token", "create", "--name", "demo", "--scope", "predict",
+                 "--rate-limit", "2/min")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert "at most 2/min" in made.stderr
+    headers = {"Authorization": f"Bearer {made.stdout.strip()}"}
+    codes = [
+        httpx.get(f"{server.url}/v1/account", headers=headers, timeout=10).status_code
+        for _ in range(3)
+    ]
+    assert codes == [200, 200, 429]
+    listed = ember(server, "token", "ls")
+    assert "2/min" in listed.stdout
+    bad = ember(server, "token", "create", "--name", "x", "--rate-limit", "lots")
+    assert bad.returncode == 1 and "600/min" in bad.stderr, bad.stderr
 
 
 def test_bad_token_says_how_to_pass_one(server: EmberServer) -> None:

@@ -802,6 +802,7 @@ app.add_typer(token_app, name="token")
     epilog=_examples(
         "ember token create --name ci --scope deploy  # may deploy and predict",
         "ember token create --name alice-app --owner alice --scope predict",
+        "ember token create --name public-demo --owner demo --scope predict --rate-limit 60/min",
     ),
 )
 def token_create(
@@ -811,15 +812,28 @@ def token_create(
     ] = None,
     scope: Annotated[
         str,
-        typer.Option(help="admin (may also create tokens), deploy or predict."),
+        typer.Option(
+            help="predict (run and read its account's models), deploy (also create and change "
+            "them) or admin (everything, every account, and tokens)."
+        ),
     ] = "admin",
+    rate_limit: Annotated[
+        str | None,
+        typer.Option(
+            help="Requests it may make, e.g. 600/min, 10/s, 5000/h; past it, 429 with "
+            "Retry-After (default: the server's EMBER_RATE_LIMIT for non-admin tokens)."
+        ),
+    ] = None,
     url: ServerUrl = DEFAULT_URL,
     token: ApiToken = None,
 ) -> None:
-    """Create an API token; it is printed once and never shown again."""
+    """Create an API token; it is printed once and never shown again (Ember keeps its hash).
+
+    A token acts for one account (`--owner`): it sees and changes only that account's
+    models, deployments, predictions and files (and public models)."""
     if scope not in ("admin", "deploy", "predict"):
         raise _fail(f"--scope must be admin, deploy or predict, not {scope!r}", 2)
-    _remote(url, token, "token_create", name, owner, scope)
+    _remote(url, token, "token_create", name, owner, scope, rate_limit)
 
 
 @token_app.command("ls", epilog=_examples("ember token ls"))

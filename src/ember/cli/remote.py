@@ -862,14 +862,19 @@ def rm(client: Client, ref: str) -> None:
         raise CommandFailed(f"nothing named {owner}/{name} to remove: see `ember ls`")
 
 
-def token_create(client: Client, name: str, owner: str | None, scope: str) -> None:
+def token_create(
+    client: Client, name: str, owner: str | None, scope: str, rate_limit: str | None = None
+) -> None:
     body: dict[str, Any] = {"name": name, "scope": scope}
     if owner:
         body["owner"] = owner
+    if rate_limit:
+        body["rate_limit"] = rate_limit
     created = client.post("/v1/tokens", json=body)
+    limit = f", at most {created['rate_limit']}" if created.get("rate_limit") else ""
     err.print(
         f"[green]✓[/green] token [bold]{created['name']}[/bold] ({created['id']}) for "
-        f"account [bold]{created['owner']}[/bold], scope {created['scope']}. "
+        f"account [bold]{created['owner']}[/bold], scope {created['scope']}{limit}. "
         "It is shown only now (Ember keeps just its hash):",
         highlight=False,
     )
@@ -883,11 +888,12 @@ def token_ls(client: Client) -> None:
         err.print("No API tokens yet: make one with `ember token create --name NAME`.")
         return
     table = Table(title="API tokens", title_justify="left", title_style="bold")
-    for column in ("id", "name", "account", "scope", "created"):
+    for column in ("id", "name", "account", "scope", "rate limit", "created"):
         table.add_column(column, overflow="fold" if column == "name" else "ellipsis")
     for t in tokens:
         created = (t.get("created_at") or "")[:16].replace("T", " ")
-        table.add_row(t["id"], t["name"], t["owner"], t["scope"], created)
+        limit = t.get("rate_limit") or "none"
+        table.add_row(t["id"], t["name"], t["owner"], t["scope"], limit, created)
     print_table(table)
     err.print(
         "[dim]Only hashes are kept: a lost token cannot be shown again, revoke it with "
