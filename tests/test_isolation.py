@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from api_fixtures import WebhookReceiver
 from conftest import model_path
+from replicate.webhook import InvalidSignatureError, Webhooks, WebhookSigningSecret
 from server import TOKEN, EmberServer, package_archive, running
 
 pytestmark = pytest.mark.timeout(180)
@@ -286,6 +288,29 @@ def test_secret_inputs_are_sealed_in_the_database_and_redacted_everywhere(world:
         assert again["input"]["api_key"] == "**********" and SECRET not in str(again)
         secret = alice.get("/v1/webhooks/default/secret").json()["key"]
         assert secret.startswith("whsec_") and secret.encode() not in database
+
+
+def test_each_account_signs_its_webhooks_with_its_own_secret(world: World) -> None:
+    with world.client("alice-predict") as alice, world.client("bob-predict") as bob:
+        alice_secret = alice.get("/v1/webhooks/default/secret").json()["key"]
+        bob_secret = bob.get("/v1/webhooks/default/secret").json()["key"]
+        assert alice_secret != bob_secret
+        assert alice.get("/v1/webhooks/default/secret").json()["key"] == alice_secret
+        with WebhookReceiver() as receiver:
+            made = alice.post(
+                "/v1/deployments/alice/squares/predictions",
+                json={"input": {}, "webhook": receiver.url, "webhook_events_filter": ["completed"]},
+            )
+            assert made.status_code == 201, made.text
+            [delivery] = receiver.wait(1, timeout=30)
+    body = delivery.body.decode()
+    Webhooks.validate(
+        headers=delivery.headers, body=body, secret=WebhookSigningSecret(key=alice_secret)
+    )
+    with pytest.raises(InvalidSignatureError):
+        Webhooks.validate(
+            headers=delivery.headers, body=body, secret=WebhookSigningSecret(key=bob_secret)
+        )
 
 
 def test_a_token_past_its_rate_limit_gets_429_and_others_do_not(world: World) -> None:

@@ -43,6 +43,7 @@ def webhook_listener(platform: Platform, sender: WebhookSender):  # type: ignore
                 state.webhook_events_filter,
                 WEBHOOK_EVENTS[event],
                 lambda: serialize.prediction(platform, state),
+                account=state.owner,
             )
 
     return on_event
@@ -55,7 +56,9 @@ def create_app(platform: Platform, *, started: bool = False) -> FastAPI:
     """
 
     # Listening starts now, before the platform starts: its recovery already has news to send.
-    sender = WebhookSender(lambda: platform.webhook_secret)
+    sender = WebhookSender(
+        lambda: platform.webhook_secret, secret_for=platform.account_webhook_secret
+    )
     platform.listeners.append(webhook_listener(platform, sender))
 
     @asynccontextmanager

@@ -74,6 +74,7 @@ logger = logging.getLogger("ember.control")
 Listener = Callable[[PredictionState, str], None]
 Progress = Callable[[str], None]
 RECENT_LIMIT = 2000
+DEFAULT_ACCOUNT = "ember"  # the first admin token's, whose secret predates per-account ones
 CANCEL_SETTLE_SECONDS = 1.0
 # What an uploaded package may unpack to (EMBER_MAX_PACKAGE_BYTES overrides the size).
 MAX_PACKAGE_BYTES = 20 * 2**30
@@ -156,7 +157,8 @@ class Platform:
         self.live: dict[str, PredictionState] = {}
         self.recent: collections.OrderedDict[str, PredictionState] = collections.OrderedDict()
         self.signer = UrlSigner(b"")
-        self.webhook_secret = ""
+        self.webhook_secret = ""  # the default account's ("ember"); others: _webhook_secrets
+        self._webhook_secrets: dict[str, str] = {}
         self.sealer = Sealer.for_data_dir(data_dir)
         # What webhooks and input URLs may reach (`ember serve --allow-egress` exports it).
         self.egress = EgressPolicy.from_env()
@@ -193,7 +195,9 @@ class Platform:
         )
         first_token = None
         if await asyncio.to_thread(self.store.count_tokens) == 0 and not self.admin_token:
-            _, first_token = await asyncio.to_thread(self.store.create_token, "admin", "ember")
+            _, first_token = await asyncio.to_thread(
+                self.store.create_token, "admin", DEFAULT_ACCOUNT
+            )
         saved = await asyncio.to_thread(self.store.setting, "prices")
         if saved:  # set through the API: over the defaults and the EMBER_PRICES file
             self._set_prices = json.loads(saved)
@@ -242,9 +246,26 @@ class Platform:
             self.store.set_setting(key, self.sealer.seal(value))
         return value
 
+    async def load_webhook_secret(self, owner: str) -> str:
+        """The account's webhook signing secret, made (and kept sealed) the first time."""
+        if owner == DEFAULT_ACCOUNT:
+            return self.webhook_secret
+        if owner not in self._webhook_secrets:
+            self._webhook_secrets[owner] = await asyncio.to_thread(
+                self._secret_setting, f"webhook_secret:{owner}", new_signing_secret
+            )
+        return self._webhook_secrets[owner]
+
+    def account_webhook_secret(self, owner: str) -> str:
+        """For the webhook sender: the secret `load_webhook_secret` loaded (the prediction's
+        creation did), else the default one."""
+        if owner == DEFAULT_ACCOUNT:
+            return self.webhook_secret
+        return self._webhook_secrets.get(owner, self.webhook_secret)
+
     async def authenticate(self, token: str) -> Principal | None:
         if self.admin_token and secrets.compare_digest(token, self.admin_token):
-            return Principal(owner="ember", scope="admin")
+            return Principal(owner=DEFAULT_ACCOUNT, scope="admin")
         digest = hash_token(token)
         if digest in self._principals:
             return self._principals[digest]
@@ -1007,6 +1028,8 @@ class Platform:
         crash would, up to the deployment's `prediction_retries`); fail the rest, saying why."""
         for row in await asyncio.to_thread(self.store.unfinished_predictions):
             state = self._from_row(row)
+            if state.webhook:  # what signs the calls it still owes
+                await self.load_webhook_secret(state.owner)
             try:
                 target = self.targets.get(state.deployment or "") or await self.target_for_version(
                     state.version_id

@@ -143,9 +143,10 @@ class _Stream:
     memory as a quiet one.
     """
 
-    def __init__(self, prediction_id: str, url: str) -> None:
+    def __init__(self, prediction_id: str, url: str, account: str | None = None) -> None:
         self.prediction_id = prediction_id
         self.url = url
+        self.account = account  # whose signing secret signs it (see `secret_for`)
         self.start: Callable[[], dict[str, Any]] | None = None
         self.start_seen = False
         self.progress: Callable[[], dict[str, Any]] | None = None
@@ -191,8 +192,11 @@ class WebhookSender:
         user_agent: str = "ember-webhooks",
         max_retry_after: float = 60.0,
         policy: EgressPolicy | None = None,
+        secret_for: Callable[[str], str] | None = None,
     ) -> None:
         """`secret` may be a callable so that a rotated secret is used from the next call on.
+        `secret_for(account)` gives an account's own secret, for predictions notified with an
+        `account`: one tenant's receivers then cannot be sent calls signed by another's.
 
         `max_retry_after` caps how long a receiver's `Retry-After` may hold a delivery, so a
         hostile or confused receiver cannot park a terminal call (and its memory) for hours.
@@ -200,6 +204,7 @@ class WebhookSender:
         (EMBER_EGRESS_ALLOW, read now).
         """
         self._secret = secret
+        self._secret_for = secret_for
         self._throttle = max(0.0, float(throttle))
         self._retry_delays = tuple(max(0.0, float(d)) for d in retry_delays)
         self._timeout = float(timeout)
@@ -227,6 +232,7 @@ class WebhookSender:
         events_filter: Collection[str] | None,
         event: str,
         payload: Callable[[], dict[str, Any]],
+        account: str | None = None,
     ) -> None:
         """Called (from the asyncio loop, never blocks) when something happens to a prediction.
 
@@ -246,7 +252,7 @@ class WebhookSender:
         current prediction state. Never raises: a webhook must not break the prediction.
         """
         try:
-            self._notify(prediction_id, url, events_filter, event, payload)
+            self._notify(prediction_id, url, events_filter, event, payload, account)
         except Exception:
             logger.exception(
                 "webhook %s for prediction %s to %s could not be queued", event, prediction_id, url
@@ -300,6 +306,7 @@ class WebhookSender:
         events_filter: Collection[str] | None,
         event: str,
         payload: Callable[[], dict[str, Any]],
+        account: str | None,
     ) -> None:
         if event not in EVENTS:
             logger.warning("unknown webhook event %r for prediction %s", event, prediction_id)
@@ -330,7 +337,7 @@ class WebhookSender:
                     url,
                 )
                 return
-            stream = _Stream(prediction_id, url)
+            stream = _Stream(prediction_id, url, account)
             self._streams[prediction_id] = stream
             stream.task = asyncio.get_running_loop().create_task(
                 self._run(stream), name=f"ember-webhook:{prediction_id}"
@@ -437,7 +444,9 @@ class WebhookSender:
             )
         return self._client
 
-    def _current_secret(self) -> str:
+    def _current_secret(self, stream: _Stream) -> str:
+        if stream.account is not None and self._secret_for is not None:
+            return self._secret_for(stream.account)
         return self._secret() if callable(self._secret) else self._secret
 
     async def _send(
@@ -469,7 +478,9 @@ class WebhookSender:
         for attempt in range(len(delays) + 1):
             try:
                 body = _encode(payload())
-                headers = signature_headers(self._current_secret(), body, message_id=message_id)
+                headers = signature_headers(
+                    self._current_secret(stream), body, message_id=message_id
+                )
             except Exception:
                 logger.exception("webhook %s for prediction %s to %s not built", event, pid, url)
                 return

@@ -30,6 +30,7 @@ async def hardware(caller: Caller) -> Response:
 
 @router.get("/webhooks/default/secret")
 async def webhook_secret(request: Request, caller: Caller) -> Response:
-    """The secret that signs every webhook Ember sends (Standard Webhooks)."""
+    """The secret that signs the webhooks of the caller's account (Standard Webhooks); each
+    account has its own, so one tenant cannot forge calls to another's receivers."""
     platform: Platform = request.app.state.platform
-    return json_response({"key": platform.webhook_secret})
+    return json_response({"key": await platform.load_webhook_secret(caller.owner)})

@@ -103,6 +103,7 @@ async def _create(
             await platform.egress.check_url_async(body.webhook)
         except EgressRefused as exc:
             raise ApiError(400, f"webhook: {exc}") from None
+        await platform.load_webhook_secret(caller.owner)  # what will sign its calls
     try:
         await platform.budgets.check(caller.token_id, target.deployment)
     except BudgetExceeded as exc:
