@@ -168,7 +168,7 @@ export function Deployment({ params }) {
     </div>
     <${ErrorNote} error=${error} />
     ${status.placement ? html`<p class="notice" role="status"><strong>A replica waits for a place on the cluster:</strong> ${status.placement}</p>` : null}
-    ${status.setup_error ? html`<div class="error" role="alert"><strong>Replicas fail to start.</strong><pre>${status.setup_error}</pre></div>` : null}
+    ${status.setup_error ? html`<div class="error" role="alert"><strong>Replicas fail to start.</strong>${status.restart_backoff ? html` <span>${status.restart_backoff.detail}.</span>` : null}<pre>${status.setup_error}</pre></div>` : null}
     <dl class="facts" aria-label="Now">
       <div><dt>Replicas</dt><dd id="replica-state"><${ReplicaCounts} status=${status} /></dd></div>
       <div><dt>Queued</dt><dd>${status.queued}</dd></div>
