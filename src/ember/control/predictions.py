@@ -153,13 +153,15 @@ class PredictionState:
         """Once an OpenAI answer is delivered, keep only what the history needs of it."""
         self.output = openai_summary(self.output)
 
-    def run_again(self, reason: str, allowed: int) -> None:
+    def run_again(self, reason: str, allowed: int, where: str = "") -> None:
         """Back to the queue after its run was lost before it produced output, saying so in
         its logs and `metrics.retries` (its first run's logs stay above the note)."""
         self.retries += 1
         self.metrics["retries"] = self.retries
         self.status, self.started_at = "starting", None
-        self.add_logs(f"\n[ember] {reason}; running it again (retry {self.retries} of {allowed})\n")
+        self.add_logs(
+            f"\n[ember] {reason}; running it again{where} (retry {self.retries} of {allowed})\n"
+        )
 
     def add_logs(self, text: str) -> None:
         text = self._scrubbed(text)

@@ -365,8 +365,8 @@ class DeploymentRunner:
         """Say in the prediction's logs and metrics that it runs again, and why: its first
         run's logs stay above the note, the next run's come below."""
         logger.warning("%s: %s: %s; running it again", self.name, state.id, error)
-        reason = f"{error or 'its replica went away'}; on another replica"
-        state.run_again(reason, self.settings.prediction_retries)
+        reason = error or "its replica went away"
+        state.run_again(reason, self.settings.prediction_retries, " on another replica")
         self.on_event(state, "logs")
 
     def _finish(
