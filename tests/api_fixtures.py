@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import replicate
-from server import TOKEN, EmberServer, postgres_database, ray_cluster
+from server import TOKEN, EmberServer, postgres_database, print_log, ray_cluster
 
 MODELS = Path(__file__).parent / "models"
 BACKENDS = ["sqlite", "postgres"]
@@ -53,12 +53,6 @@ def serving(backend: str, data_dir: Path) -> Iterator[EmberServer]:
             raise
         finally:
             server.stop()
-
-
-def print_log(server: EmberServer, tail: int = 6000) -> None:
-    if server.log_path.exists():
-        print(f"--- ember serve log ({server.log_path}) ---")
-        print(server.log_path.read_text(errors="replace")[-tail:])
 
 
 def replicate_client(server: EmberServer, token: str = TOKEN) -> replicate.Client:

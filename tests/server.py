@@ -81,15 +81,29 @@ def package_archive(path: Path) -> bytes:
 
 @contextmanager
 def running(
-    data_dir: Path, database_url: str | None = None, extra_args: Sequence[str] = ()
+    data_dir: Path,
+    database_url: str | None = None,
+    extra_args: Sequence[str] = (),
+    **options: Any,
 ) -> Iterator[EmberServer]:
-    """An `ember serve` for the life of the block (a module fixture's body)."""
-    server = EmberServer(data_dir, database_url, extra_args)
+    """An `ember serve` for the life of the block (a module fixture's body); `options` go to
+    EmberServer (allow_egress, env). Its log is printed if the block fails."""
+    server = EmberServer(data_dir, database_url, extra_args, **options)
     server.start()
     try:
         yield server
+    except BaseException:
+        print_log(server)
+        raise
     finally:
         server.stop()
+
+
+def print_log(server: EmberServer, tail: int = 6000) -> None:
+    """The end of the server's log, for a failing test's output."""
+    if server.log_path.exists():
+        print(f"--- ember serve log ({server.log_path}) ---")
+        print(server.log_path.read_text(errors="replace")[-tail:])
 
 
 class EmberServer:

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_fixtures import WebhookReceiver, print_log
-from server import EmberServer
+from api_fixtures import WebhookReceiver
+from server import EmberServer, running
 
 from ember.egress import EgressPolicy, EgressRefused, origin_entry
 from ember.packages.fetch import InputFileError, fetch
@@ -160,20 +160,13 @@ def server(
 ) -> Iterator[EmberServer]:
     """`ember serve` allowing one loopback port, the allowed file server's, and nothing else."""
     allowed, _ = files
-    instance = EmberServer(
+    with running(
         tmp_path_factory.mktemp("egress"),
         allow_egress=[f"127.0.0.1:{allowed.port}"],
         env={"EMBER_MAX_DATA_URI_BYTES": str(MAX_DATA_URI)},
-    )
-    try:
-        instance.start()
+    ) as instance:
         instance.deploy(DESCRIBE, "ember", "describe")
         yield instance
-    except BaseException:
-        print_log(instance)
-        raise
-    finally:
-        instance.stop()
 
 
 def describe(server: EmberServer, file: str) -> dict[str, Any]:

@@ -23,9 +23,9 @@ from typing import Any
 
 import httpx
 import pytest
-from api_fixtures import TERMINAL, poll, print_log, wait_gone
+from api_fixtures import TERMINAL, poll, wait_gone
 from conftest import model_path
-from server import EmberServer
+from server import EmberServer, running
 
 from ember.control.runner import MAX_BACKOFF_SECONDS, DeploymentRunner, restart_backoff
 from ember.control.scaling import ScalingSettings
@@ -41,18 +41,12 @@ HEARTBEAT_TIMEOUT = 2  # seconds of silence before the module's server recycles 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmberServer]:
     """One `ember serve` whose replicas are recycled after 2 s without a heartbeat."""
-    instance = EmberServer(tmp_path_factory.mktemp("ember-faults"))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(HEARTBEAT_TIMEOUT_ENV, str(HEARTBEAT_TIMEOUT))
-        instance.start()
-    try:
+    with running(
+        tmp_path_factory.mktemp("ember-faults"),
+        env={HEARTBEAT_TIMEOUT_ENV: str(HEARTBEAT_TIMEOUT)},
+    ) as instance:
         instance.deploy(STEPS, "ember", "steps")
         yield instance
-    except BaseException:
-        print_log(instance)
-        raise
-    finally:
-        instance.stop()
 
 
 # -- helpers ------------------------------------------------------------------------------
