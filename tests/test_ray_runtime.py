@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import replicate
+from api_fixtures import poll
 from conftest import model_path
 from server import TOKEN, EmberServer, package_archive, ray_cluster, running
 
@@ -166,6 +168,40 @@ def test_the_next_start_comes_from_a_warm_host_on_the_node(api: httpx.Client) ->
             break
         time.sleep(0.5)
     assert cold_start["tier"] == "warm-host" and cold_start["ready"], cold_start
+
+
+def test_a_preempted_replica_on_a_node_drains_and_the_rest_run_on_a_replacement(
+    server: EmberServer, api: httpx.Client
+) -> None:
+    """SIGTERM to a replica on a node (a spot machine's notice): it finishes what it runs, and
+    predictions made after the notice run on the replacement the runner starts, even those
+    the head sent before it heard of the drain (the node hands them back)."""
+    created = api.post(
+        "/v1/deployments",
+        json={"name": "spot", "model": "ember/where", "min_instances": 1, "max_instances": 1},
+    )
+    assert created.status_code == 201, created.text
+    victim = int(server.predict("spot")["output"][1].removeprefix("pid="))
+
+    def submit(**inputs: object) -> str:
+        response = api.post("/v1/deployments/ember/spot/predictions", json={"input": inputs})
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    ids = [submit(items=10, delay=0.1)]
+    deadline = time.monotonic() + 30
+    while not api.get(f"/v1/predictions/{ids[0]}").json()["output"]:
+        assert time.monotonic() < deadline, "the first prediction never started"
+        time.sleep(0.05)
+    os.kill(victim, signal.SIGTERM)
+    ids += [submit(items=1), submit(items=1)]
+    final = {i: poll(api, i, timeout=60) for i in ids}
+    assert [final[i]["status"] for i in ids] == ["succeeded"] * 3, final
+    assert len(final[ids[0]]["output"]) == 13  # it ran to the end where it was
+    ran_on = [int(final[i]["output"][1].removeprefix("pid=")) for i in ids]
+    assert ran_on[0] == victim and victim not in ran_on[1:], ran_on
+    assert all("retries" not in final[i]["metrics"] for i in ids)
+    assert api.delete("/v1/deployments/ember/spot").status_code == 204  # room for the next
 
 
 def test_a_lost_node_loses_no_accepted_prediction(

@@ -175,6 +175,15 @@ class RayReplica(Replica):
             self._gone()
         else:  # also after a failed setup: the agent frees what the replica held once it exits
             self._spawn(self._follow_exit())
+            if self.state == ReplicaState.READY:
+                self._spawn(self._follow_preemption())
+
+    async def _follow_preemption(self) -> None:
+        """A replica sent SIGTERM on its node drains by itself: take nothing new for it (the
+        runner starts a replacement, and what it hands back runs there)."""
+        with contextlib.suppress(RayActorError):
+            if await self.agent.wait_preempted.remote(self.id) and self.state == ReplicaState.READY:
+                self.state = ReplicaState.DRAINING
 
     async def _follow_exit(self) -> None:
         reason = "the replica process exited while running this prediction"
@@ -251,6 +260,13 @@ class RayReplica(Replica):
                 handle.finish(PredictionResult(**item["result"], files_dir=files_dir))
         except RayActorError:
             self._fail(handle, NODE_LOST)
+        except ReplicaUnavailable as exc:  # it drains on its node (preempted), unknown here yet
+            if self.state == ReplicaState.READY:
+                self.state = ReplicaState.DRAINING
+            self._handles.pop(handle.id, None)
+            handle.finish(
+                PredictionResult(id=handle.id, status="failed", error=str(exc), never_started=True)
+            )
 
     def cancel(self, prediction_id: str) -> None:
         if prediction_id in self._handles:

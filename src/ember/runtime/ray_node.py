@@ -32,10 +32,12 @@ from ember.runtime.base import (
     PredictionEvent,
     PredictionRequest,
     PredictionResult,
+    ReplicaState,
     Tier,
 )
 from ember.runtime.local import LocalReplica, LocalRuntime
 
+PREEMPTION_POLL_SECONDS = 0.25
 AGENT_NAME = "ember-node-{}"  # one named agent per node id, in Ember's namespace
 
 
@@ -175,6 +177,15 @@ class NodeAgent:
         replica = self.replicas.get(replica_id)
         if replica is not None:
             await replica.stop(drain=drain, timeout=timeout)
+
+    async def wait_preempted(self, replica_id: str) -> bool:
+        """True once the replica drains (its worker was sent SIGTERM, as a spot machine's
+        preemption notice, or the head asked); False if it stops first. The head then routes
+        nothing more to it. Polled: a replica has no state-change callback to wait on."""
+        replica = self.replicas.get(replica_id)
+        while replica is not None and replica.state in (ReplicaState.READY, ReplicaState.STARTING):
+            await asyncio.sleep(PREEMPTION_POLL_SECONDS)
+        return replica is not None and replica.state == ReplicaState.DRAINING
 
     async def wait_stopped(self, replica_id: str) -> int | None:
         """The replica's exit code, once its process is gone."""
