@@ -29,6 +29,16 @@ _LOG_LIMIT = 64 * 1024
 _PACKET = 64 * 1024
 
 
+class _PipeReader(asyncio.StreamReaderProtocol):
+    """Reads a replica's stderr pipe. A pipe has no half-close: at its end the transport must
+    close, which uvloop (the server's loop) does only when eof_received() returns False;
+    otherwise each forked replica would leave an fd open for as long as its object lives."""
+
+    def eof_received(self) -> bool:
+        super().eof_received()
+        return False
+
+
 class HostUnavailable(Exception):
     """The warm host cannot fork now (not ready, retiring, or gone)."""
 
@@ -173,9 +183,7 @@ class WarmHost:
             raise
         loop = asyncio.get_running_loop()
         stderr = asyncio.StreamReader(limit=_LOG_LIMIT)
-        await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(stderr), os.fdopen(read_fd, "rb", 0)
-        )
+        await loop.connect_read_pipe(lambda: _PipeReader(stderr), os.fdopen(read_fd, "rb", 0))
         return process, stderr
 
     async def _send(self, data: bytes, fds: list[int]) -> None:
