@@ -74,7 +74,7 @@ class StreamEvent:
     data: Any = None
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: a queue's `in`/`remove` must not compare fields
 class PredictionState:
     id: str
     owner: str
