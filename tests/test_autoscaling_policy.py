@@ -72,6 +72,19 @@ def test_scale_to_zero_only_after_the_keepalive():
     assert run(scaler, 121.0, 0, 0, 1, bounds) == 0
 
 
+def test_work_between_two_observations_counts_as_busy():
+    """5 ms predictions at 20/s: almost no observation sees one running, but each says when
+    the last one ended; the deployment is not idle and keeps its replica."""
+    scaler = Autoscaler()
+    bounds = limits(keepalive=2.0)
+    run(scaler, 0.0, 1, 0, 1, bounds)
+    for t in range(1, 30):
+        scaler.observe(Observation(float(t), 0, 0, 1, idle_since=t - 0.05))
+        assert scaler.decide(float(t), bounds).replicas == 1, t
+    scaler.observe(Observation(32.0, 0, 0, 1, idle_since=28.95))  # the traffic stopped
+    assert scaler.decide(32.0, bounds).replicas == 0
+
+
 def test_idle_past_keepalive_goes_to_zero_even_right_after_a_burst():
     scaler = Autoscaler()
     bounds = limits(keepalive=2.0, scale_down_delay=0.0)

@@ -459,7 +459,13 @@ class DeploymentRunner:
         """Observe, decide, and start or drain replicas to match."""
         alive = self._alive()
         self.autoscaler.observe(
-            Observation(now, len(self.running), len(self.queue), len(alive) + self._pending_starts)
+            Observation(
+                now,
+                len(self.running),
+                len(self.queue),
+                len(alive) + self._pending_starts,
+                self._idle_since,
+            )
         )
         decision = self.autoscaler.decide(now, self.limits(now))
         self.last_decision = decision

@@ -45,6 +45,9 @@ class Observation:
     in_flight: int  # running on replicas
     queued: int  # waiting in the deployment's queue
     replicas: int  # ready + starting
+    # When the last work ended, if none has come since: short predictions between two
+    # observations leave no sample with demand, yet the deployment was busy then.
+    idle_since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ class Autoscaler:
             self._samples.popleft()
         if demand > 0:
             self.last_busy = observation.time
+        elif observation.idle_since is not None:
+            self.last_busy = max(self.last_busy or observation.idle_since, observation.idle_since)
         self.current = observation.replicas
 
     def _average(self, now: float, window: float) -> float:
