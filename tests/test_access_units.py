@@ -3,8 +3,10 @@ safe file names and file-input values."""
 
 from __future__ import annotations
 
-import os
+import secrets
 import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from cryptography.fernet import Fernet
 from ember.control.access import Forbidden, Principal, acts_for, allows, require, sees
 from ember.control.platform import safe_file_name
 from ember.control.policies.ratelimit import RateLimit, RateLimiter, retry_after
+from ember.control.predictions import PredictionState
 from ember.control.sealing import (
     REDACTED,
     Sealer,
@@ -22,6 +25,8 @@ from ember.control.sealing import (
     secret_fields,
 )
 from ember.control.validation import file_value_problem
+from ember.store.db import connect, migrate, sqlite_url
+from ember.store.repository import Store
 
 ALICE_PREDICT = Principal("alice", "predict", "tok_1")
 ALICE_DEPLOY = Principal("alice", "deploy", "tok_2")
@@ -85,8 +90,10 @@ def test_a_changed_limit_starts_a_fresh_bucket() -> None:
     assert limiter.take("t", RateLimit(5, 60.0), 1.0) == 0.0
 
 
-def test_the_key_file_is_made_once_readable_by_its_owner_only(tmp_path: Path) -> None:
-    os.environ.pop("EMBER_SECRET_KEY", None)
+def test_the_key_file_is_made_once_readable_by_its_owner_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EMBER_SECRET_KEY", raising=False)
     first = Sealer.for_data_dir(tmp_path)
     mode = stat.S_IMODE((tmp_path / "secret.key").stat().st_mode)
     assert mode == 0o600
@@ -123,6 +130,29 @@ def test_secret_fields_are_sealed_stored_and_opened_and_shown_redacted(tmp_path:
     assert redact({"key": "sk-123456", "text": "hi"}, fields) == {"key": REDACTED, "text": "hi"}
     assert scrub("using sk-123456 now", ["sk-123456", "ab"]) == f"using {REDACTED} now"
     assert scrub("a b", ["a"]) == "a b"  # too short to hide anything
+
+
+def test_an_optional_secret_left_out_does_not_break_logs_or_the_end() -> None:
+    state = PredictionState(
+        "p", "alice", "alice/m", "v", {"text": "hi"}, secret_fields=frozenset({"api_key"})
+    )
+    state.add_logs("hello\n")
+    state.finish("failed", error="it broke")
+    assert state.logs == "hello\n" and state.error == "it broke" and state.done.is_set()
+
+
+def test_creating_a_setting_twice_at_once_gives_both_the_same_value(tmp_path: Path) -> None:
+    store = Store(connect(sqlite_url(tmp_path)))
+    migrate(store.engine)
+    barrier = threading.Barrier(8)
+
+    def make() -> str:
+        barrier.wait()  # every thread past its read, all writing together
+        return secrets.token_hex(8)
+
+    with ThreadPoolExecutor(8) as pool:
+        values = list(pool.map(lambda _: store.setting_or_create("k", make), range(8)))
+    assert len(set(values)) == 1
 
 
 @pytest.mark.parametrize(

@@ -128,10 +128,11 @@ class PredictionState:
         """The input as anyone may see it: `Secret` values redacted."""
         return redact(self.input, self.secret_fields) if self.secret_fields else self.input
 
-    def _scrubbed(self, text: str) -> str:
+    def scrubbed(self, text: str) -> str:
+        """`text` without this prediction's `Secret` values (an optional one may be absent)."""
         if not self.secret_fields:
             return text
-        values = [self.input[name] for name in self.secret_fields]
+        values = [self.input.get(name) for name in self.secret_fields]
         return scrub(text, [v for v in values if isinstance(v, str)])
 
     # -- what happens to it -----------------------------------------------------------
@@ -164,7 +165,7 @@ class PredictionState:
         )
 
     def add_logs(self, text: str) -> None:
-        text = self._scrubbed(text)
+        text = self.scrubbed(text)
         self.logs += text
         self._publish(StreamEvent("logs", text))
 
@@ -180,7 +181,7 @@ class PredictionState:
         self.status = status
         if status == "succeeded":
             self.output = output
-        self.error = self._scrubbed(error) if error else error
+        self.error = self.scrubbed(error) if error else error
         if metrics:
             self.metrics.update(metrics)
         self.completed_at = utcnow()

@@ -364,6 +364,7 @@ class DeploymentRunner:
     def _note_retry(self, state: PredictionState, error: str | None) -> None:
         """Say in the prediction's logs and metrics that it runs again, and why: its first
         run's logs stay above the note, the next run's come below."""
+        error = state.scrubbed(error) if error else error
         logger.warning("%s: %s: %s; running it again", self.name, state.id, error)
         reason = error or "its replica went away"
         state.run_again(reason, self.settings.prediction_retries, " on another replica")
