@@ -22,7 +22,7 @@ class Setting(Base):
     which is kept encrypted: see control/sealing.py)."""
 
     __tablename__ = "settings"
-    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)  # e.g. webhook_secret:<owner>
     value: Mapped[str] = mapped_column(Text)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ember.store.models import (
@@ -75,9 +76,12 @@ class Store:
         value = self.setting(key)
         if value is not None:
             return value
-        with self.session.begin() as session:
-            if session.get(Setting, key) is None:
-                session.add(Setting(key=key, value=make()))
+        try:
+            with self.session.begin() as session:
+                if session.get(Setting, key) is None:
+                    session.add(Setting(key=key, value=make()))
+        except IntegrityError:  # another request made it between our read and our write
+            pass
         value = self.setting(key)
         assert value is not None
         return value
