@@ -85,6 +85,33 @@ def test_bodies_over_the_limits_are_413_declared_or_streamed(server: EmberServer
     _still_healthy(server)
 
 
+def test_a_big_body_without_a_valid_token_is_refused_before_it_is_read(
+    server: EmberServer,
+) -> None:
+    """FastAPI reads a body before the route authenticates: without this check anyone could
+    spool uploads to disk that end in a 401."""
+    spooled = set(Path("/tmp").glob("ember-file-*"))
+    big = b"\0" * (MAX_UPLOAD // 2)
+    with httpx.Client(base_url=server.url, timeout=30) as anonymous:
+        declared = anonymous.post("/v1/files", files={"content": ("x.bin", big)})
+        assert declared.status_code == 401, declared.text
+
+        def chunks() -> Iterator[bytes]:
+            for _ in range(16):
+                yield b"\0" * 16384
+
+        streamed = anonymous.post(
+            "/v1/files",
+            content=chunks(),
+            headers={"Authorization": "Bearer not-a-token", "Content-Type": "text/plain"},
+        )
+        assert streamed.status_code == 401, streamed.text
+        small = anonymous.post("/v1/predictions", json={"version": "x", "input": {}})
+        assert small.status_code == 401  # as before: the route's own check
+    assert set(Path("/tmp").glob("ember-file-*")) == spooled
+    _still_healthy(server)
+
+
 @pytest.mark.parametrize(
     ("body", "words"),
     [

@@ -4,7 +4,9 @@ A body larger than its limit is refused with 413 before it is read whole: at onc
 Content-Length says so, else as soon as the bytes received pass the limit (chunked uploads).
 Two limits, both configurable: uploads (`POST /v1/files`, a model version's package) may be
 large; every other body is JSON, where a huge one is a mistake or an attack (a data URI of a
-video belongs in `/v1/files`).
+video belongs in `/v1/files`). A body over 64 KiB must come with a valid token, checked before
+it is read: FastAPI reads (and spools) a body before the route's authentication runs, so
+without this anyone could fill the disk with uploads that end in a 401.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import re
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ember.api.auth import UNAUTHENTICATED
 from ember.api.errors import error_response, is_openai_path, openai_response
 
 MAX_REQUEST_BYTES = 100 * 2**20  # EMBER_MAX_REQUEST_BYTES
 MAX_UPLOAD_BYTES = 20 * 2**30  # EMBER_MAX_UPLOAD_BYTES
+ANONYMOUS_BYTES = 64 * 1024  # more than this needs a valid token first
 _UPLOADS = re.compile(r"^/v1/(files|models/[^/]+/[^/]+/versions)/?$")
 
 
@@ -45,18 +49,28 @@ class BodyLimit:
         limit = self.max_upload if upload else self.max_request
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await _refuse(scope, send, _message(limit, upload))
+            await _refuse(scope, send, 413, _message(limit, upload))
+            return
+        if declared is not None and declared > ANONYMOUS_BYTES and not await _authenticated(scope):
+            await _refuse(scope, send, 401, UNAUTHENTICATED, {"WWW-Authenticate": "Bearer"})
             return
         received = 0
+        vouched = declared is not None  # a declared length was checked above
 
         async def counting() -> Message:
-            nonlocal received
+            nonlocal received, vouched
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     # Raised inside the app's body read: its error handlers answer 413.
                     raise HTTPException(413, _message(limit, upload))
+                if received > ANONYMOUS_BYTES and not vouched:
+                    if not await _authenticated(scope):
+                        raise HTTPException(
+                            401, UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"}
+                        )
+                    vouched = True
             return message
 
         await self.app(scope, counting, send)
@@ -82,12 +96,23 @@ def _message(limit: int, upload: bool) -> str:
     )
 
 
-async def _refuse(scope: Scope, send: Send, detail: str) -> None:
-    """413 in the route's error shape, without reading the body."""
+async def _authenticated(scope: Scope) -> bool:
+    """Whether the request carries a token Ember knows (a cached lookup, as the route's)."""
+    header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() not in ("bearer", "token") or not token.strip():
+        return False
+    return await scope["app"].state.platform.authenticate(token.strip()) is not None
+
+
+async def _refuse(
+    scope: Scope, send: Send, status: int, detail: str, headers: dict[str, str] | None = None
+) -> None:
+    """An error in the route's shape, without reading the body."""
     response = (
-        openai_response(413, detail)
+        openai_response(status, detail, headers=headers)
         if is_openai_path(scope["path"])
-        else error_response(413, detail)
+        else error_response(status, detail, headers=headers)
     )
     await response(scope, _no_body, send)
 
