@@ -10,6 +10,7 @@ refuse both with 403.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -235,7 +236,10 @@ def test_a_public_model_runs_for_anyone_on_its_version_not_the_owners_deployment
             headers={"Prefer": "wait=60"},
         ).json()
         assert ran["status"] == "succeeded" and "deployment" not in ran, ran
-        assert ran["id"] in bob.get("/v1/predictions").text
+        deadline = time.monotonic() + 10  # the list reads the database: written just after
+        while ran["id"] not in bob.get("/v1/predictions").text:
+            assert time.monotonic() < deadline, "Bob's prediction is not in his list"
+            time.sleep(0.05)
     with world.client("alice") as alice:  # Bob's prediction is Bob's
         assert alice.get(f"/v1/predictions/{ran['id']}").status_code == 404
         assert alice.delete("/v1/models/alice/shared").status_code == 204

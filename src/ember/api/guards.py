@@ -55,19 +55,24 @@ def deployment_target(platform: Platform, caller: Principal, owner: str, name: s
 
 async def model_target(platform: Platform, caller: Principal, owner: str, name: str) -> Target:
     """Where a prediction on a model runs: one's own model (its deployment of that name, if
-    any), or a public model's latest version."""
-    await readable_model(platform, caller, owner, name)
-    return await platform.target_for_model(owner, name, own=sees(caller, owner))
+    any), or a public model's latest version. One's own needs no lookup here: the target
+    is usually in memory (this is every prediction's path)."""
+    own = sees(caller, owner)
+    if not own:
+        await readable_model(platform, caller, owner, name)
+    return await platform.target_for_model(owner, name, own=own)
 
 
 async def version_target(platform: Platform, caller: Principal, reference: str) -> Target:
-    target = await platform.target_for_version(reference)
-    owner, _, name = target.model.partition("/")
-    try:
-        await readable_model(platform, caller, owner, name)
-    except NotFound:
-        raise NotFound(f"Version {reference.rpartition(':')[2]} not found") from None
-    return target
+    """Where a prediction on a version runs, checked before its runner is made: another
+    owner's private version is reported missing, as an unknown id is."""
+    version_id = reference.rpartition(":")[2]
+    known = platform.targets.get(f"version:{version_id}")
+    if known is None or not sees(caller, known.model.partition("/")[0]):
+        model = await platform.version_model(version_id)
+        if not sees(caller, model.owner, model.visibility == "public"):
+            raise NotFound(f"Version {version_id} not found")
+    return await platform.target_for_version(reference)
 
 
 def openai_target(platform: Platform, caller: Principal, model: str, route: str) -> Target:
@@ -98,4 +103,5 @@ async def readable_file(platform: Platform, caller: Principal, file_id: str) -> 
 
 
 def admin(caller: Principal, action: str) -> None:
+    """Tokens, prices, budgets, costs and advice: the operator's (403 naming the scope)."""
     require(caller, "admin", action)

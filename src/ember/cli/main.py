@@ -816,7 +816,7 @@ def token_create(
             help="predict (run and read its account's models), deploy (also create and change "
             "them) or admin (everything, every account, and tokens)."
         ),
-    ] = "admin",
+    ] = "predict",
     rate_limit: Annotated[
         str | None,
         typer.Option(

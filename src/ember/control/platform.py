@@ -775,6 +775,14 @@ class Platform:
             raise NotFound(f"Deployment {owner}/{name} not found")
         return target
 
+    async def version_model(self, version_id: str) -> records.Model:
+        """The model a version belongs to (NotFound if there is no such version)."""
+        version = await self.version(version_id)
+        model = await asyncio.to_thread(self.store.model_by_id, version.model_id)
+        if model is None:
+            raise NotFound(f"Version {version_id} not found")
+        return model
+
     async def target_for_version(self, reference: str) -> Target:
         """`version_id` or `owner/name:version_id`."""
         model_ref, _, version_id = reference.rpartition(":")

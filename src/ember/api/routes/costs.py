@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from ember.api import guards
 from ember.api.auth import principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
@@ -46,18 +47,13 @@ def parse_since(
     return moment.astimezone(datetime.UTC) if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
-def _admin(caller: Principal) -> None:
-    if caller.scope != "admin":
-        raise ApiError(403, "costs and prices are for admin tokens")
-
-
 @router.get("/costs")
 async def costs(
     request: Request, caller: Caller, by: str = "deployment", since: str | None = None
 ) -> Response:
     """What replicas were billed and predictions were charged, grouped `by` deployment, day,
     hardware or token, since a moment (`since=7d` or an ISO date; default: everything)."""
-    _admin(caller)
+    guards.admin(caller, "read costs")
     if by not in GROUPINGS:
         raise ApiError(400, f"by={by!r} is not one of {', '.join(GROUPINGS)}")
     platform: Platform = request.app.state.platform
@@ -100,7 +96,7 @@ class PriceUpdate(BaseModel):
 @router.patch("/prices/{sku}")
 async def set_price(request: Request, sku: str, body: PriceUpdate, caller: Caller) -> Response:
     """Set a SKU's price; replicas started from now on are billed at it."""
-    _admin(caller)
+    guards.admin(caller, "change prices")
     fields: dict[str, Any] = body.model_dump(exclude_unset=True)
     if not fields:
         raise ApiError(400, "give per_second, dedicated_hourly or source")
@@ -133,7 +129,7 @@ async def _budget_json(platform: Platform, budget: Budget) -> dict[str, Any]:
 @router.get("/budgets")
 async def list_budgets(request: Request, caller: Caller) -> Response:
     """Spend limits, with what each has spent this period and when it resets."""
-    _admin(caller)
+    guards.admin(caller, "list budgets")
     platform: Platform = request.app.state.platform
     items = [await _budget_json(platform, b) for b in platform.budgets.budgets.values()]
     return json_response({"results": items})
@@ -143,7 +139,7 @@ async def list_budgets(request: Request, caller: Caller) -> Response:
 async def create_budget(request: Request, body: BudgetCreate, caller: Caller) -> Response:
     """Limit what a token's predictions or a deployment's replicas may cost per day or month;
     past it, predictions are refused with 402 until the period resets."""
-    _admin(caller)
+    guards.admin(caller, "set budgets")
     platform: Platform = request.app.state.platform
     if body.scope == "deployment":
         owner, _, name = body.target.partition("/")
@@ -156,7 +152,7 @@ async def create_budget(request: Request, body: BudgetCreate, caller: Caller) ->
 
 @router.delete("/budgets/{budget_id}", status_code=204)
 async def delete_budget(request: Request, budget_id: str, caller: Caller) -> Response:
-    _admin(caller)
+    guards.admin(caller, "remove budgets")
     platform: Platform = request.app.state.platform
     if not await platform.budgets.remove(budget_id):
         raise ApiError(404, f"no budget {budget_id!r}: `GET /v1/budgets` lists them")
@@ -169,7 +165,7 @@ async def advice(
 ) -> Response:
     """Replay the deployment's last `days` of traffic under its settings, other settings and a
     dedicated machine: monthly cost, cold starts and waiting of each, and a recommendation."""
-    _admin(caller)
+    guards.admin(caller, "ask for advice")
     if not SHORTEST_ADVICE_DAYS <= days <= 90:
         raise ApiError(400, f"days={days:g}: give a window between a minute and 90 days")
     platform: Platform = request.app.state.platform
