@@ -116,6 +116,25 @@ def test_kill_9_before_any_output_runs_the_prediction_again_on_another_replica(
     assert "retries" not in final[behind]["metrics"]  # it had not started: no retry spent
 
 
+def test_a_canceled_prediction_whose_replica_dies_is_not_run_again(
+    server: EmberServer, api: httpx.Client
+) -> None:
+    """The cancel is sent to a frozen replica, which is then killed before it could act on
+    it: the prediction, which had shown no output, would be retried; canceled, it is not."""
+    create(api, "canceled")
+    doomed = submit(api, "canceled", seconds=5)
+    victim = replica_of(api, doomed)
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        canceled = api.post(f"/v1/predictions/{doomed}/cancel")
+        assert canceled.status_code == 200, canceled.text
+    finally:
+        os.kill(victim, signal.SIGKILL)
+    final = settle(api, [doomed])[doomed]
+    assert final["status"] == "canceled", final
+    assert "retries" not in final["metrics"] and pids(final) == [victim]
+
+
 def test_kill_9_after_output_or_with_retries_off_fails_with_the_reason(
     server: EmberServer, api: httpx.Client
 ) -> None:

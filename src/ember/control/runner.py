@@ -123,6 +123,7 @@ class DeploymentRunner:
         self.autoscaler = Autoscaler()
         self.history = IdleHistory()  # learned per deployment: idle gaps before requests
         self.start_times = StartTimes()  # measured per tier: what the next start will cost
+        self._canceled: set[str] = set()  # running ones asked to stop: never re-queued
         self._idle_since: float | None = None
         self.last_active = clock()  # deployed, or last given a prediction (tier choice)
         self.cold_start = TierChoice(Tier.COLD, "not chosen yet")  # set by the platform
@@ -168,6 +169,7 @@ class DeploymentRunner:
             return True
         running = self.running.get(state.id)
         if running is not None:
+            self._canceled.add(state.id)  # whatever comes back, it must not run again
             running[1].cancel()
             return True
         return False
@@ -324,8 +326,13 @@ class DeploymentRunner:
                             "seconds": event.metrics["predict_time"],
                         },
                     )
+                canceled = state.id in self._canceled
+                self._canceled.discard(state.id)
+                if canceled and event.status != "succeeded":
+                    # Its replica died, or handed it back, before the cancel took effect.
+                    event.status, event.error = "canceled", None
                 retry = event.retryable and state.retries < self.settings.prediction_retries
-                if (event.never_started or retry) and not self._closed:
+                if (event.never_started or retry) and not self._closed and not canceled:
                     # Its replica went away before starting it, or before it produced any
                     # output: run it on another.
                     if retry:
