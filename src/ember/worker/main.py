@@ -180,7 +180,7 @@ class Worker:
     def _return_waiting(self) -> None:
         """On the loop: hand back the jobs still waiting for a slot, then stop once the
         running ones have finished."""
-        waiting = [job for job in self._jobs.values() if job.task is None]
+        waiting = [job for job in self._jobs.values() if job.task is None and not job.interrupt]
         for job in waiting:
             job.interrupt = RETURNED
             self._tasks[job.id].cancel()
@@ -286,16 +286,21 @@ class Worker:
         )
         self._tasks[job.id] = task
         self._jobs[job.id] = job
-        task.add_done_callback(lambda _: self._forget(job.id))
+        task.add_done_callback(lambda done: self._forget(job, done))
 
-    def _forget(self, job_id: str) -> None:
-        self._tasks.pop(job_id, None)
-        self._jobs.pop(job_id, None)
+    def _forget(self, job: Job, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(job.id, None)
+        self._jobs.pop(job.id, None)
+        if task.cancelled() and job.interrupt != RETURNED:
+            # Canceled before its first step: its body, which reports the end, never ran.
+            self.send({"ev": protocol.EV_DONE, "id": job.id, "status": "canceled", "metrics": {}})
 
     def _cancel_waiting(self, job_id: str) -> None:
-        task = self._tasks.get(job_id)
-        if task is not None:
-            task.cancel()
+        task, job = self._tasks.get(job_id), self._jobs.get(job_id)
+        if task is None or job is None:
+            return
+        job.interrupt = job.interrupt or "canceled"  # never handed back once canceled
+        task.cancel()
 
     def _ready(self, predictor: Predictor, timings: dict[str, float]) -> bool:
         try:
