@@ -287,10 +287,7 @@ class LocalReplica(Replica):
             await self._on_exit()
 
     def _on_message(self, message: dict[str, Any]) -> None:
-        first = self._heard_at is None
         self._heard_at = time.monotonic()  # any frame shows the worker alive
-        if first:
-            self._watch_heartbeat()
         event = message.get("ev")
         prediction_id = message.get("id")
         handle = self._handles.get(prediction_id) if prediction_id else None
@@ -338,6 +335,8 @@ class LocalReplica(Replica):
             self.timings = message.get("timings", {})
             if self.state == ReplicaState.STARTING:
                 self.state = ReplicaState.READY
+            if self._heartbeat_check is None:
+                self._watch_heartbeat()
             self._started.set()
         elif state == ReplicaState.SETUP_FAILED:
             self.state = ReplicaState.SETUP_FAILED
@@ -354,10 +353,11 @@ class LocalReplica(Replica):
             self.state = ReplicaState.STOPPED
 
     def _watch_heartbeat(self) -> None:
-        """Kill the replica once it has been silent for `heartbeat_timeout` seconds (watched
-        from its first frame: an interpreter still starting sends none). A check that runs
-        late is skipped: our own loop was busy, and the frames proving the worker alive may be
-        waiting unread."""
+        """Kill the replica once it has been silent for `heartbeat_timeout` seconds, watched
+        from when it is ready: setup may hold the GIL in one long C call (loading weights),
+        and a setup that hangs is the start timeout's business. A check that runs late is
+        skipped: our own loop was busy, and the frames proving the worker alive may be waiting
+        unread."""
         assert self._heard_at is not None
         now = time.monotonic()
         late = self._checked_at > 0 and now - self._checked_at > 2 * self._heartbeat_every
