@@ -223,6 +223,9 @@ class Host:
         os.setsid()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # Not the host's retire-on-SIGTERM: until the worker installs its drain, a SIGTERM
+        # (preemption) ends it rather than being lost.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         self._selector.close()
         self.sock.close()
         for fd in self._private_fds:
