@@ -281,6 +281,14 @@ class RayReplica(Replica):
         await self._exited.wait()
 
 
+# The server's settings that replicas read from their environment: nodes get them too.
+NODE_SETTINGS = (ALLOW_ENV, "EMBER_HEARTBEAT_TIMEOUT", "EMBER_MAX_DATA_URI_BYTES")
+
+
+def _node_settings() -> dict[str, str]:
+    return {name: os.environ[name] for name in NODE_SETTINGS if name in os.environ}
+
+
 def _write_files(folder: Path, files: dict[str, bytes]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
@@ -354,7 +362,7 @@ class RayRuntime(Runtime):
                 namespace=NAMESPACE,
                 get_if_exists=True,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-                runtime_env={"env_vars": {ALLOW_ENV: os.environ.get(ALLOW_ENV, "")}},
+                runtime_env={"env_vars": _node_settings()},
             ).remote(f"{self.node_data_dir}/{node[:12]}")
         return self._agents[node]
 
