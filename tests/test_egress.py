@@ -14,7 +14,6 @@ import hashlib
 import http.server
 import re
 import threading
-import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -252,8 +251,6 @@ def test_a_webhook_to_an_internal_address_is_refused_when_the_prediction_is_made
         )
         assert created.status_code == 400, created.text
         assert "loopback" in created.text and "--allow-egress" in created.text
-        time.sleep(0.3)
-        assert receiver.deliveries == []
 
 
 BIG = "data:text/plain;base64," + base64.b64encode(b"x" * (MAX_DATA_URI + 1)).decode()
