@@ -53,7 +53,7 @@ from ember.control.reports import (
 )
 from ember.control.runner import DeploymentRunner
 from ember.control.scaling import ScalingSettings
-from ember.control.sealing import Sealer, secret_fields
+from ember.control.sealing import Sealer
 from ember.control.signing import UrlSigner
 from ember.control.timeline import Sampler, Timeline
 from ember.control.validation import InputValidator
@@ -855,15 +855,15 @@ class Platform:
         """Validate and describe a prediction (not yet accepted: see `accept`). Inputs are
         checked against the version's schema, except an OpenAI request's body (`method`)."""
         if fields.get("method", PREDICT) == PREDICT:
-            details = self.validator(target.version).errors(input)
+            validator = self.validator(target.version)
+            details = validator.errors(input)
             if details:
                 raise InvalidRequest("Input validation failed", details)
             schema = target.version.openapi_schema["components"]["schemas"]["Output"]
             fields["streams_output"] = schema.get("x-cog-array-type") == "iterator"
-        secret = secret_fields(target.version.openapi_schema or {})
-        if secret and fields.get("method", PREDICT) == PREDICT:
-            fields["secret_fields"] = secret
-            fields["stored_input"] = self.sealer.seal_fields(input, secret)
+            if validator.secret_fields:
+                fields["secret_fields"] = validator.secret_fields
+                fields["stored_input"] = self.sealer.seal_fields(input, validator.secret_fields)
         return PredictionState(
             id=new_prediction_id(),
             owner=owner,
@@ -883,7 +883,7 @@ class Platform:
         details = []
         for where, url in self.validator(target.version).file_urls(state.input):
             try:
-                await self.egress.check_url_async(url)
+                await self.egress.check_url(url)
             except EgressRefused as exc:
                 details.append({"loc": where, "msg": str(exc), "type": "egress"})
         if details:

@@ -14,6 +14,8 @@ from typing import Any
 
 import jsonschema
 
+from ember.control.sealing import secret_fields
+
 MISSING = "missing"
 MESSAGE_LIMIT = 300  # jsonschema quotes the value: a 50 MB string must not come back whole
 _DATA_URI = re.compile(r"^data:[\w.+-]*/?[\w.+-]*(;[^;,]*)*,", re.I)
@@ -54,6 +56,8 @@ class InputValidator:
         schema = _inline_refs(components.get("Input", {"type": "object"}), components)
         self._validator = jsonschema.Draft202012Validator(_nullable_to_json_schema(schema))
         self._file_fields = _file_fields(schema)
+        # Read once per version here, not per prediction: the inputs to seal and redact.
+        self.secret_fields = secret_fields(openapi_schema)
 
     def errors(self, value: Any) -> list[dict[str, Any]]:
         """Cog-style error details; empty when the input is valid."""
