@@ -9,6 +9,7 @@ or oversized data URIs fail clearly.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import http.server
@@ -98,15 +99,15 @@ def test_bad_entries_and_schemes_are_refused_up_front() -> None:
             EgressPolicy((entry,))
     for url in ("ftp://example.com/x", "file:///etc/passwd", "http:///nohost"):
         with pytest.raises(EgressRefused, match="not an http"):
-            EgressPolicy().check_url(url)
+            asyncio.run(EgressPolicy().check_url(url))
     assert origin_entry("http://[::1]:8000/v1") == "[::1]:8000"
     assert origin_entry("https://Ember.example.com/") == "ember.example.com:443"
 
 
 def test_a_name_is_judged_by_what_it_resolves_to() -> None:
     with pytest.raises(EgressRefused, match=r"localhost \((127\.0\.0\.1|::1)\).*loopback"):
-        EgressPolicy().check_url("http://localhost:9/")
-    EgressPolicy(("localhost",)).check_url("http://localhost:9/")
+        asyncio.run(EgressPolicy().check_url("http://localhost:9/"))
+    asyncio.run(EgressPolicy(("localhost",)).check_url("http://localhost:9/"))
 
 
 # -- a real server ----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ name can resolve to a public address when a URL is checked and to 127.0.0.1 a mo
   peer address is allowed. A pooled connection was checked when it was made. It sees only the
   connections of the request it is attached to, so redirects are not followed where it is used.
 
-`check_url` and `check_url_async` check a URL up front (every address its host resolves to), for
+`check_url` checks a URL up front (every address its host resolves to), for
 an early, clear refusal such as a 400 when a prediction is created.
 
 Standard library only, and nothing else of Ember: the worker imports this inside model
@@ -229,19 +229,10 @@ class EgressPolicy:
 
     # -- URLs, before connecting ------------------------------------------------------------
 
-    def check_url(self, url: str) -> None:
+    async def check_url(self, url: str) -> None:
         """Raise EgressRefused unless `url` is http(s) and every address its host resolves to
-        is allowed. A name that does not resolve is not refused: the request fails on its
-        own, and the check at connect time still stands."""
-        host, port = _target(url)
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror:
-            return
-        self._check_resolved(host, port, infos)
-
-    async def check_url_async(self, url: str) -> None:
-        """`check_url` for the event loop: resolves without blocking it."""
+        is allowed (resolved without blocking the event loop). A name that does not resolve
+        is not refused: the request fails on its own, and the check at connect time stands."""
         host, port = _target(url)
         loop = asyncio.get_running_loop()
         try:

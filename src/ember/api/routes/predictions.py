@@ -100,7 +100,7 @@ async def _create(
     wait, inline = parse_prefer(request.headers.get("prefer"))
     if body.webhook:
         try:
-            await platform.egress.check_url_async(body.webhook)
+            await platform.egress.check_url(body.webhook)
         except EgressRefused as exc:
             raise ApiError(400, f"webhook: {exc}") from None
         await platform.load_webhook_secret(caller.owner)  # what will sign its calls
