@@ -71,11 +71,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from server import TOKEN, EmberServer  # noqa: E402  tests/server.py
 
+from ember.control.predictions import TERMINAL  # noqa: E402
+
 OWNER = "ember"
 MODEL = "load"  # for the queue and the soak
 HELD_MODEL = "load-held"  # for the burst: setup() lasts while the server's setup hold exists
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
-TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 MIB = 1024 * 1024
 # What holds load-queue's one replica busy: the prediction it runs and the one it prefetches
 # (the runner's PREFETCH), so that everything after them waits in the gateway's queue.
