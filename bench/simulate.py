@@ -7,10 +7,11 @@ defaults, side by side in one run, with modelled replica start times.
 
 The replay itself lives in the product, `ember.control.replay` (the cost advisor prices
 settings with it): the event loop and its model of starts, queueing, scale-in and billing
-(`engine.py`), Ember's adapter around the live `Autoscaler` and `IdleHistory` and the peers'
-baselines (`policies.py`), the metrics (`results.py`). This file is the benchmark around it:
-traces (traces.py), every (trace, policy) pair in parallel processes, the tables and the
-verdict, the CLI.
+(`engine.py`), Ember's adapter around the live `Autoscaler` and `IdleHistory`
+(`ember_policy.py`), the metrics (`results.py`). The peers' baselines it is compared against
+are the benchmark's own (baselines.py). This file is the benchmark around it: traces
+(traces.py), every (trace, policy) pair in parallel processes, the tables and the verdict, the
+CLI.
 
 Assumptions every table states: Ember keeps a warm host per deployment (a pre-initialised
 process with the weights in host RAM, replicas forked from it; assumed to fit the host RAM
@@ -54,9 +55,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import traces as tracelib
+from baselines import POLICIES
 
 from ember.control.replay import (
-    POLICIES,
     TICK,
     Policy,
     make_ember,

@@ -8,8 +8,14 @@ from __future__ import annotations
 import datetime
 import math
 import random
+import sys
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from baselines import POLICIES
 
 from ember.control import replay as rp
 from ember.control.policies.autoscaling import Autoscaler
@@ -80,7 +86,7 @@ def test_a_request_needs_finite_non_negative_times(arrival: float, service: floa
 
 
 def test_one_request_at_zero_waits_for_embers_warm_host():
-    result = replay(requests_at(30.0, service=2.0), rp.POLICIES["Ember"])
+    result = replay(requests_at(30.0, service=2.0), POLICIES["Ember"])
     assert result.policy == "Ember" and result.zero_start == "1 s host"
     assert result.requests == 1 and result.host == result.waited == 1 and result.cold == 0
     assert result.mean_delay == result.p99_delay == result.max_delay == 1.0
@@ -114,7 +120,7 @@ def test_each_model_is_its_own_deployment_with_its_own_policy():
     made: list[rp.Policy] = []
 
     def factory(p: ReplayParams) -> rp.Policy:
-        made.append(rp.POLICIES["fixed 10 min"](p))
+        made.append(POLICIES["fixed 10 min"](p))
         return made[-1]
 
     traffic = requests_at(0.0, 500.0, model="b") + requests_at(1.0, model="a")
@@ -127,12 +133,12 @@ def test_each_model_is_its_own_deployment_with_its_own_policy():
 
 
 def test_the_span_defaults_to_the_last_request_end_and_is_validated():
-    lazy = replay(requests_at(0.0, 100.0, service=3.0), rp.POLICIES["Ember"])
-    fixed = replay(requests_at(0.0, 100.0, service=3.0), rp.POLICIES["fixed 10 min"])
+    lazy = replay(requests_at(0.0, 100.0, service=3.0), POLICIES["Ember"])
+    fixed = replay(requests_at(0.0, 100.0, service=3.0), POLICIES["fixed 10 min"])
     assert fixed.billed == pytest.approx(103.0)  # kept past the last request: to the span
     assert lazy.billed <= fixed.billed
     with pytest.raises(ValueError):
-        replay([], rp.POLICIES["Ember"], span=-1.0)
+        replay([], POLICIES["Ember"], span=-1.0)
 
 
 def test_ember_takes_explicit_settings_as_the_runner_does():
@@ -175,7 +181,7 @@ def test_min_instances_one_never_scales_below_one_and_bills_the_whole_span(exact
     assert result.starting == 0 and result.idle == pytest.approx(span - result.busy)
     assert result.waited == result.cold == result.host == 0 and result.max_delay == 0
     assert result.events == result.host_starts == result.cold_starts == result.warm_starts == 0
-    learned = replay(traffic, rp.POLICIES["Ember"], ReplayParams(max_instances=1), span=span)
+    learned = replay(traffic, POLICIES["Ember"], ReplayParams(max_instances=1), span=span)
     assert learned.billed < 0.1 * result.billed and learned.host > 0
 
 
@@ -357,7 +363,7 @@ def test_a_few_thousand_requests_take_few_policy_calls():
     """What keeps `replay` well under a second on a deployment's log: sparse traffic is not
     ticked through second by second (ticks are what cost; a few microseconds each)."""
     traffic = poisson(1000.0, 3000, seed=5)  # ~35 days
-    learned = replay(traffic, rp.POLICIES["Ember"])
+    learned = replay(traffic, POLICIES["Ember"])
     assert learned.ticks < 15 * len(traffic)
     floor = replay(traffic, ember_factory(ScalingSettings(min_instances=1, max_instances=4)))
     assert floor.ticks < 80 * len(traffic)

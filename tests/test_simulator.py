@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
+import baselines
 import common
 import simulate
 import traces
@@ -41,7 +42,7 @@ def run(policy: str, arrivals: list[float], service: float = 1.0, **params: obje
     )
 
 
-@pytest.mark.parametrize("policy", list(replay.POLICIES))
+@pytest.mark.parametrize("policy", list(baselines.POLICIES))
 @pytest.mark.parametrize("arrival", [0.0, 37.25])
 def test_a_single_request_at_zero_pays_exactly_one_start_from_zero(policy: str, arrival: float):
     """The peers pay a cold start; Ember forks its warm host and pays the host start."""
@@ -66,7 +67,7 @@ def test_a_cold_start_costs_what_the_parameter_says():
 
 
 def test_every_policy_can_be_given_the_warm_host():
-    for policy in replay.POLICIES:
+    for policy in baselines.POLICIES:
         result = run(policy, [5.0], warm_host_all=True)
         assert result.delays == [PARAMS.host_start] and result.host == 1, policy
 
@@ -84,7 +85,7 @@ def test_ember_is_told_the_start_time_it_is_charged():
 
 def test_the_report_says_which_start_each_policy_was_charged():
     trace = traces.synthetic("tiny", [(k * 400.0, "m", 2.0) for k in range(30)])
-    results = simulate.run_all([trace], list(replay.POLICIES), PARAMS, jobs=1)["tiny"]
+    results = simulate.run_all([trace], list(baselines.POLICIES), PARAMS, jobs=1)["tiny"]
     assert results["Ember"].zero_start == "1 s host"
     assert {s.zero_start for name, s in results.items() if name != "Ember"} == {"10 s cold"}
     text = simulate.markdown(trace, results)
@@ -150,7 +151,7 @@ def test_a_burst_at_zero_scales_out_to_the_ceiling():
 def test_scale_out_from_a_loaded_model_is_a_warm_start():
     # one long request keeps a replica busy; a second one needs a second replica
     result = replay.run_model(
-        [0.0, 20.0], [60.0, 1.0], replay.Ember(replay.ember_settings(4)), PARAMS, 80.0
+        [0.0, 20.0], [60.0, 1.0], replay.Ember(baselines.ember_settings(4)), PARAMS, 80.0
     )
     assert result.delays[0] == PARAMS.cold_start
     assert result.warm_starts >= 1
@@ -160,7 +161,7 @@ def test_scale_out_from_a_loaded_model_is_a_warm_start():
 
 def test_waking_on_every_queued_request_only_saves_the_tick():
     late = replay.ReplayParams(wake_on_queue=True)
-    policy = replay.Ember(replay.ember_settings(4))
+    policy = replay.Ember(baselines.ember_settings(4))
     result = replay.run_model([0.0, 20.5], [60.0, 1.0], policy, late, 80.0)
     assert result.delays[1] == pytest.approx(late.warm_start)
 
@@ -173,7 +174,7 @@ def small_bursty(seed: int = 0) -> traces.Trace:
     return traces.bursty(models=3, hours=2, seed=seed, min_gap=300.0, max_gap=1200.0)
 
 
-@pytest.mark.parametrize("policy", list(replay.POLICIES))
+@pytest.mark.parametrize("policy", list(baselines.POLICIES))
 def test_billed_is_never_less_than_busy(policy: str):
     for trace in (small_trace(), small_bursty()):
         for model, (arrivals, services) in trace.models.items():
@@ -186,7 +187,7 @@ def test_billed_is_never_less_than_busy(policy: str):
             assert result.cold <= result.waited <= result.requests
 
 
-@pytest.mark.parametrize("policy", list(replay.POLICIES))
+@pytest.mark.parametrize("policy", list(baselines.POLICIES))
 def test_skipping_quiet_stretches_changes_nothing(policy: str):
     """The fast path (skip ticks at zero replicas with no work) equals ticking every second."""
     trace = small_trace(seed=3)
@@ -212,7 +213,7 @@ def test_skipping_keeps_every_prewarm(seed: int, lead: float):
     results = []
     for exact in (False, True):
         params = replay.ReplayParams(exact=exact)
-        policy = replay.Ember(replay.ember_settings(4), lead=lead)
+        policy = replay.Ember(baselines.ember_settings(4), lead=lead)
         result = replay.run_model(arrivals, services, policy, params, t)
         results.append((result.billed, result.delays, result.cold_starts))
     assert results[0] == results[1]
@@ -220,8 +221,8 @@ def test_skipping_keeps_every_prewarm(seed: int, lead: float):
 
 
 def test_same_seed_same_results_and_another_seed_differs():
-    first = {p: simulate.simulate(small_trace(7), p, PARAMS) for p in replay.POLICIES}
-    again = {p: simulate.simulate(small_trace(7), p, PARAMS) for p in replay.POLICIES}
+    first = {p: simulate.simulate(small_trace(7), p, PARAMS) for p in baselines.POLICIES}
+    again = {p: simulate.simulate(small_trace(7), p, PARAMS) for p in baselines.POLICIES}
     assert first == again
     other = simulate.simulate(small_trace(8), "Ember", PARAMS)
     assert other != first["Ember"]
@@ -335,7 +336,7 @@ def test_cli_runs_on_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert "fixed 10 min" in printed and ("PASS" in printed or "MISS" in printed)
     payload = json.loads(out.read_text())
     policies = payload["traces"]["tiny"]["policies"]
-    assert set(policies) == {*replay.POLICIES, "Ember[idle_timeout=600]"}
+    assert set(policies) == {*baselines.POLICIES, "Ember[idle_timeout=600]"}
     assert all(math.isfinite(p["billed"]) and p["billed"] >= p["busy"] for p in policies.values())
 
 

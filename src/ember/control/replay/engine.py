@@ -48,20 +48,9 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from ember.control.replay.policy import INF, TICK, Policy
 from ember.control.replay.results import ModelResult
-
-if TYPE_CHECKING:
-    from ember.control.replay.policies import Policy
-
-INF = math.inf
-TICK = 1.0
-"""Seconds between two policy calls: the live runner's TICK_SECONDS."""
-QUIET_TICKS = 120
-"""Ticks a quiet deployment keeps ticking before it may skip ahead, and ticks replayed before
-its next wake-up, unless its policy says otherwise (`Policy.quiet_ticks`): twice the longest
-window any policy here averages over (60 s)."""
 
 FAST_FORWARD_MARGIN = 2
 """Ticks decided in full before a wake-up when the policy fast-forwards (`Policy.fast_forward`):

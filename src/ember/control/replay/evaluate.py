@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ember.control.replay.engine import ReplayParams, run_model, zero_start_label
-from ember.control.replay.policies import Policy
+from ember.control.replay.policy import Policy
 from ember.control.replay.results import ModelResult, Result, summarize
 
 
@@ -75,7 +75,7 @@ def replay(
     name: str | None = None,
 ) -> Result:
     """Replay `requests` through a fresh policy per deployment (`policy_factory(params)`, e.g.
-    `ember_factory(settings, epoch=...)` or `POLICIES["fixed 10 min"]`).
+    `ember_factory(settings, epoch=...)`, or a baseline of bench/baselines.py).
 
     Billing covers [0, span] (default span: the last request's arrival plus service), extended
     to the last request's end if that is later. `name` labels the result (default: the
