@@ -7,17 +7,58 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.text import Text
 
-from ember.cli.client import Client, CommandFailed
+from ember.cli.client import DEFAULT_URL, Client, CommandFailed
 from ember.cli.console import err, out
+from ember.cli.options import ApiToken, ServerUrl, complete_deployments, connect, examples
 
 QUIT = {"/quit", "/exit", ":q"}
 
+app = typer.Typer()
 
+
+@app.command(
+    epilog=examples(
+        'ember chat ember/smollm2 -m "Name three colours"',
+        'ember chat ember/smollm2 --system "Answer in French"  # a conversation',
+        "ember chat ember/smollm2 < questions.txt  # one message per line",
+    )
+)
 def chat(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="owner/name (or alias) of an LLM deployment.",
+            autocompletion=complete_deployments,
+        ),
+    ],
+    message: Annotated[
+        str | None,
+        typer.Option("--message", "-m", help="Ask one question and exit (else: a conversation)."),
+    ] = None,
+    system: Annotated[
+        str | None, typer.Option(help="A system prompt for the conversation.")
+    ] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Most tokens per answer.")] = 512,
+    temperature: Annotated[
+        float | None, typer.Option(min=0, max=2, help="Sampling temperature (model default).")
+    ] = None,
+    url: ServerUrl = DEFAULT_URL,
+    token: ApiToken = None,
+) -> None:
+    """Chat with an LLM deployment through the OpenAI-compatible API, answers streamed as they
+    are generated, then time to first token and tokens/s. Reads stdin when it is not a
+    terminal, one message per line.
+    """
+    with connect(url, token) as client:
+        _chat(client, name, message, system, max_tokens, temperature)
+
+
+def _chat(
     client: Client,
     model: str,
     message: str | None,

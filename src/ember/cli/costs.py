@@ -1,16 +1,21 @@
-"""`ember costs`: the cost ledger as a table, JSON or CSV (the same figures in each)."""
+"""`ember costs`: the cost ledger as a table, JSON or CSV (the same figures in each); and
+`ember advise`: a deployment's own traffic replayed under other settings, priced."""
 
 from __future__ import annotations
 
 import csv
+import enum
 import io
 import json
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.table import Table
 
-from ember.cli.client import Client, when_missing
+from ember.cli.client import DEFAULT_URL, Client
 from ember.cli.console import err, out
+from ember.cli.options import ApiToken, ServerUrl, complete_deployments, connect, examples, fail
+from ember.cli.tables import figure_cell
 
 # (field, heading) in the order shown; every form carries these, plus the raw breakdown in JSON.
 COLUMNS = (
@@ -31,22 +36,91 @@ COLUMNS = (
 )
 
 
-def cell(field: str, value: Any) -> str:
-    """A figure as tables show it (money to the precision small amounts need)."""
-    if value is None:
-        return "-"
-    if field == "utilization":
-        return f"{value:.0%}"
-    if field in ("cost", "cost_per_request", "cold_start_cost", "idle_cost"):
-        return f"{value:.6f}" if value < 1 else f"{value:,.2f}"
-    if field == "cost_per_million_tokens":
-        return f"{value:,.2f}"
-    if isinstance(value, float):
-        return f"{value:,.1f}"
-    return str(value)
+class CostGrouping(enum.StrEnum):
+    deployment = "deployment"
+    day = "day"
+    hardware = "hardware"
+    token = "token"
 
 
-def costs(client: Client, by: str, since: str | None, output: str) -> None:
+class OutputFormat(enum.StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+app = typer.Typer()
+
+
+@app.command(
+    "costs",
+    epilog=examples(
+        "ember costs --since 24h",
+        "ember costs --by token --since 30d  # what each API token's predictions cost",
+        "ember costs --by day --since 7d --format csv > costs.csv",
+    ),
+)
+def cost_report(
+    by: Annotated[
+        CostGrouping, typer.Option(help="Group by deployment, day, hardware or API token.")
+    ] = CostGrouping.deployment,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only since then: a span (24h, 7d, 2w) or an ISO date (UTC)."),
+    ] = None,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="table, json or csv (same figures).")
+    ] = OutputFormat.table,
+    url: ServerUrl = DEFAULT_URL,
+    token: ApiToken = None,
+) -> None:
+    """What your replicas cost, from the ledger: requests, replica-seconds, cost, cost per
+    request and per 1M tokens, cold starts (count, seconds, cost), idle-warm cost, utilization.
+
+    Prices are per second of a replica's life by hardware SKU (`GET /v1/prices`; change one
+    with `PATCH /v1/prices/{sku}`). By token, what was charged to each API token's predictions,
+    plus one "(overhead)" row for idle-warm time and starts nobody waited for.
+    """
+    with connect(url, token) as client:
+        _costs(client, by.value, since, output_format.value)
+
+
+@app.command(
+    "advise",
+    epilog=examples(
+        "ember advise  # every deployment, the last 7 days",
+        "ember advise ember/sdxl --days 14",
+        "ember advise ember/sdxl --format json",
+    ),
+)
+def advise(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="owner/name of deployments (default: all).",
+            autocompletion=complete_deployments,
+        ),
+    ] = None,
+    days: Annotated[
+        float, typer.Option(min=0.01, max=90, help="How many days of traffic to replay.")
+    ] = 7.0,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="table or json.")
+    ] = OutputFormat.table,
+    url: ServerUrl = DEFAULT_URL,
+    token: ApiToken = None,
+) -> None:
+    """Replay a deployment's own recent traffic under other settings and on a dedicated
+    machine: the monthly bill, cold starts and waiting of each, and the command to apply the
+    best one.
+    """
+    if output_format == OutputFormat.csv:
+        raise fail("ember advise prints a table or json", 2)
+    with connect(url, token) as client:
+        _advise(client, names or [], days, output_format.value)
+
+
+def _costs(client: Client, by: str, since: str | None, output: str) -> None:
     params = {"by": by, **({"since": since} if since else {})}
     report = client.get("/v1/costs", params=params)
     rows = [*report["rows"], report["total"]]
@@ -66,7 +140,7 @@ def costs(client: Client, by: str, since: str | None, output: str) -> None:
     for field, heading in COLUMNS:
         table.add_column(heading, justify="left" if field == "key" else "right")
     for row in rows:
-        cells = [cell(field, row[field]) for field, _ in COLUMNS]
+        cells = [figure_cell(field, row[field]) for field, _ in COLUMNS]
         table.add_row(*cells, style="bold" if row is report["total"] else None)
     out.print(table)
     units = report["total"].get("cost_per_unit") or {}
@@ -76,52 +150,11 @@ def costs(client: Client, by: str, since: str | None, output: str) -> None:
         err.print("[dim]No replica has run in this window yet.[/dim]")
 
 
-def budget_set(
-    client: Client, token_id: str | None, deployment: str | None, period: str, limit: float
-) -> None:
-    scope, target = ("token", token_id) if token_id else ("deployment", deployment)
-    body = {"scope": scope, "target": target, "period": period, "limit_usd": limit}
-    lister = "`ember ls` lists deployments" if deployment else "`ember token ls` lists ids"
-    with when_missing(f"no {scope} {target}: {lister}"):
-        created = client.post("/v1/budgets", json=body)
-    err.print(
-        f"[green]✓[/green] budget {created['id']}: ${limit:g} per {period} for {scope} {target} "
-        f"(spent ${created['spent_usd']:.4f} so far; resets {created['resets_at']})",
-        highlight=False,
-    )
-
-
-def budget_ls(client: Client) -> None:
-    budgets = client.get("/v1/budgets")["results"]
-    if not budgets:
-        err.print("No budgets: set one with `ember budget set --token-id ID --per day --limit 5`.")
-        return
-    table = Table(title="Budgets (USD)", title_justify="left", title_style="bold")
-    for column in ("id", "for", "per", "limit", "spent", "resets at"):
-        table.add_column(column, justify="right" if column in ("limit", "spent") else "left")
-    for b in budgets:
-        table.add_row(
-            b["id"],
-            f"{b['scope']} {b['target']}",
-            b["period"],
-            f"{b['limit_usd']:g}",
-            f"{b['spent_usd']:.4f}",
-            b["resets_at"],
-        )
-    out.print(table)
-
-
-def budget_rm(client: Client, budget_id: str) -> None:
-    with when_missing(f"no budget {budget_id}: `ember budget ls` lists them"):
-        client.delete(f"/v1/budgets/{budget_id}")
-    err.print(f"[green]✓[/green] removed budget {budget_id}", highlight=False)
-
-
 def _money(value: float) -> str:
     return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
 
 
-def advise(client: Client, refs: list[str], days: float, output: str) -> None:
+def _advise(client: Client, refs: list[str], days: float, output: str) -> None:
     if not refs:
         refs = [f"{d['owner']}/{d['name']}" for d in client.pages("/v1/deployments")]
         if not refs:

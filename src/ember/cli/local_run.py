@@ -1,8 +1,8 @@
-"""`ember run` and `ember schema`: one replica of a package on this machine, like `cog predict`.
+"""`ember run`: one replica of a package on this machine, like `cog predict`.
 
 Builds (or reuses) the package's environment with a live display of uv's progress, starts a
 replica, streams logs to stderr and output to stdout as it is produced, and writes output
-files into a folder.
+files into a folder. `ember schema` starts a replica the same way.
 """
 
 from __future__ import annotations
@@ -12,23 +12,56 @@ import json
 import shutil
 import signal
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+import typer
 from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
 from ember.cli.console import err, out
-from ember.cli.inputs import parse_inputs
+from ember.cli.inputs import InputSyntaxError, parse_inputs
+from ember.cli.options import DataDir, examples, fail
+from ember.packages.environment import EnvironmentBuildError, MissingSystemPackages
 from ember.packages.loader import read_package
-from ember.packages.spec import PackageSpec
+from ember.packages.spec import PackageError, PackageSpec
 from ember.runtime.base import PredictionRequest, PredictionResult, ReplicaState, replace_files
-from ember.runtime.local import LocalReplica, LocalRuntime
+from ember.runtime.local import LocalReplica, LocalRuntime, default_data_dir
 from ember.worker.outputs import FILE_KEY
 
 T = TypeVar("T")
+
+app = typer.Typer()
+
+
+@app.command(
+    epilog=examples(
+        "ember run ./blur -i image=@cat.png -i blur=3  # writes the blurred image here",
+        "ember run ./hello -i name=Ada -o out/ --timeout 60",
+    )
+)
+def run(
+    path: Annotated[Path, typer.Argument(help="Package folder (ember.yaml, cog.yaml or Truss).")],
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="An input as key=value; @file reads a local file; repeat a key for a list.",
+        ),
+    ] = None,
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", "-o", help="Where output files are written.")
+    ] = Path("."),
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds the prediction may run before it is stopped.")
+    ] = None,
+    data_dir: DataDir = default_data_dir(),
+) -> None:
+    """Run one prediction of a package locally, in its own replica (like `cog predict`)."""
+    run_guarded(run_prediction(path, inputs or [], output_dir, data_dir, timeout))
 
 
 class RunFailed(Exception):
@@ -37,6 +70,20 @@ class RunFailed(Exception):
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
+
+
+def run_guarded(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine, turning Ember's expected errors into messages and exit codes."""
+    try:
+        return asyncio.run(coroutine)
+    except (PackageError, InputSyntaxError) as exc:
+        raise fail(str(exc), 2) from None
+    except MissingSystemPackages as exc:
+        raise fail(str(exc), 2) from None
+    except EnvironmentBuildError as exc:
+        raise fail(f"{exc}\n\n{exc.log_tail}") from None
+    except RunFailed as exc:
+        raise fail(str(exc), exc.code) from None
 
 
 async def _with_spinner(title: str, work: Callable[[Callable[[str], None]], Awaitable[T]]) -> T:
@@ -161,13 +208,3 @@ def _has_file(value: Any) -> bool:
     if isinstance(value, list):
         return any(_has_file(v) for v in value)
     return False
-
-
-async def package_schema(path: Path, data_dir: Path) -> dict[str, Any]:
-    spec = read_package(path)
-    replica = await start_replica(LocalRuntime(data_dir), spec)
-    try:
-        assert replica.schema is not None
-        return replica.schema
-    finally:
-        await replica.stop()

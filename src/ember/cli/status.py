@@ -8,20 +8,38 @@ import datetime
 from typing import Any
 
 import httpx
+import typer
 from rich.table import Table
 from rich.text import Text
 
 from ember import __version__
-from ember.cli.client import Client
+from ember.cli.client import DEFAULT_URL, Client
 from ember.cli.console import err, out
-from ember.cli.costs import cell
-from ember.cli.remote import print_table, replicas_cell, tier_cell
+from ember.cli.options import ApiToken, ServerUrl, connect, examples
+from ember.cli.tables import figure_cell, print_table, replicas_cell, tier_cell
 
 FAILURES_SHOWN = 5
 SPEND_ROWS_SHOWN = 5
 
+app = typer.Typer()
 
-def status(client: Client) -> None:
+
+@app.command(
+    epilog=examples(
+        "ember status",
+        "ember status --url http://gpu-box:8000 --token r8_...",
+        "watch -n 5 ember status  # keep it on a screen",
+    )
+)
+def status(url: ServerUrl = DEFAULT_URL, token: ApiToken = None) -> None:
+    """The platform at a glance: the server and its version, each deployment's replicas,
+    queue and cold-start tier, the spend of the last 24 hours (admin tokens) and the latest
+    failed predictions."""
+    with connect(url, token) as client:
+        _status(client)
+
+
+def _status(client: Client) -> None:
     """Each section asks the API for one thing; the first that needs the token says what is
     wrong with it, after the header has shown the server itself is up."""
     client.get("/health")  # no token needed: "no server" is told apart from "bad token"
@@ -91,7 +109,9 @@ def _spend(client: Client) -> None:
     rows = sorted(report["rows"], key=lambda r: r["cost"] or 0, reverse=True)
     for row in [*rows[:SPEND_ROWS_SHOWN], total]:
         fields = ("key", "requests", "failed", "cost", "replicas", "idle_cost")
-        table.add_row(*(cell(f, row[f]) for f in fields), style="bold" if row is total else None)
+        table.add_row(
+            *(figure_cell(f, row[f]) for f in fields), style="bold" if row is total else None
+        )
     print_table(table)
     if len(rows) > SPEND_ROWS_SHOWN:
         err.print(f"[dim]{len(rows) - SPEND_ROWS_SHOWN} more: `ember costs --since 24h`[/dim]")
