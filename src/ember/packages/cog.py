@@ -16,8 +16,13 @@ from typing import Any
 
 from ember.packages.fetch import fetch
 from ember.packages.importing import load_attribute
-from ember.packages.native import predictor_from_target, read_requirements
-from ember.packages.predictor import Predictor, PredictorError, is_async_callable
+from ember.packages.native import read_requirements
+from ember.packages.predictor import (
+    Predictor,
+    PredictorError,
+    is_async_callable,
+    predictor_from_target,
+)
 from ember.packages.spec import GpuSpec, PackageError, PackageSpec, Resources, read_manifest
 from ember.types import Path as EmberPath
 

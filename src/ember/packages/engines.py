@@ -13,7 +13,8 @@ import dataclasses
 import importlib
 import re
 
-from ember.packages.predictor import Predictor
+from ember.engines.base import resolve_model_path
+from ember.packages.predictor import Predictor, predictor_from_target
 from ember.packages.spec import PackageError, PackageSpec
 
 
@@ -66,9 +67,6 @@ def with_engine_requirements(requirements: list[str], engine: str) -> list[str]:
 
 def load(spec: PackageSpec) -> Predictor:
     """Import the engine inside the replica and wrap it as a predictor."""
-    from ember.engines.base import resolve_model_path
-    from ember.packages.native import predictor_from_target
-
     assert spec.engine is not None
     try:
         module = importlib.import_module(f"ember.engines.{spec.engine.name}")

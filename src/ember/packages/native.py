@@ -8,8 +8,6 @@ file that says everything a deployment needs (requirements, resources, scaling d
 
 from __future__ import annotations
 
-import inspect
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ember.packages.engines import ENGINES, describe_engines, with_engine_requirements
 from ember.packages.importing import load_attribute
-from ember.packages.predictor import (
-    Predictor,
-    PredictorError,
-    inputs_from_signature,
-    openai_handlers,
-)
+from ember.packages.predictor import Predictor, predictor_from_target
 from ember.packages.spec import (
     EngineSpec,
     PackageError,
@@ -137,55 +130,6 @@ def read_spec(root: Path) -> PackageSpec:
 def _describe(exc: ValidationError) -> str:
     return "\n".join(
         f"  {'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
-    )
-
-
-def predictor_from_target(
-    spec: PackageSpec,
-    target: Any,
-    method: str = "predict",
-    setup_kwargs: dict[str, Any] | None = None,
-    reject_unknown_inputs: bool = False,
-) -> Predictor:
-    """Build a Predictor from a class (instantiated here), an instance, or a plain function.
-
-    A class may also serve OpenAI's API itself with `chat_completions`, `completions` or
-    `embeddings` methods (Truss's hook names) taking the request body.
-    """
-    if inspect.isclass(target):
-        instance = target()
-    elif inspect.isfunction(target):
-        instance = None
-    elif hasattr(target, method):
-        instance = target
-    else:
-        raise PredictorError(f"{spec.predictor} is neither a class nor a function")
-    if instance is None:
-        predict, setup, healthcheck = target, None, None
-    else:
-        predict = getattr(instance, method, None)
-        if predict is None:
-            raise PredictorError(f"{type(instance).__name__} has no {method}() method")
-        setup = getattr(instance, "setup", None)
-        healthcheck = getattr(instance, "healthcheck", None)
-    inputs, extra = inputs_from_signature(predict)
-    if inspect.signature(predict).return_annotation is inspect.Signature.empty:
-        raise PredictorError(
-            f"{spec.predictor}: {method}() needs a return type annotation, e.g. `-> str`"
-        )
-    output_type = typing.get_type_hints(predict).get("return", Any)
-    kwargs = setup_kwargs or {}
-    return Predictor(
-        name=spec.name,
-        setup=(lambda: setup(**kwargs)) if setup else (lambda: None),
-        predict=predict,
-        inputs=inputs,
-        output_type=output_type,
-        accepts_extra_inputs=extra,
-        max_concurrency=spec.max_concurrency,
-        healthcheck=healthcheck,
-        reject_unknown_inputs=reject_unknown_inputs,
-        openai=openai_handlers(instance),
     )
 
 

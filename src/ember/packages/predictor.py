@@ -2,7 +2,9 @@
 
 A loader (Ember, Cog, Truss) turns user code into a `Predictor`: its inputs with their
 constraints, its output type and kind, how to set it up and how to call it. The worker only
-ever sees this model; the schema generator only ever reads it.
+ever sees this model; the schema generator only ever reads it. `predictor_from_target` is the
+part the loaders share (a class, an instance or a function with a typed predict method), here
+below them so that no loader imports another for it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pydantic import BaseModel, Field, create_model
 from pydantic.fields import FieldInfo
 
 from ember.engines.base import OPENAI_METHODS
+from ember.packages.spec import PackageSpec
 from ember.types import (
     AsyncConcatenateIterator,
     ConcatenateIterator,
@@ -290,3 +293,52 @@ def validated_inputs(predictor: Predictor, raw: dict[str, Any]) -> dict[str, Any
     if model.model_extra:
         values.update(model.model_extra)
     return values
+
+
+def predictor_from_target(
+    spec: PackageSpec,
+    target: Any,
+    method: str = "predict",
+    setup_kwargs: dict[str, Any] | None = None,
+    reject_unknown_inputs: bool = False,
+) -> Predictor:
+    """Build a Predictor from a class (instantiated here), an instance, or a plain function.
+
+    A class may also serve OpenAI's API itself with `chat_completions`, `completions` or
+    `embeddings` methods (Truss's hook names) taking the request body.
+    """
+    if inspect.isclass(target):
+        instance = target()
+    elif inspect.isfunction(target):
+        instance = None
+    elif hasattr(target, method):
+        instance = target
+    else:
+        raise PredictorError(f"{spec.predictor} is neither a class nor a function")
+    if instance is None:
+        predict, setup, healthcheck = target, None, None
+    else:
+        predict = getattr(instance, method, None)
+        if predict is None:
+            raise PredictorError(f"{type(instance).__name__} has no {method}() method")
+        setup = getattr(instance, "setup", None)
+        healthcheck = getattr(instance, "healthcheck", None)
+    inputs, extra = inputs_from_signature(predict)
+    if inspect.signature(predict).return_annotation is inspect.Signature.empty:
+        raise PredictorError(
+            f"{spec.predictor}: {method}() needs a return type annotation, e.g. `-> str`"
+        )
+    output_type = typing.get_type_hints(predict).get("return", Any)
+    kwargs = setup_kwargs or {}
+    return Predictor(
+        name=spec.name,
+        setup=(lambda: setup(**kwargs)) if setup else (lambda: None),
+        predict=predict,
+        inputs=inputs,
+        output_type=output_type,
+        accepts_extra_inputs=extra,
+        max_concurrency=spec.max_concurrency,
+        healthcheck=healthcheck,
+        reject_unknown_inputs=reject_unknown_inputs,
+        openai=openai_handlers(instance),
+    )
