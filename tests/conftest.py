@@ -15,6 +15,11 @@ import httpx
 import pytest
 from server import EmberServer
 
+from ember.control.access import Principal
+from ember.control.deployments import Target
+from ember.control.intake import Submission
+from ember.control.platform import Platform
+from ember.control.predictions import PredictionState
 from ember.packages.loader import read_package
 from ember.packages.spec import PackageSpec
 from ember.runtime.base import PredictionEvent, PredictionRequest, PredictionResult, ReplicaState
@@ -99,3 +104,12 @@ def _fresh_predictor_modules() -> Iterator[None]:
         origin = getattr(module, "__file__", "") or ""
         if str(MODELS) in origin or str(MODELS.parent.parent / "examples") in origin:
             del sys.modules[name]
+
+
+async def submit(
+    platform: Platform, target: Target, input: dict[str, Any], token_id: str | None = None
+) -> PredictionState:
+    """A prediction made through the platform's intake, as the API makes one for account
+    ember (with `token_id`'s spend); it is accepted and durable when this returns."""
+    caller = Principal("ember", "admin", token_id)
+    return (await platform.intake.submit(target, Submission(input), caller)).state

@@ -13,7 +13,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from ember.control.access import Forbidden, Principal, acts_for, allows, require, sees
-from ember.control.platform import safe_file_name
+from ember.control.files import safe_file_name
 from ember.control.policies.ratelimit import RateLimit, RateLimiter, retry_after
 from ember.control.predictions import PredictionState
 from ember.control.sealing import (

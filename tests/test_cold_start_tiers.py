@@ -10,7 +10,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from conftest import model_path, predict, start
+from conftest import model_path, predict, start, submit
 
 from ember.control.platform import Platform
 from ember.control.policies.tiers import TierRequest, choose_tiers
@@ -222,14 +222,13 @@ def test_a_deployment_whose_forked_replicas_fail_setup_starts_in_full(tmp_path: 
         await platform.start()
         try:
             await platform.deploy_folder(package, "ember")
-            target = platform.target_for_deployment("ember", "forkshy")
+            target = platform.deployments.for_deployment("ember", "forkshy")
             for _ in range(400):
                 if target.runner.status()["cold_start"]["ready"]:
                     break
                 await asyncio.sleep(0.025)
-            state = platform.new_prediction(target, {"mode": "info"}, "ember")
-            platform.accept(target, state)
-            assert await platform.wait(state, 30)
+            state = await submit(platform, target, {"mode": "info"})
+            assert await platform.book.wait(state, 30)
             assert state.status == "succeeded", state.error
             result = json.loads(state.output)
             assert result["setup_pid"] == result["pid"]  # set up in a full start

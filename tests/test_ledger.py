@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from conftest import model_path
+from conftest import model_path, submit
 
-from ember.control.budget_guard import BudgetExceeded
+from ember.control.errors import BudgetExceeded
 from ember.control.platform import Platform
 from ember.control.prices import DEFAULT_PRICES
 
@@ -59,22 +59,21 @@ def test_a_cold_start_is_charged_to_its_prediction_and_the_ledger_reconciles(
     tmp_path: Path,
 ) -> None:
     async def scenario(platform: Platform, clock: ManualClock) -> None:
-        await platform.update_deployment(
+        await platform.deployments.update(
             "ember", "forkable", "ember", hardware="gpu-h100", scaling={"cold_start_tier": "cold"}
         )
-        target = platform.target_for_deployment("ember", "forkable")
-        state = platform.new_prediction(target, {"mode": "info"}, "ember")
-        platform.accept(target, state)
+        target = platform.deployments.for_deployment("ember", "forkable")
+        state = await submit(platform, target, {"mode": "info"})
         await eventually(lambda: bool(target.runner.meters))  # the start was asked for
         clock.advance(10.0)  # ... and takes ten seconds of the test's clock
-        assert await platform.wait(state, 20)
+        assert await platform.book.wait(state, 20)
         assert state.status == "succeeded", state.error
         assert state.metrics["cold_start_cost"] == pytest.approx(10.0 * H100)
         assert state.metrics["cost"] == pytest.approx(10.0 * H100)
         assert state.metrics["queue_time"] == pytest.approx(10.0)  # it waited for the start
 
         clock.advance(50.0)  # warm and idle
-        await platform.update_deployment("ember", "forkable", "ember", scaling={"idle_timeout": 0})
+        await platform.deployments.update("ember", "forkable", "ember", scaling={"idle_timeout": 0})
         await eventually(lambda: not target.runner.meters)  # stopped: its account is final
         await platform.ledger.stop()  # its row is written
         [usage] = await asyncio.to_thread(platform.store.replica_usage_since, None)
@@ -84,13 +83,13 @@ def test_a_cold_start_is_charged_to_its_prediction_and_the_ledger_reconciles(
         assert usage.cost == pytest.approx(60.0 * H100, rel=0.01)
         assert usage.attributed_start_cost == pytest.approx(10.0 * H100)
 
-        [row, total] = await platform.costs("deployment")
+        [row, total] = await platform.insights.costs("deployment")
         assert row.key == "ember/forkable" and row.requests == 1 and row.replicas == 1
         assert total.cost == pytest.approx(60.0 * H100, rel=0.01)
         assert row.cold_start_cost == pytest.approx(10.0 * H100)
         assert row.idle_cost == pytest.approx(50.0 * H100)
         assert row.charged_to_predictions == pytest.approx(10.0 * H100)
-        by_token = await platform.costs("token")
+        by_token = await platform.insights.costs("token")
         assert [r.key for r in by_token] == ["(overhead)", "(admin)", "total"]
         assert sum(r.cost for r in by_token[:-1]) == pytest.approx(total.cost)
 
@@ -99,11 +98,11 @@ def test_a_cold_start_is_charged_to_its_prediction_and_the_ledger_reconciles(
 
 def test_a_min_instances_replica_is_charged_as_idle_while_warm(tmp_path: Path) -> None:
     async def scenario(platform: Platform, clock: ManualClock) -> None:
-        await platform.update_deployment("ember", "forkable", "ember", min_instances=1)
-        runner = platform.target_for_deployment("ember", "forkable").runner
+        await platform.deployments.update("ember", "forkable", "ember", min_instances=1)
+        runner = platform.deployments.for_deployment("ember", "forkable").runner
         await eventually(lambda: runner.status()["replicas"]["ready"] == 1)
         clock.advance(3600.0)
-        [row, total] = await platform.costs("deployment")
+        [row, total] = await platform.insights.costs("deployment")
         cpu = DEFAULT_PRICES["cpu"].per_second
         assert row.requests == 0
         assert row.idle_seconds == pytest.approx(3600.0)
@@ -130,7 +129,7 @@ def test_budgets_refuse_at_the_limit_and_reset_on_schedule(tmp_path: Path) -> No
         await platform.start()
         try:
             await platform.deploy_folder(FORKABLE, "ember")
-            await platform.update_deployment(
+            await platform.deployments.update(
                 "ember",
                 "forkable",
                 "ember",
@@ -138,17 +137,16 @@ def test_budgets_refuse_at_the_limit_and_reset_on_schedule(tmp_path: Path) -> No
                 scaling={"cold_start_tier": "cold"},
             )
             platform.budgets.cache_seconds = 0  # the test's clock moves faster than 2 s
-            token_id, _ = await platform.create_token("alice", "ember", "predict")
+            token_id, _ = await platform.tokens.create("alice", "ember", "predict")
             budget = await platform.budgets.add("token", token_id, "day", 5.0 * H100)
             spend = await platform.budgets.add("deployment", "ember/forkable", "month", 8.0 * H100)
-            target = platform.target_for_deployment("ember", "forkable")
+            target = platform.deployments.for_deployment("ember", "forkable")
 
             await platform.budgets.check(token_id, "ember/forkable")  # nothing spent yet
-            state = platform.new_prediction(target, {"mode": "info"}, "ember", token_id=token_id)
-            platform.accept(target, state)
+            state = await submit(platform, target, {"mode": "info"}, token_id)
             await eventually(lambda: bool(target.runner.meters))
             clock.advance(10.0)  # a ten-second cold start: over both budgets
-            assert await platform.wait(state, 20) and state.status == "succeeded"
+            assert await platform.book.wait(state, 20) and state.status == "succeeded"
 
             with pytest.raises(BudgetExceeded) as refused:
                 await platform.budgets.check(token_id, None)
@@ -207,7 +205,7 @@ def test_the_last_checkpoint_of_a_crashed_ember_is_closed_at_the_next_start(
             stopped = usage.stopped_at.replace(tzinfo=datetime.UTC)
             assert stopped == requested + datetime.timedelta(seconds=60)
             since = datetime.datetime(2026, 11, 20, tzinfo=datetime.UTC)
-            rows = await second.costs("deployment", since)  # it ended weeks before
+            rows = await second.insights.costs("deployment", since)  # it ended weeks before
             assert [r.key for r in rows] == ["total"] and rows[0].cost == 0
         finally:
             await second.stop()

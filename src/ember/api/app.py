@@ -57,9 +57,10 @@ def create_app(platform: Platform, *, started: bool = False) -> FastAPI:
 
     # Listening starts now, before the platform starts: its recovery already has news to send.
     sender = WebhookSender(
-        lambda: platform.webhook_secret, secret_for=platform.account_webhook_secret
+        lambda: platform.accounts.webhook_secret,
+        secret_for=platform.accounts.webhook_secret_for,
     )
-    platform.listeners.append(webhook_listener(platform, sender))
+    platform.book.listeners.append(webhook_listener(platform, sender))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

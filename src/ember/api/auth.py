@@ -9,7 +9,6 @@ from fastapi import Request
 from ember.api.errors import ApiError
 from ember.control.access import Principal
 from ember.control.platform import Platform
-from ember.control.policies.ratelimit import retry_after
 
 UNAUTHENTICATED = "You did not pass a valid authentication token"
 
@@ -21,16 +20,8 @@ async def principal(request: Request) -> Principal:
     if scheme.lower() not in ("bearer", "token") or not token.strip():
         raise ApiError(401, UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
     platform: Platform = request.app.state.platform
-    found = await platform.authenticate(token.strip())
+    found = await platform.tokens.authenticate(token.strip())
     if found is None:
         raise ApiError(401, UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
-    limit, wait = platform.rate_limited(found)
-    if wait > 0:
-        seconds = retry_after(wait)
-        raise ApiError(
-            429,
-            f"this token may make {limit} requests; try again in {seconds} s "
-            "(an admin can raise its limit: `ember token create --rate-limit`)",
-            headers={"Retry-After": seconds},
-        )
+    platform.tokens.count_request(found)  # RateLimited (429) past its limit
     return found

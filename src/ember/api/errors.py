@@ -3,6 +3,9 @@
 Input validation errors keep Cog's list-shaped `detail` (`loc`/`msg`/`type` per field), which
 is what Cog's own server answers and what tools written against it parse.
 
+The control plane's refusals (`control/errors.py`) get their status here, in `STATUSES`,
+and nowhere else.
+
 On OpenAI's routes the same errors come in OpenAI's shape, `{"error": {"message", "type",
 "param", "code"}}`, and a body that fails validation is a 400 (OpenAI's status), not a 422:
 the `openai` client raises its typed exceptions (BadRequestError, NotFoundError...) from them.
@@ -19,11 +22,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
-from ember.control.access import Forbidden
-from ember.control.platform import Conflict, InvalidRequest, NotFound
+from ember.control.errors import (
+    BadRequest,
+    BudgetExceeded,
+    Conflict,
+    EmberError,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    QueueFull,
+    RateLimited,
+)
 
 TITLES = {
     400: "Bad request",
+    402: "Budget exceeded",
     401: "Unauthenticated",
     403: "Forbidden",
     404: "Not found",
@@ -121,6 +134,26 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+# Each kind of refusal's status; a kind not listed takes its nearest listed parent's.
+STATUSES: dict[type[EmberError], int] = {
+    BadRequest: 400,
+    BudgetExceeded: 402,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    InvalidRequest: 422,
+    QueueFull: 429,
+    RateLimited: 429,
+}
+
+
+def status_of(error: EmberError) -> int:
+    for kind in type(error).__mro__:
+        if kind in STATUSES:
+            return STATUSES[kind]
+    return 400
+
+
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
@@ -144,29 +177,19 @@ def install(app: FastAPI) -> None:
             return openai_response(exc.status, str(exc.detail), exc.param, exc.headers)
         return error_response(exc.status, exc.detail, exc.title, exc.headers)
 
-    @app.exception_handler(NotFound)
-    async def _not_found(request: Request, exc: NotFound) -> Response:
+    @app.exception_handler(EmberError)
+    async def _refused(request: Request, exc: EmberError) -> Response:
+        status = status_of(exc)
+        headers = {}
+        if isinstance(exc, QueueFull | RateLimited):
+            headers["Retry-After"] = str(exc.retry_after)
         if is_openai(request):
-            return openai_response(404, str(exc), "model")
-        return error_response(404, str(exc))
-
-    @app.exception_handler(Forbidden)
-    async def _forbidden(request: Request, exc: Forbidden) -> Response:
-        if is_openai(request):
-            return openai_response(403, str(exc))
-        return error_response(403, str(exc))
-
-    @app.exception_handler(Conflict)
-    async def _conflict(_: Request, exc: Conflict) -> Response:
-        return error_response(409, str(exc))
-
-    @app.exception_handler(InvalidRequest)
-    async def _invalid(request: Request, exc: InvalidRequest) -> Response:
-        if is_openai(request):
-            return openai_response(400, str(exc), "model")
-        if exc.details:
-            return error_response(422, exc.details, title=str(exc))
-        return error_response(422, str(exc))
+            param = "model" if isinstance(exc, NotFound | InvalidRequest) else None
+            openai_status = 400 if isinstance(exc, InvalidRequest) else status
+            return openai_response(openai_status, str(exc), param, headers)
+        if isinstance(exc, InvalidRequest) and exc.details:
+            return error_response(status, exc.details, title=str(exc))
+        return error_response(status, str(exc), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_body(request: Request, exc: RequestValidationError) -> Response:

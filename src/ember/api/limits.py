@@ -102,7 +102,7 @@ async def _authenticated(scope: Scope) -> bool:
     scheme, _, token = header.partition(" ")
     if scheme.lower() not in ("bearer", "token") or not token.strip():
         return False
-    return await scope["app"].state.platform.authenticate(token.strip()) is not None
+    return await scope["app"].state.platform.tokens.authenticate(token.strip()) is not None
 
 
 async def _refuse(

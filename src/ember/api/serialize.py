@@ -13,10 +13,10 @@ import mimetypes
 from pathlib import Path
 from typing import Any
 
+from ember.control import records
 from ember.control.platform import Platform
 from ember.control.predictions import PredictionState
 from ember.runtime.base import replace_files
-from ember.store import models as records
 
 DATA_URI_LIMIT = 20 * 1024 * 1024  # larger files always go by URL
 
@@ -34,18 +34,14 @@ def data_uri(path: Path) -> str:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
-def output_file_url(platform: Platform, prediction_id: str, name: str) -> str:
-    return platform.public_url + platform.signer.sign(f"/v1/outputs/{prediction_id}/{name}")
-
-
 def files_in(platform: Platform, state: PredictionState, value: Any, inline: bool) -> Any:
     """Replace the worker's file markers with URLs or data URIs."""
-    files_dir = state.files_dir or platform.runtime.outputs_dir / state.id
+    files_dir = platform.files.output_dir(state)
 
     def convert(path: Path) -> str:
         if inline and path.is_file() and path.stat().st_size <= DATA_URI_LIMIT:
             return data_uri(path)
-        return output_file_url(platform, state.id, path.name)
+        return platform.files.output_url(state.id, path.name)
 
     return replace_files(value, convert, files_dir)
 

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ember.control.errors import Forbidden
+
 SCOPES = ("predict", "deploy", "admin")
-
-
-class Forbidden(PermissionError):
-    """The token may see the object but its scope does not allow the action."""
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ import datetime
 import time
 from collections.abc import Awaitable, Callable
 
+from ember.control.errors import BudgetExceeded
 from ember.control.policies.budgets import (
     Budget,
     Period,
-    Refusal,
     Scope,
     first_refusal,
     period_end,
@@ -34,12 +34,6 @@ PRUNE_ABOVE = 10_000  # spend entries kept before those of past periods are drop
 PERIODS: tuple[Period, ...] = ("day", "month")
 
 Accounts = Callable[[datetime.datetime], Awaitable[list[ReplicaAccount]]]
-
-
-class BudgetExceeded(Exception):
-    def __init__(self, refusal: Refusal) -> None:
-        super().__init__(refusal.message)
-        self.refusal = refusal
 
 
 class BudgetGuard:
@@ -113,6 +107,14 @@ class BudgetGuard:
         refusal = first_refusal(relevant, spent, now)
         if refusal is not None:
             raise BudgetExceeded(refusal)
+
+    def all(self) -> list[Budget]:
+        return list(self.budgets.values())
+
+    async def standing(self, budget: Budget) -> tuple[float, datetime.datetime]:
+        """(what the budget has spent this period, when the period ends)."""
+        now = self.wall()
+        return await self.spent(budget, now), period_end(budget.period, now)
 
     async def add(self, scope: Scope, target: str, period: Period, limit_usd: float) -> Budget:
         record = await asyncio.to_thread(

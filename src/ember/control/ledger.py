@@ -17,7 +17,9 @@ from typing import Any
 
 from ember.control.policies.billing import BUSY, DRAINING, IDLE, STARTING, ReplicaMeter
 from ember.control.predictions import utcnow
+from ember.control.reports import ReplicaAccount
 from ember.control.runner import DeploymentRunner
+from ember.store.db import aware
 from ember.store.repository import Store
 from ember.tasks import cancel_and_wait
 
@@ -86,6 +88,18 @@ class Ledger:
             for event in runner.live_usage()
         ]
 
+    async def accounts_since(
+        self, since: datetime.datetime | None, deployment: str | None = None
+    ) -> list[ReplicaAccount]:
+        """Replica accounts since then (of one deployment, if given), live ones brought up
+        to now: what reports and budgets are computed from."""
+        stored = await asyncio.to_thread(self.store.replica_usage_since, since, deployment)
+        accounts = {r.id: _account(r.__dict__) for r in stored}
+        for row in self.live_rows():  # fresher than their last checkpoint
+            if deployment is None or row["deployment"] == deployment:
+                accounts[row["id"]] = _account(row)
+        return list(accounts.values())
+
     async def checkpoint(self) -> None:
         await self._write(self.live_rows())
 
@@ -104,3 +118,19 @@ class Ledger:
         self._task = None
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
+
+
+def _account(row: dict[str, Any]) -> ReplicaAccount:
+    return ReplicaAccount(
+        id=row["id"],
+        deployment=row["deployment"],
+        hardware=row["hardware"],
+        requested_at=aware(row["requested_at"]),
+        starting_seconds=row["starting_seconds"],
+        busy_seconds=row["busy_seconds"],
+        idle_seconds=row["idle_seconds"],
+        draining_seconds=row["draining_seconds"],
+        rate=row["rate"],
+        cost=row["cost"],
+        stopped_at=aware(row["stopped_at"]) if row["stopped_at"] else None,
+    )

@@ -11,6 +11,7 @@ import datetime
 import secrets
 import string
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,9 @@ class PredictionState:
     webhook: str | None = None
     webhook_events_filter: list[str] | None = None
     created_at: datetime.datetime = field(default_factory=utcnow)
+    # Where its timestamps come from: the platform's wall clock (a test's manual one), so
+    # that what it is charged lands in the budget period of the clock that checks budgets.
+    wall: Callable[[], datetime.datetime] = field(default=utcnow, repr=False)
     started_at: datetime.datetime | None = None
     completed_at: datetime.datetime | None = None
     files_dir: Path | None = None
@@ -140,7 +144,7 @@ class PredictionState:
     def mark_started(self) -> None:
         if self.status == "starting":
             self.status = "processing"
-            self.started_at = utcnow()
+            self.started_at = self.wall()
 
     def add_output(self, item: Any) -> None:
         self.last_item = item
@@ -184,7 +188,7 @@ class PredictionState:
         self.error = self.scrubbed(error) if error else error
         if metrics:
             self.metrics.update(metrics)
-        self.completed_at = utcnow()
+        self.completed_at = self.wall()
         if self.started_at:
             self.metrics.setdefault(
                 "predict_time", (self.completed_at - self.started_at).total_seconds()
@@ -245,7 +249,12 @@ class PredictionState:
         }
 
     @classmethod
-    def from_row(cls, row: Any, files_dir: Path | None) -> PredictionState:
+    def from_row(
+        cls,
+        row: Any,
+        files_dir: Path | None,
+        wall: Callable[[], datetime.datetime] = utcnow,
+    ) -> PredictionState:
         """A state rebuilt from a stored record (terminal ones are served as they are)."""
         state = cls(
             id=row.id,
@@ -269,6 +278,7 @@ class PredictionState:
             started_at=aware(row.started_at),
             completed_at=aware(row.completed_at),
             files_dir=files_dir,
+            wall=wall,
             acknowledged=True,
             retries=int((row.metrics or {}).get("retries", 0)),
         )

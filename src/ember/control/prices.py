@@ -16,6 +16,7 @@ or a JSON/YAML file named by EMBER_PRICES read at start).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -24,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ember.control.errors import BadRequest
+from ember.store.repository import Store
 
 REPLICATE = "replicate.com/pricing (2026-11-22)"
 
@@ -75,7 +79,7 @@ TOKEN_PRICES: tuple[TokenPrice, ...] = (
 )
 
 
-class PriceError(ValueError):
+class PriceError(BadRequest):
     """A price that cannot be used; the message says which and why."""
 
 
@@ -152,3 +156,27 @@ def configured_overrides() -> dict[str, dict[str, Any]]:
     """The file named by EMBER_PRICES, if any."""
     path = os.environ.get("EMBER_PRICES")
     return load_overrides(Path(path)) if path else {}
+
+
+class SavedPrices:
+    """Prices set through the API (`PATCH /v1/prices/{sku}`): kept in the settings table and
+    applied over the defaults and the EMBER_PRICES file at every start."""
+
+    def __init__(self, table: PriceTable, store: Store) -> None:
+        self.table = table
+        self.store = store
+        self._set: dict[str, dict[str, Any]] = {}
+
+    async def load(self) -> None:
+        saved = await asyncio.to_thread(self.store.setting, "prices")
+        if saved:
+            self._set = json.loads(saved)
+            for sku, fields in self._set.items():
+                self.table.set(sku, **fields)
+
+    async def set(self, sku: str, **fields: Any) -> Price:
+        """Change a SKU's price (PriceError if invalid); replicas started from now on pay it."""
+        price = self.table.set(sku, **fields)
+        self._set.setdefault(sku, {}).update(fields)
+        await asyncio.to_thread(self.store.set_setting, "prices", json.dumps(self._set))
+        return price

@@ -33,12 +33,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ember.control.errors import QueueFull
 from ember.control.policies.autoscaling import Autoscaler, Decision, Limits, Observation
 from ember.control.policies.billing import ReplicaMeter
 from ember.control.policies.costs import StartTimes
 from ember.control.policies.keepalive import IdleHistory
 from ember.control.policies.tiers import TierChoice
-from ember.control.predictions import PredictionState
+from ember.control.predictions import PredictionState, utcnow
 from ember.control.scaling import DEFAULT_IDLE_TIMEOUT, ScalingSettings, keep_warm_floor
 from ember.packages.spec import PackageSpec
 from ember.runtime.base import (
@@ -82,17 +83,6 @@ def restart_backoff(failed_starts: int) -> float:
     return min(MAX_BACKOFF_SECONDS, 2.0 ** min(failed_starts - 1, 16))
 
 
-class QueueFull(Exception):
-    """More predictions are waiting than the deployment's queue_limit allows."""
-
-    def __init__(self, name: str, limit: int) -> None:
-        super().__init__(
-            f"deployment {name} has {limit} predictions waiting (its queue_limit): "
-            "retry shortly, or raise max_instances or queue_limit"
-        )
-        self.retry_after = 1
-
-
 class DeploymentRunner:
     def __init__(
         self,
@@ -103,6 +93,7 @@ class DeploymentRunner:
         resolve_input: ResolveInput = lambda value: value,
         settings: ScalingSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime.datetime] = utcnow,
         on_replica_event: OnReplicaEvent = lambda deployment, kind, data: None,
         hardware: str = "cpu",
         rate: Callable[[str], float] = lambda hardware: 0.0,
@@ -116,6 +107,7 @@ class DeploymentRunner:
         self.resolve_input = resolve_input
         self.settings = settings or ScalingSettings()
         self.clock = clock
+        self.wall = wall  # keep-warm windows are read on it
         self.on_replica_event = on_replica_event
         self.queue: collections.deque[PredictionState] = collections.deque()
         self.replicas: list[Replica] = []
@@ -435,7 +427,7 @@ class DeploymentRunner:
         """The policy's bounds now: floors from min_instances, keep-warm windows and the
         learned pre-warm window; the keep-alive from `idle_timeout` or the learned windows."""
         settings = self.settings
-        moment = now_wall or datetime.datetime.now(datetime.UTC)
+        moment = now_wall or self.wall()
         slots = next((r.max_concurrency for r in self.replicas), self.spec.max_concurrency)
         floor = max(settings.min_instances, keep_warm_floor(settings.windows, moment))
         scale_out: float | None = None

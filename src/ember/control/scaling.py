@@ -25,9 +25,19 @@ from __future__ import annotations
 import datetime
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ember.control.errors import InvalidRequest
+from ember.control.hardware import HARDWARE
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _ALIASES = {
@@ -153,3 +163,33 @@ class ScalingSettings(BaseModel):
 
 
 DEFAULT_IDLE_TIMEOUT = 300.0
+
+
+def validated(
+    hardware: str, min_instances: int, max_instances: int, extra: dict[str, Any]
+) -> ScalingSettings:
+    """A release's scaling settings, validated, or InvalidRequest saying what is wrong."""
+    if hardware not in HARDWARE:
+        raise InvalidRequest(f"unknown hardware {hardware!r}: see GET /v1/hardware")
+    try:
+        return ScalingSettings(min_instances=min_instances, max_instances=max_instances, **extra)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'scaling'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise InvalidRequest(f"invalid scaling settings: {problems}") from None
+
+
+def release_settings(release: Any) -> ScalingSettings:
+    """The settings a stored release (`store.models.Release`) holds."""
+    return ScalingSettings(
+        min_instances=release.min_instances,
+        max_instances=release.max_instances,
+        **(release.scaling or {}),
+    )
+
+
+def extra_settings(settings: ScalingSettings) -> dict[str, Any]:
+    """What a release stores beside its min/max columns (only values set explicitly)."""
+    return settings.model_dump(exclude={"min_instances", "max_instances"}, exclude_unset=True)

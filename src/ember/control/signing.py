@@ -9,7 +9,11 @@ import time
 
 
 class UrlSigner:
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes = b"") -> None:
+        self._key = key
+
+    def use_key(self, key: bytes) -> None:
+        """The key, once loaded from the database at start (links signed before then die)."""
         self._key = key
 
     def _mac(self, path: str, expires: int) -> str:

@@ -10,8 +10,9 @@ from starlette.responses import Response
 from ember.api import serialize
 from ember.api.auth import principal
 from ember.api.responses import json_response
+from ember.control.access import Principal
 from ember.control.hardware import hardware_list
-from ember.control.platform import Platform, Principal
+from ember.control.platform import Platform
 
 router = APIRouter(prefix="/v1")
 Caller = Annotated[Principal, Depends(principal)]
@@ -33,4 +34,4 @@ async def webhook_secret(request: Request, caller: Caller) -> Response:
     """The secret that signs the webhooks of the caller's account (Standard Webhooks); each
     account has its own, so one tenant cannot forge calls to another's receivers."""
     platform: Platform = request.app.state.platform
-    return json_response({"key": await platform.load_webhook_secret(caller.owner)})
+    return json_response({"key": await platform.accounts.load_webhook_secret(caller.owner)})

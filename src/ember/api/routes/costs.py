@@ -3,7 +3,6 @@ prices they are billed at, and budgets that cap spend."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import re
 from typing import Annotated, Any, Literal
@@ -16,9 +15,10 @@ from ember.api import guards
 from ember.api.auth import principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
-from ember.control.platform import Platform, Principal
-from ember.control.policies.budgets import Budget, period_end
-from ember.control.prices import TOKEN_PRICES, PriceError
+from ember.control.access import Principal
+from ember.control.platform import Platform
+from ember.control.policies.budgets import Budget
+from ember.control.prices import TOKEN_PRICES
 from ember.control.reports import GROUPINGS, Grouping
 
 router = APIRouter(prefix="/v1")
@@ -59,7 +59,7 @@ async def costs(
     platform: Platform = request.app.state.platform
     start = parse_since(since)
     grouping: Grouping = by  # type: ignore[assignment]
-    rows = [row.to_dict() for row in await platform.costs(grouping, start)]
+    rows = [row.to_dict() for row in await platform.insights.costs(grouping, start)]
     return json_response(
         {
             "by": by,
@@ -101,10 +101,7 @@ async def set_price(request: Request, sku: str, body: PriceUpdate, caller: Calle
     if not fields:
         raise ApiError(400, "give per_second, dedicated_hourly or source")
     platform: Platform = request.app.state.platform
-    try:
-        price = await platform.set_price(sku, **fields)
-    except PriceError as exc:
-        raise ApiError(400, str(exc)) from exc
+    price = await platform.saved_prices.set(sku, **fields)  # PriceError: 400
     return json_response(price.to_dict())
 
 
@@ -118,12 +115,8 @@ class BudgetCreate(BaseModel):
 
 
 async def _budget_json(platform: Platform, budget: Budget) -> dict[str, Any]:
-    now = platform.budgets.wall()
-    return {
-        **budget.__dict__,
-        "spent_usd": await platform.budgets.spent(budget, now),
-        "resets_at": period_end(budget.period, now).isoformat(),
-    }
+    spent, resets_at = await platform.budgets.standing(budget)
+    return {**budget.__dict__, "spent_usd": spent, "resets_at": resets_at.isoformat()}
 
 
 @router.get("/budgets")
@@ -131,7 +124,7 @@ async def list_budgets(request: Request, caller: Caller) -> Response:
     """Spend limits, with what each has spent this period and when it resets."""
     guards.admin(caller, "list budgets")
     platform: Platform = request.app.state.platform
-    items = [await _budget_json(platform, b) for b in platform.budgets.budgets.values()]
+    items = [await _budget_json(platform, b) for b in platform.budgets.all()]
     return json_response({"results": items})
 
 
@@ -143,8 +136,8 @@ async def create_budget(request: Request, body: BudgetCreate, caller: Caller) ->
     platform: Platform = request.app.state.platform
     if body.scope == "deployment":
         owner, _, name = body.target.partition("/")
-        await platform.deployment(owner, name)  # 404 with what exists if it does not
-    elif body.target not in await asyncio.to_thread(platform.store.token_names):
+        await platform.deployments.get(owner, name)  # 404 with what exists if it does not
+    elif body.target not in await platform.tokens.names():
         raise ApiError(404, f"no API token with id {body.target!r}: see `ember token create`")
     budget = await platform.budgets.add(body.scope, body.target, body.period, body.limit_usd)
     return json_response(await _budget_json(platform, budget), 201)
@@ -169,5 +162,5 @@ async def advice(
     if not SHORTEST_ADVICE_DAYS <= days <= 90:
         raise ApiError(400, f"days={days:g}: give a window between a minute and 90 days")
     platform: Platform = request.app.state.platform
-    result = await platform.advice(owner, name, days)
+    result = await platform.insights.advice(owner, name, days)
     return json_response(result.to_dict())

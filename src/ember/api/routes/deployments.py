@@ -14,9 +14,9 @@ from ember.api.auth import principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
 from ember.api.routes.costs import parse_since
-from ember.control.access import require, sees
+from ember.control.access import Principal, require, sees
 from ember.control.hardware import DEFAULT_HARDWARE
-from ember.control.platform import Platform, Principal
+from ember.control.platform import Platform
 from ember.control.scaling import ColdStartTier
 
 router = APIRouter(prefix="/v1")
@@ -67,7 +67,7 @@ class DeploymentUpdate(ScalingFields):
 
 
 async def _deploymentjson_response(platform: Platform, deployment, release) -> dict:  # type: ignore[no-untyped-def]
-    target = platform.target_for_deployment(deployment.owner, deployment.name)
+    target = platform.deployments.for_deployment(deployment.owner, deployment.name)
     return serialize.deployment(deployment, release, target.model, target.runner.status())
 
 
@@ -76,7 +76,7 @@ async def list_deployments(request: Request, caller: Caller) -> Response:
     platform: Platform = request.app.state.platform
     items = [
         await _deploymentjson_response(platform, d, r)
-        for d, r in await platform.deployments()
+        for d, r in await platform.deployments.all()
         if sees(caller, d.owner)
     ]
     return json_response(serialize.page(items))
@@ -90,7 +90,7 @@ async def create_deployment(request: Request, body: DeploymentCreate, caller: Ca
     model_owner, _, model_name = body.model.partition("/")
     if model_name:
         await guards.readable_model(platform, caller, model_owner, model_name)
-    deployment, release = await platform.create_deployment(
+    deployment, release = await platform.deployments.create(
         caller.owner,
         body.name,
         body.model,
@@ -117,7 +117,7 @@ async def update_deployment(
 ) -> Response:
     platform: Platform = request.app.state.platform
     guards.own_deployment(caller, owner, name, "change deployments")
-    deployment, release = await platform.update_deployment(
+    deployment, release = await platform.deployments.update(
         owner,
         name,
         created_by=caller.owner,
@@ -157,10 +157,10 @@ async def deployment_timeseries(
     """
     platform: Platform = request.app.state.platform
     await guards.readable_deployment(platform, caller, owner, name)
-    now = platform.ledger.wall()
+    now = platform.insights.now()
     start = parse_since(since, now) or now - datetime.timedelta(hours=1)
     if start >= now:
         raise ApiError(400, f"since={since!r} is not in the past")
     if step and (now - start).total_seconds() / step > MOST_BUCKETS_ASKED:
         raise ApiError(400, f"step={step} gives over {MOST_BUCKETS_ASKED:,} buckets: widen it")
-    return json_response(await platform.timeseries(owner, name, start, step))
+    return json_response(await platform.insights.timeseries(owner, name, start, step))

@@ -15,7 +15,8 @@ from ember.api import guards, serialize
 from ember.api.auth import principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
-from ember.control.platform import Platform, Principal
+from ember.control.access import Principal
+from ember.control.platform import Platform
 
 router = APIRouter(prefix="/v1")
 Caller = Annotated[Principal, Depends(principal)]
@@ -43,7 +44,7 @@ async def upload_file(
     with os.fdopen(handle, "wb") as out:
         while chunk := await content.read(1 << 20):
             out.write(chunk)
-    record = await platform.add_file(
+    record = await platform.files.add(
         caller.owner,
         spool,
         filename or content.filename or "file",
@@ -56,7 +57,7 @@ async def upload_file(
 @router.get("/files")
 async def list_files(request: Request, caller: Caller) -> Response:
     platform: Platform = request.app.state.platform
-    records = await platform.files(caller.owner)
+    records = await platform.files.of_owner(caller.owner)
     return json_response(serialize.page([serialize.file(platform, r) for r in records]))
 
 
@@ -71,7 +72,7 @@ async def get_file(request: Request, file_id: str, caller: Caller) -> Response:
 async def delete_file(request: Request, file_id: str, caller: Caller) -> Response:
     platform: Platform = request.app.state.platform
     await guards.readable_file(platform, caller, file_id)
-    await platform.delete_file(file_id)
+    await platform.files.delete(file_id)
     return Response(status_code=204)
 
 
@@ -81,7 +82,7 @@ async def _token_caller(
     """None for a valid signed link (the link is the permission); else the token's caller,
     whose owner must own what it downloads (401 without a token)."""
     platform: Platform = request.app.state.platform
-    if platform.signer.verify(request.url.path, expires, signature):
+    if platform.files.signer.verify(request.url.path, expires, signature):
         return None
     return await principal(request)
 
@@ -97,7 +98,7 @@ async def download_file(
     caller = await _token_caller(request, expires, signature)
     platform: Platform = request.app.state.platform
     if caller is None:
-        record = await platform.file(file_id)
+        record = await platform.files.get(file_id)
     else:
         record = await guards.readable_file(platform, caller, file_id)
     return FileResponse(record.path, media_type=record.content_type, filename=record.name)
@@ -116,7 +117,7 @@ async def download_output(
     platform: Platform = request.app.state.platform
     if caller is not None:
         await guards.readable_prediction(platform, caller, prediction_id)
-    path = platform.output_file(prediction_id, name)
+    path = platform.files.output_file(prediction_id, name)
     if path is None:
         raise ApiError(404, f"prediction {prediction_id} has no output file {name!r}")
     return FileResponse(path)

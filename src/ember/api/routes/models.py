@@ -23,11 +23,10 @@ from ember.api.auth import principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
 from ember.api.routes import openai
-from ember.control.access import acts_for, sees
+from ember.control.access import Principal, acts_for, sees
+from ember.control.errors import EmberError, NotFound
 from ember.control.hardware import DEFAULT_HARDWARE
-from ember.control.platform import InvalidRequest, NotFound, Platform, Principal
-from ember.packages.environment import EnvironmentBuildError, MissingSystemPackages
-from ember.packages.spec import PackageError
+from ember.control.platform import Platform
 
 router = APIRouter(prefix="/v1")
 logger = logging.getLogger("ember.api")
@@ -47,7 +46,7 @@ class ModelCreate(BaseModel):
 async def _modeljson_response(platform: Platform, record) -> dict:  # type: ignore[no-untyped-def]
     latest = None
     if record.latest_version_id:
-        latest = await platform.version(record.latest_version_id)
+        latest = await platform.catalogue.version(record.latest_version_id)
     return serialize.model(platform, record, latest)
 
 
@@ -57,7 +56,9 @@ async def list_models(request: Request, caller: Caller) -> Response:
     names its API accepts (`object: list`, `data`): both official clients read their part."""
     platform: Platform = request.app.state.platform
     records = [
-        m for m in await platform.models() if sees(caller, m.owner, m.visibility == "public")
+        m
+        for m in await platform.catalogue.models()
+        if sees(caller, m.owner, m.visibility == "public")
     ]
     body = serialize.page([await _modeljson_response(platform, m) for m in records])
     body.update(object="list", data=openai.model_list(platform, caller))
@@ -74,7 +75,7 @@ async def create_model(request: Request, body: ModelCreate, caller: Caller) -> R
             f"this token acts for {caller.owner!r}: it cannot create models for "
             f"{body.owner!r} (use owner {caller.owner!r})",
         )
-    record = await platform.create_model(
+    record = await platform.catalogue.create_model(
         body.owner,
         body.name,
         visibility=body.visibility,
@@ -90,13 +91,13 @@ async def get_model(request: Request, owner: str, name: str, caller: Caller) -> 
     (`openai.models.retrieve("owner/name")` lands here, also for a deployment named unlike
     its model)."""
     platform: Platform = request.app.state.platform
-    target = platform.openai_models(guards.visible_owner(caller)).get(f"{owner}/{name}")
+    target = platform.deployments.openai_models(guards.visible_owner(caller)).get(f"{owner}/{name}")
     try:
         record = await guards.readable_model(platform, caller, owner, name)
     except NotFound:
         if target is None:
             raise
-        record = await platform.model(*target.model.split("/", 1))
+        record = await platform.catalogue.model(*target.model.split("/", 1))
     body = await _modeljson_response(platform, record)
     if target is not None:
         body.update(openai.model_object(f"{owner}/{name}", target))
@@ -116,7 +117,7 @@ async def list_versions(request: Request, owner: str, name: str, caller: Caller)
     platform: Platform = request.app.state.platform
     model = await guards.readable_model(platform, caller, owner, name)
     return json_response(
-        serialize.page([serialize.version(v) for v in await platform.versions(model)])
+        serialize.page([serialize.version(v) for v in await platform.catalogue.versions(model)])
     )
 
 
@@ -126,7 +127,7 @@ async def get_version(
 ) -> Response:
     platform: Platform = request.app.state.platform
     model = await guards.readable_model(platform, caller, owner, name)
-    return json_response(serialize.version(await platform.version(version_id, model)))
+    return json_response(serialize.version(await platform.catalogue.version(version_id, model)))
 
 
 def _sse(kind: str, data: object) -> bytes:
@@ -153,7 +154,7 @@ async def create_version(
 
     async def build() -> dict:
         try:
-            version = await platform.create_version(model, spool, lines.put_nowait)
+            version = await platform.catalogue.create_version(model, spool, lines.put_nowait)
             return serialize.version(version)
         finally:
             spool.unlink(missing_ok=True)
@@ -162,17 +163,15 @@ async def create_version(
     task = asyncio.create_task(build())
     if "text/event-stream" not in request.headers.get("accept", ""):
         await _drain(lines)
-        return json_response(await _result(task), 201)
+        return json_response(await task, 201)
 
     async def events() -> AsyncIterator[bytes]:
         while (line := await lines.get()) is not None:
             yield _sse("log", line)
         try:
             yield _sse("version", await task)
-        except (InvalidRequest, PackageError, MissingSystemPackages) as exc:
+        except EmberError as exc:
             yield _sse("error", {"detail": str(exc)})
-        except EnvironmentBuildError as exc:
-            yield _sse("error", {"detail": f"{exc}\n{exc.log_tail}"})
         except Exception as exc:  # the stream must end with an error event, never just stop
             logger.exception("building a version of %s/%s failed", owner, name)
             yield _sse("error", {"detail": f"the build failed unexpectedly: {exc}"})
@@ -183,12 +182,3 @@ async def create_version(
 async def _drain(lines: asyncio.Queue[str | None]) -> None:
     while await lines.get() is not None:
         pass
-
-
-async def _result(task: asyncio.Task[dict]) -> dict:
-    try:
-        return await task
-    except (PackageError, MissingSystemPackages) as exc:
-        raise InvalidRequest(str(exc)) from exc
-    except EnvironmentBuildError as exc:
-        raise InvalidRequest(f"{exc}\n{exc.log_tail}") from exc

@@ -23,10 +23,11 @@ from ember.api import guards
 from ember.api.auth import principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
-from ember.control.budget_guard import BudgetExceeded
-from ember.control.platform import Platform, Principal, Target
+from ember.control.access import Principal
+from ember.control.deployments import Target
+from ember.control.intake import Submission
+from ember.control.platform import Platform
 from ember.control.predictions import PredictionState, StreamEvent
-from ember.control.runner import QueueFull
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 Caller = Annotated[Principal, Depends(principal)]
@@ -121,7 +122,7 @@ async def retrieve_model(request: Request, model_id: str, caller: Caller) -> Res
     """An OpenAI model object for an alias or a bare deployment name (`owner/name` is
     answered by the Replicate route, with the same OpenAI fields added)."""
     platform: Platform = request.app.state.platform
-    target = platform.openai_models(guards.visible_owner(caller)).get(model_id)
+    target = platform.deployments.openai_models(guards.visible_owner(caller)).get(model_id)
     if target is None:
         raise ApiError(
             404, f"The model `{model_id}` does not exist or you do not have access to it."
@@ -142,7 +143,7 @@ def model_object(name: str, target: Target) -> dict[str, Any]:
 
 def model_list(platform: Platform, caller: Principal) -> list[dict[str, Any]]:
     """Every name the caller's OpenAI clients may use, deployments first, then aliases."""
-    names = platform.openai_models(guards.visible_owner(caller))
+    names = platform.deployments.openai_models(guards.visible_owner(caller))
     ordered = sorted(names, key=lambda name: ("/" not in name, name))
     return [model_object(name, names[name]) for name in ordered]
 
@@ -154,27 +155,19 @@ async def _serve(request: Request, route: str, body: _Request, caller: Caller) -
             400, "stream_options is only allowed when stream is true", param="stream_options"
         )
     target = guards.openai_target(platform, caller, body.model, route)
-    try:
-        await platform.budgets.check(caller.token_id, target.deployment)
-    except BudgetExceeded as exc:
-        raise ApiError(402, str(exc), title="insufficient_quota") from None
-    payload = body.model_dump(exclude_none=True)
-    state = platform.new_openai_request(
-        target, route, payload, caller.owner, token_id=caller.token_id
-    )
-    events = state.subscribe() if state.streams_output else None
-    try:
-        platform.accept(target, state)
-    except QueueFull as exc:
-        raise ApiError(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+    # The answer is bound to this connection: nobody can ask for it later, so it is written
+    # only when it ends.
+    submission = Submission(body.model_dump(exclude_none=True), method=route, durable=False)
+    accepted = await platform.intake.submit(target, submission, caller)
+    state, events = accepted.state, accepted.events
     if events is None:
         if not await _until_done_or_gone(request, state):
-            platform.stop_prediction(state)
+            platform.deployments.stop_prediction(state)
             return Response(status_code=499)
         return _final_answer(state)
     first = await _first_event(request, state, events)
     if first is None:
-        platform.stop_prediction(state)
+        platform.deployments.stop_prediction(state)
         return Response(status_code=499)
     if first.kind == "done" and state.status != "succeeded":
         return _final_answer(state)  # failed before any output: a proper error status
@@ -206,7 +199,7 @@ class _EventStream(StreamingResponse):
         finally:
             self.state.unsubscribe(self.events)
             if not self.state.terminal:
-                self.platform.stop_prediction(self.state)
+                self.platform.deployments.stop_prediction(self.state)
 
 
 async def _until_done_or_gone(request: Request, state: PredictionState) -> bool:

@@ -24,11 +24,11 @@ from ember.api import guards, serialize
 from ember.api.auth import principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
-from ember.control.budget_guard import BudgetExceeded
-from ember.control.platform import Platform, Principal, Target
+from ember.control.access import Principal
+from ember.control.deployments import Target
+from ember.control.intake import Submission
+from ember.control.platform import Platform
 from ember.control.predictions import PredictionState
-from ember.control.runner import QueueFull
-from ember.egress import EgressRefused
 
 router = APIRouter(prefix="/v1")
 Caller = Annotated[Principal, Depends(principal)]
@@ -98,39 +98,16 @@ async def _create(
     platform: Platform = request.app.state.platform
     # Read directly: a declared Header() parameter costs a dependency-resolution pass.
     wait, inline = parse_prefer(request.headers.get("prefer"))
-    if body.webhook:
-        try:
-            await platform.egress.check_url(body.webhook)
-        except EgressRefused as exc:
-            raise ApiError(400, f"webhook: {exc}") from None
-        await platform.load_webhook_secret(caller.owner)  # what will sign its calls
-    try:
-        await platform.budgets.check(caller.token_id, target.deployment)
-    except BudgetExceeded as exc:
-        raise ApiError(402, str(exc), title="Budget exceeded") from None
-    state = platform.new_prediction(
-        target,
+    submission = Submission(
         body.input,
-        caller.owner,
-        token_id=caller.token_id,
-        stream=body.stream,
         webhook=body.webhook,
         webhook_events_filter=body.webhook_events_filter,
+        stream=body.stream,
+        wait=wait,
     )
-    await platform.check_egress(target, state)
-    try:
-        platform.accept(target, state)
-    except QueueFull as exc:
-        raise ApiError(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
-    headers = {}
-    if wait is None:
-        await platform.acknowledge(state)
-        finished = False
-    else:
-        headers["Preference-Applied"] = f"wait={wait:g}"
-        finished = await platform.wait(state, wait)
-        if not finished:
-            await platform.acknowledge(state)
+    accepted = await platform.intake.submit(target, submission, caller)
+    state, finished = accepted.state, accepted.finished
+    headers = {} if wait is None else {"Preference-Applied": f"wait={wait:g}"}
     payload = serialize.prediction(platform, state, inline if inline is not None else finished)
     if wait is not None and not finished:
         payload["status"] = "starting"  # makes replicate.run poll rather than stop early
@@ -197,7 +174,7 @@ async def get_prediction(
 async def cancel_prediction(request: Request, prediction_id: str, caller: Caller) -> Response:
     platform: Platform = request.app.state.platform
     await guards.readable_prediction(platform, caller, prediction_id)
-    state = await platform.cancel(prediction_id)
+    state = await platform.intake.cancel(prediction_id)
     return json_response(serialize.prediction(platform, state))
 
 
@@ -234,7 +211,7 @@ async def list_predictions(
     filters = {"status": status, "model": model, "deployment": deployment}
     before = _parse_cursor(cursor) if cursor else None
     owner = guards.visible_owner(caller)  # one's own; an admin sees every owner's
-    states = await platform.predictions_page(PAGE_SIZE + 1, before, owner=owner, **filters)
+    states = await platform.book.page(PAGE_SIZE + 1, before, owner=owner, **filters)
     more = len(states) > PAGE_SIZE
     states = states[:PAGE_SIZE]
     next_url = None

@@ -13,7 +13,8 @@ from ember.api import guards, serialize
 from ember.api.auth import principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
-from ember.control.platform import Platform, Principal
+from ember.control.access import Principal
+from ember.control.platform import Platform
 from ember.control.policies.ratelimit import RateLimit
 
 router = APIRouter(prefix="/v1")
@@ -53,7 +54,7 @@ async def create_token(request: Request, body: TokenCreate, caller: Caller) -> R
     guards.admin(caller, "create tokens")
     platform: Platform = request.app.state.platform
     owner = body.owner or caller.owner
-    token_id, token = await platform.create_token(body.name, owner, body.scope, body.rate_limit)
+    token_id, token = await platform.tokens.create(body.name, owner, body.scope, body.rate_limit)
     return json_response(
         {
             "id": token_id,
@@ -81,7 +82,7 @@ async def list_tokens(request: Request, caller: Caller) -> Response:
             "rate_limit": record.rate_limit,
             "created_at": serialize.timestamp(record.created_at),
         }
-        for record in await platform.tokens()
+        for record in await platform.tokens.all()
     ]
     return json_response(serialize.page(items))
 
@@ -91,6 +92,6 @@ async def revoke_token(request: Request, token_id: str, caller: Caller) -> Respo
     """Revoke a token at once: requests that present it are refused with 401 from now on."""
     guards.admin(caller, "revoke tokens")
     platform: Platform = request.app.state.platform
-    if not await platform.revoke_token(token_id):
+    if not await platform.tokens.revoke(token_id):
         raise ApiError(404, f"no token {token_id!r}: `GET /v1/tokens` lists them")
     return Response(status_code=204)
