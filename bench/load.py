@@ -1,8 +1,8 @@
 """Load and soak: does `ember serve` hold a burst at zero replicas, keep its memory bounded
 with a deep queue, and stay flat under steady load?
 
-One real `ember serve` (SQLite, a fresh data dir in a temp dir, started by tests/server.py's
-`EmberServer` with its admin token) and two tiny models: `predict(text, hold="")` returns
+One real `ember serve` (SQLite, a fresh data dir in a temp dir, started by bench/harness.py's
+`EmberServe` with its admin token) and two tiny models: `predict(text, hold="")` returns
 `text.upper()`, first waiting while the file `hold` exists; the second model's `setup()` also
 waits while the server's setup-hold file exists (a slow model load that ends at will). Three
 phases in turn, each on its own deployment:
@@ -64,19 +64,14 @@ from common import (
     percentile,
     print_verdicts,
 )
+from harness import EmberServe
 from rich.console import Console
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from server import TOKEN, EmberServer  # noqa: E402  tests/server.py
+from ember.control.predictions import TERMINAL
 
-from ember.control.predictions import TERMINAL  # noqa: E402
-
-OWNER = "ember"
 MODEL = "load"  # for the queue and the soak
 HELD_MODEL = "load-held"  # for the burst: setup() lasts while the server's setup hold exists
-HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 MIB = 1024 * 1024
 # What holds load-queue's one replica busy: the prediction it runs and the one it prefetches
 # (the runner's PREFETCH), so that everything after them waits in the gateway's queue.
@@ -214,9 +209,9 @@ class LoadServer:
         # While it exists, replicas of the held model cannot finish setup (nor can the upload's
         # check of it, so it is made once both models are in).
         self.setup_hold = work / "setup-hold"
-        self.server = EmberServer(work / "data")
-        self.server.start(timeout=60)
+        self.server = EmberServe(work / "data", work / "server.log")
         try:
+            self.server.start()
             for name, environment in (
                 (MODEL, {}),
                 (HELD_MODEL, {"LOAD_SETUP_HOLD": str(self.setup_hold)}),
@@ -230,29 +225,28 @@ class LoadServer:
                 }
                 (package / "ember.yaml").write_text(json.dumps(manifest))  # JSON is YAML
                 (package / "predict.py").write_text(PREDICTOR)
-                self.server.deploy(package, OWNER, name)
+                self.server.upload(package, name)
             self.setup_hold.touch()
         except BaseException:
-            self.server.stop()
+            self.server.close()
             raise
 
     @property
     def pid(self) -> int:
-        assert self.server.process is not None
-        return self.server.process.pid
+        return self.server.pid
 
     def sampler(self, interval: float) -> Sampler:
         return Sampler(self.pid, self.server.port, interval)
 
     @property
     def log_tail(self) -> str:
-        return "\n".join(self.server.log_path.read_text(errors="replace").splitlines()[-20:])
+        return self.server.log_tail(20)
 
     def client(self, connections: int = 64, timeout: float = 90) -> httpx.AsyncClient:
         """An admin client with up to `connections` open at once."""
         return httpx.AsyncClient(
             base_url=self.server.url,
-            headers=HEADERS,
+            headers=self.server.headers,
             timeout=timeout,
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=64),
             trust_env=False,
@@ -260,16 +254,11 @@ class LoadServer:
 
     def deploy(self, name: str, model: str = MODEL, **scaling: int) -> str:
         """A deployment of one of the load models: its `owner/name`."""
-        with self.server.client() as client:
-            response = client.post(
-                "/v1/deployments", json={"name": name, "model": f"{OWNER}/{model}", **scaling}
-            )
-        if response.status_code != 201:
-            raise RuntimeError(f"deployment {name}: HTTP {response.status_code} {response.text}")
-        return f"{OWNER}/{name}"
+        path = self.server.create_deployment(name, model, **scaling)
+        return path.removeprefix("/v1/deployments/")
 
     def close(self) -> None:
-        self.server.stop()
+        self.server.close()
 
 
 async def deployment_status(client: httpx.AsyncClient, deployment: str) -> dict[str, Any]:

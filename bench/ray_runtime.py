@@ -46,12 +46,11 @@ from common import (
     percentile,
     print_verdicts,
 )
-from ember_server import EmberServe
+from harness import HERE, EmberServe
 from rich.console import Console
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
-TRIVIAL = ROOT / "bench" / "models" / "trivial"
+TRIVIAL = HERE / "models" / "trivial"
 RAY_SERVE_SCALE_FROM_ZERO = 1.69  # s, the fastest in coldstart.md
 
 
@@ -118,12 +117,12 @@ def main() -> None:
     cluster.wait_for_nodes()
     env = dict(os.environ)
     servers = {
-        "local": EmberServe(tmp / "local", env, tmp / "local.log"),
+        "local": EmberServe(tmp / "local", tmp / "local.log", env=env),
         "ray": EmberServe(
             tmp / "ray",
-            env,
             tmp / "ray.log",
-            ("--runtime", "ray", "--ray-address", cluster.address),
+            env=env,
+            args=("--runtime", "ray", "--ray-address", cluster.address),
         ),
     }
     latencies: dict[str, list[float]] = {name: [] for name in servers}

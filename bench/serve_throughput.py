@@ -45,9 +45,7 @@ import json
 import os
 import resource
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,15 +55,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import NoiseMeter, percentile, stop_process, write_report
+from common import NoiseMeter, percentile, write_report
+from harness import (
+    ADMIN_TOKEN,
+    HERE,
+    POSTGRES,
+    EmberServe,
+    listening_socket,
+    postgres_database,
+    python_app,
+    stop_group,
+)
 from loadgen import Load, LoadResult, add_load_arguments, run_load
 from rich.console import Console
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "bench" / "models" / "trivial"
-sys.path.insert(0, str(ROOT / "tests"))
-from server import POSTGRES, TOKEN, EmberServer, postgres_database  # noqa: E402  tests/server.py
+MODEL = HERE / "models" / "trivial"
 
 # Pin math-library threads in this process and in every child (they inherit os.environ).
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -235,17 +240,10 @@ def cpu_by_role(pids: dict[str, list[int]]) -> dict[str, float]:
 
 class BareApp:
     def __init__(self, loop: str) -> None:
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(2048)
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", BARE_APP, str(self.listener.fileno()), loop, str(MODEL)],
-            pass_fds=(self.listener.fileno(),),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-        )
+        self.listener = listening_socket(2048)
+        peer = python_app(BARE_APP, self.listener, loop, str(MODEL))
+        self.url = peer.url
+        self.proc = peer.start(log=None)
         try:
             # The socket already listens: this request waits in the backlog until uvicorn runs.
             response = httpx.post(
@@ -262,7 +260,7 @@ class BareApp:
             raise
 
     def close(self) -> None:
-        stop_process(self.proc)
+        stop_group(self.proc)
         self.listener.close()
 
 
@@ -270,22 +268,18 @@ class EmberUnderTest:
     """`ember serve` with bench/models/trivial deployed as deployment ember/trivial."""
 
     def __init__(self, data_dir: Path, database_url: str | None = None) -> None:
-        self.server = EmberServer(data_dir, database_url)
+        self.server = EmberServe(data_dir, data_dir / "server.log", database_url=database_url)
         try:
-            self.server.start(timeout=60)
+            self.server.start()
             self._deploy()
         except BaseException:
-            self.server.stop()
+            self.server.close()
             raise
 
     def _deploy(self) -> None:
-        self.server.deploy(MODEL, "ember", "trivial")
+        self.server.upload(MODEL, "trivial")
+        self.server.create_deployment("trivial", min_instances=1)
         with self.server.client() as client:
-            response = client.post(
-                "/v1/deployments",
-                json={"name": "trivial", "model": "ember/trivial", "min_instances": 1},
-            )
-            assert response.status_code == 201, response.text
             deadline = time.monotonic() + 60  # the first prediction waits for the replica
             while True:
                 answer = client.post(DEPLOYMENT_PATH, content=BODY, headers=SYNC_HEADERS)
@@ -297,8 +291,7 @@ class EmberUnderTest:
 
     @property
     def pid(self) -> int:
-        assert self.server.process is not None
-        return self.server.process.pid
+        return self.server.pid
 
     def pids(self) -> dict[str, list[int]]:
         return {"server": [self.pid], "worker": children_of(self.pid)}
@@ -317,11 +310,11 @@ class EmberUnderTest:
         raise RuntimeError(f"async predictions did not drain within {timeout:.0f} s")
 
     def close(self) -> None:
-        self.server.stop()
+        self.server.close()
 
 
 ROLE_ABBREVIATIONS = {"server": "srv", "worker": "wkr", "postgres": "pg"}
-COMMON_HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+COMMON_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
 SYNC_HEADERS = {**COMMON_HEADERS, "Prefer": "wait"}
 
 

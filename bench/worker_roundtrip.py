@@ -44,7 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from common import NoiseMeter, percentile, stop_process, write_report
+from harness import listening_socket, python_app, stop_group
 from rich.console import Console
 from rich.table import Table
 
@@ -360,16 +362,15 @@ class Replicas:
 
 class FastAPIPeer:
     def __init__(self) -> None:
-        import httpx
-
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(128)
-        self.port = self.listener.getsockname()[1]
+        self.listener = listening_socket()
+        self.peer = python_app(FASTAPI_APP, self.listener)
         self.proc: subprocess.Popen[Any] | None = None
-        self.client = httpx.Client(
-            base_url=f"http://127.0.0.1:{self.port}",
+        self.client = self.connect()
+
+    def connect(self) -> httpx.Client:
+        """A client of one keep-alive connection."""
+        return httpx.Client(
+            base_url=self.peer.url,
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
             timeout=30.0,
             trust_env=False,
@@ -380,11 +381,7 @@ class FastAPIPeer:
         listens, so the request waits in the backlog instead of polling)."""
         assert self.proc is None
         t0 = now_ns()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", FASTAPI_APP, str(self.listener.fileno())],
-            pass_fds=(self.listener.fileno(),),
-            stdin=subprocess.DEVNULL,
-        )
+        self.proc = self.peer.start(log=None)
         self.call()
         return now_ns() - t0
 
@@ -398,30 +395,20 @@ class FastAPIPeer:
 
     def shutdown(self) -> None:
         self.client.close()  # drop the keep-alive connection so the next launch opens a new one
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
-        import httpx
-
-        self.client = httpx.Client(
-            base_url=f"http://127.0.0.1:{self.port}",
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-            timeout=30.0,
-            trust_env=False,
-        )
+        stop_group(self.proc)
+        self.proc = None
+        self.client = self.connect()
 
     def close(self) -> None:
         self.client.close()
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
+        stop_group(self.proc)
+        self.proc = None
         self.listener.close()
 
 
 def http_peer_available() -> bool:
     try:
         import fastapi  # noqa: F401
-        import httpx  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
         return False
