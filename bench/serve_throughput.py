@@ -63,6 +63,7 @@ from harness import (
     EmberServe,
     listening_socket,
     postgres_database,
+    process_tree,
     python_app,
     stop_group,
 )
@@ -209,21 +210,6 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
 
 
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
 def postgres_pids() -> list[int]:
     pids = []
     for entry in os.listdir("/proc"):
@@ -294,7 +280,8 @@ class EmberUnderTest:
         return self.server.pid
 
     def pids(self) -> dict[str, list[int]]:
-        return {"server": [self.pid], "worker": children_of(self.pid)}
+        # Everything under the server: the warm host and the replica it forked (a grandchild).
+        return {"server": [self.pid], "worker": process_tree(self.pid)[1:]}
 
     def drain(self, prediction_id: str | None, timeout: float = 60) -> None:
         """Wait until an (async) prediction, and so the FIFO before it, has finished."""
