@@ -248,7 +248,7 @@ def render(trace: tracelib.Trace, summaries: dict[str, Summary], console, per_mo
 
 
 def markdown(trace: tracelib.Trace, summaries: dict[str, Summary]) -> str:
-    """The same table in Markdown, for bench/README.md."""
+    """The same table in Markdown, for a results file (bench/results/)."""
     ref = summaries.get(REFERENCE)
     lines = [
         f"**{_title(trace)}**",
