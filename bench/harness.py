@@ -41,7 +41,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ember.packages.archive import write_archive
-from ember.packages.environment import uv_index_args
+from ember.packages.uv_options import uv_index_args
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

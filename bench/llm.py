@@ -88,7 +88,7 @@ from harness import (
 from rich.console import Console
 from rich.table import Table
 
-from ember.packages.environment import uv_index_args
+from ember.packages.uv_options import uv_index_args
 
 EXAMPLE = ROOT / "examples" / "chat"
 INPROCESS = HERE / "peers" / "llm" / "inprocess.py"

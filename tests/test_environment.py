@@ -25,10 +25,10 @@ from ember.packages.environment import (
     MissingSystemPackages,
     check_system_packages,
     ensure_environment,
-    environment_key,
     require_system_packages,
-    uv_index_args,
 )
+from ember.packages.environment_cache import environment_key
+from ember.packages.uv_options import uv_index_args
 
 RUNNING = f"{sys.version_info.major}.{sys.version_info.minor}"
 EMBER_PACKAGE_DIR = Path(__file__).resolve().parents[1] / "src" / "ember"

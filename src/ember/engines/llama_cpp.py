@@ -8,9 +8,9 @@ read from the last position's logits, so they cost nothing unless asked for (lla
 own way, ``logits_all=True``, keeps an n_ctx x n_vocab float array: ~400 MB for a 2048-token
 context and a 49k vocabulary, and slower prompt processing).
 
-Sampling follows OpenAI's defaults (temperature 1, top_p 1, no top_k, min_p or repetition
-penalty) rather than llama-cpp-python's, and a request without a seed gets a random one:
-llama-cpp-python's default derives it from a fixed value, so every replica would answer alike.
+How a request's fields become llama.cpp's sampler settings is ``llama_cpp_sampling.py``;
+the engine options and loading the GGUF (its file, chat template, progress) are
+``llama_cpp_setup.py``. This module is the engine class and its token loop.
 
 One ``Llama`` context runs one sequence at a time and is not thread-safe: a lock covers each
 generation from its first token to its last, released as soon as a stream is closed early or
@@ -23,10 +23,8 @@ half-evaluated batch is never reused.
 from __future__ import annotations
 
 import codecs
-import json
 import os
 import secrets
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,60 +35,30 @@ from typing import Any
 
 import llama_cpp
 import numpy as np
-from llama_cpp import llama_chat_format
-from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
 from ember.engines import openai_shapes as shapes
 from ember.engines.base import RequestError, say
+from ember.engines.llama_cpp_sampling import (
+    CHAT_EXTRAS,
+    COMPLETION_EXTRAS,
+    SEED_RANGE,
+    Sampling,
+    grammar,
+    nth,
+    request_sampling,
+)
+from ember.engines.llama_cpp_setup import (
+    SAYS,
+    chat_formatter,
+    check_options,
+    gguf_file,
+    load_progress,
+)
 from ember.scope import record_metric
 from ember.types import ConcatenateIterator, Input
 
 ENGINE = "llama_cpp"
-SAYS = "llama.cpp"  # the prefix of this engine's setup lines
 FINGERPRINT = f"ember-llama_cpp-{llama_cpp.__version__}"
-SEED_RANGE = 0xFFFFFFFF  # llama.cpp seeds are uint32; 0xFFFFFFFF itself means "random"
-
-# engine_options → (type, default, what it does)
-OPTIONS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
-    "n_ctx": (int, 2048, "context length in tokens (prompt + completion)"),
-    "n_threads": (int, None, "CPU threads; default: the replica's OMP_NUM_THREADS, else 1"),
-    "n_batch": (int, 512, "prompt tokens evaluated per batch"),
-    "chat_format": (str, None, "a llama-cpp-python chat format; default: the GGUF's template"),
-    "n_gpu_layers": (int, 0, "layers offloaded to a GPU (GPU builds only; -1: all)"),
-    "use_mmap": (bool, True, "map the weights instead of reading them into memory"),
-    "sampling": (dict, None, "defaults for requests that leave them out, e.g. {temperature: 0.2}"),
-}
-# Request fields → Sampling attributes (top_k, min_p, repetition_penalty as vLLM takes them).
-SAMPLING_FIELDS = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "min_p": "min_p",
-    "repetition_penalty": "repeat_penalty",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-}
-# Fields beyond OpenAI's own (openai_shapes) that this engine honours.
-COMPLETION_EXTRAS = shapes.VLLM_SAMPLING_FIELDS
-CHAT_EXTRAS = COMPLETION_EXTRAS | {"response_format"}
-
-
-@dataclass
-class Sampling:
-    """How to draw one completion; defaults are OpenAI's."""
-
-    max_tokens: int | None = None  # None: until the context is full
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0: off
-    min_p: float = 0.0
-    repeat_penalty: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
-    top_logprobs: int | None = None  # None: no logprobs; k: the token's and k alternatives
-    grammar: LlamaGrammar | None = None
 
 
 @dataclass
@@ -127,7 +95,7 @@ class Engine:
         if model is None:
             raise ValueError("the llama_cpp engine needs `model:` in ember.yaml (a .gguf file)")
         self.model = model
-        self.options = _check_options(options)
+        self.options = check_options(options)
         self.llm: llama_cpp.Llama | None = None
         self._lock = threading.Lock()
         self._threads_pid = 0
@@ -137,12 +105,12 @@ class Engine:
 
     def setup(self) -> None:
         """Load the GGUF, saying what it loads and how long it took (shown by `ember deploy`)."""
-        path = _gguf_file(self.model)
+        path = gguf_file(self.model)
         opts = self.options
         say(SAYS, f"loading {path} ({path.stat().st_size / 2**20:.0f} MB)")
         began = time.perf_counter()
         threads = self._threads()
-        with _load_progress():
+        with load_progress():
             self.llm = llama_cpp.Llama(
                 model_path=str(path),
                 n_ctx=opts["n_ctx"],
@@ -158,7 +126,7 @@ class Engine:
         self._threads_pid = os.getpid()
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self._n_vocab = self.llm.n_vocab()
-        self._format, format_name = _chat_formatter(self.llm, opts["chat_format"])
+        self._format, format_name = chat_formatter(self.llm, opts["chat_format"])
         say(
             SAYS,
             f"loaded in {time.perf_counter() - began:.2f} s (context {opts['n_ctx']} tokens, "
@@ -233,18 +201,18 @@ class Engine:
         """POST /v1/chat/completions: a chat.completion, or chat.completion.chunk objects."""
         asked = shapes.chat_request(request, CHAT_EXTRAS, ENGINE)
         tokens, stop = self._chat_prompt(shapes.chat_messages(request.get("messages")))
-        sampling = self._sampling(request, asked, [*asked.stop, *stop])
+        sampling = request_sampling(request, asked, [*asked.stop, *stop], self.options["sampling"])
         sampling.max_tokens = shapes.check_context(
             len(tokens), asked.max_tokens, self.options["n_ctx"], "messages"
         )
-        sampling.grammar = _grammar(request.get("response_format"))
+        sampling.grammar = grammar(request.get("response_format"))
         answer = shapes.Answer(request, "chat", FINGERPRINT)
         if request.get("stream"):
             return self._chat_stream(answer, asked.n, tokens, sampling)
         with self._generating([tokens], sampling) as usage:
             choices = []
             for i in range(asked.n):
-                choice = self._complete(tokens, _nth(sampling, i), usage)
+                choice = self._complete(tokens, nth(sampling, i), usage)
                 logprobs = self._chat_logprobs(choice.logprobs, sampling)
                 choices.append(shapes.chat_choice(i, choice.text, choice.finish_reason, logprobs))
         return answer.response(choices, usage.as_dict())
@@ -258,7 +226,7 @@ class Engine:
                 # processed: the first chunk's arrival is then the true time to first token,
                 # for the client and for Ember's metrics.
                 role: dict[str, Any] | None = answer.chunk(shapes.chat_role_delta(i))
-                choice, steps = self._steps(usage, tokens, _nth(sampling, i))
+                choice, steps = self._steps(usage, tokens, nth(sampling, i))
                 for text, logprobs in steps:
                     if role is not None:
                         yield role
@@ -279,7 +247,7 @@ class Engine:
         prompts = [self._completion_prompt(p) for p in shapes.prompts(request.get("prompt"))]
         for tokens in prompts:
             shapes.check_context(len(tokens), asked.max_tokens, self.options["n_ctx"], "prompt")
-        sampling = self._sampling(request, asked, asked.stop)
+        sampling = request_sampling(request, asked, asked.stop, self.options["sampling"])
         sampling.max_tokens = asked.max_tokens
         # Logprobs' text offsets count from the prompt's start, so its text is needed too.
         texts = [llm.detokenize(p).decode("utf-8", errors="replace") for p in prompts]
@@ -290,7 +258,7 @@ class Engine:
             choices = []
             for p, (tokens, prompt_text) in enumerate(zip(prompts, texts, strict=True)):
                 for i in range(asked.n):
-                    choice = self._complete(tokens, _nth(sampling, i), usage)
+                    choice = self._complete(tokens, nth(sampling, i), usage)
                     logprobs = self._text_logprobs(choice.logprobs, sampling, len(prompt_text))
                     text = (prompt_text if asked.echo else "") + choice.text
                     index = p * asked.n + i
@@ -311,7 +279,7 @@ class Engine:
                     index = p * asked.n + i
                     if asked.echo:
                         yield answer.chunk(shapes.text_choice(index, prompt_text))
-                    choice, steps = self._steps(usage, tokens, _nth(sampling, i))
+                    choice, steps = self._steps(usage, tokens, nth(sampling, i))
                     for text, logprobs in steps:
                         lp = self._text_logprobs(logprobs, sampling, len(prompt_text))
                         yield answer.chunk(shapes.text_choice(index, text, logprobs=lp))
@@ -319,7 +287,7 @@ class Engine:
             if answer.include_usage:
                 yield answer.usage_chunk(usage.as_dict())
 
-    # -- requests → prompts and sampling ------------------------------------------------------
+    # -- requests → prompts ---------------------------------------------------------------
 
     def _chat_prompt(self, messages: list[dict[str, str]]) -> tuple[list[int], list[str]]:
         """The messages through the chat template, as tokens, and the template's stop strings."""
@@ -355,17 +323,6 @@ class Engine:
                 raise RequestError("prompt: empty prompt", param="prompt")
             tokens = [llm.token_bos()]
         return tokens
-
-    def _sampling(self, request: dict[str, Any], asked: shapes.Asked, stop: list[str]) -> Sampling:
-        """The request's sampling, over the package's defaults, over OpenAI's."""
-        s = Sampling(stop=stop, seed=request.get("seed"), top_logprobs=asked.top_logprobs)
-        for source in (self.options["sampling"] or {}, request):
-            for key, attr in SAMPLING_FIELDS.items():
-                if source.get(key) is not None:
-                    setattr(s, attr, source[key])
-        if s.top_k < 0:  # vLLM's "off"
-            s.top_k = 0
-        return s
 
     # -- generation ------------------------------------------------------------------------
 
@@ -551,149 +508,3 @@ class _Usage:
 
     def as_dict(self) -> dict[str, int]:
         return shapes.usage(self.prompt_tokens, self.completion_tokens)
-
-
-def _nth(s: Sampling, i: int) -> Sampling:
-    """Choice i of n: its own seed (seed + i), so n choices differ yet replay alike."""
-    if i == 0 or s.seed is None:
-        return s
-    return Sampling(**{**s.__dict__, "seed": s.seed + i})
-
-
-def _grammar(response_format: dict[str, Any] | None) -> LlamaGrammar | None:
-    """JSON mode and structured outputs as a llama.cpp grammar."""
-    kind = (response_format or {}).get("type", "text")
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-    if kind == "json_schema":
-        schema = (response_format or {}).get("json_schema", {}).get("schema")
-        if not isinstance(schema, dict):
-            raise RequestError("response_format.json_schema.schema is required", "response_format")
-        try:
-            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-        except Exception as exc:
-            raise RequestError(f"response_format: {exc}", param="response_format") from exc
-    raise RequestError(f"response_format: unknown type {kind!r}", param="response_format")
-
-
-def _check_options(options: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        known = "; ".join(f"{k} ({why})" for k, (_, _, why) in OPTIONS.items())
-        raise ValueError(f"unknown llama_cpp engine_options {', '.join(unknown)}: known: {known}")
-    checked = {}
-    for name, (kind, default, _) in OPTIONS.items():
-        value = options.get(name, default)
-        if value is not None and (
-            not isinstance(value, kind) or (kind is int and isinstance(value, bool))
-        ):
-            raise ValueError(f"engine_options.{name} must be {kind.__name__}, not {value!r}")
-        checked[name] = value
-    unknown = sorted(set(checked["sampling"] or {}) - set(SAMPLING_FIELDS))
-    if unknown:
-        raise ValueError(
-            f"engine_options.sampling: unknown {', '.join(unknown)}; known: "
-            + ", ".join(SAMPLING_FIELDS)
-        )
-    return checked
-
-
-def _gguf_file(model: Path) -> Path:
-    """`model` itself, or the one .gguf file in the folder it names."""
-    if model.is_file():
-        return model
-    found = sorted(model.glob("*.gguf"))
-    if len(found) != 1:
-        names = ", ".join(p.name for p in found) or "none"
-        raise FileNotFoundError(f"{model}: expected exactly one .gguf file, found {names}")
-    return found[0]
-
-
-def _chat_formatter(
-    llm: llama_cpp.Llama, name: str | None
-) -> tuple[Callable[..., Any] | None, str]:
-    """The prompt formatter for chat: the GGUF's own template, one of its named templates
-    (``chat_template.<name>``), or a format llama-cpp-python ships (chatml, llama-3...)."""
-    metadata = llm.metadata
-
-    def jinja(template: str) -> Callable[..., Any]:
-        def text(token: int) -> str:
-            return llm.detokenize([token], special=True).decode() if token >= 0 else ""
-
-        return llama_chat_format.Jinja2ChatFormatter(
-            template=template,
-            eos_token=text(llm.token_eos()),
-            bos_token=text(llm.token_bos()),
-            stop_token_ids=[llm.token_eos()],
-        )
-
-    if name is None:
-        template = metadata.get("tokenizer.chat_template")
-        return (jinja(template), "from the GGUF") if template else (None, "none")
-    if name.startswith("chat_template."):
-        key = "tokenizer." + name
-        if key not in metadata:
-            raise ValueError(f"chat_format {name!r}: the GGUF has no {key}")
-        return jinja(metadata[key]), name
-    try:
-        handler = llama_chat_format.get_chat_completion_handler(name)
-    except llama_chat_format.LlamaChatCompletionHandlerNotFoundException as exc:
-        raise ValueError(f"chat_format: {exc}") from None
-    # Formats registered with @register_chat_format wrap a plain prompt formatter; the others
-    # (function calling, vision) generate by themselves and do not fit this engine.
-    free = handler.__code__.co_freevars
-    if "chat_formatter" not in free or handler.__closure__ is None:
-        raise ValueError(f"chat_format {name!r} is not a prompt format this engine can use")
-    return handler.__closure__[free.index("chat_formatter")].cell_contents, name
-
-
-@contextmanager
-def _load_progress() -> Iterator[None]:
-    """Print llama.cpp's weight-loading progress at each quarter.
-
-    llama-cpp-python offers no hook for llama.cpp's progress callback and silences fds 1 and 2
-    while loading, so the callback is set on the load call's parameters, and writes to the
-    stream stderr was before (the worker's capture), or to a copy of fd 2 when that stream is
-    the process's own stderr (which is silenced)."""
-    module = llama_cpp.llama_cpp
-    load = getattr(module, "llama_model_load_from_file", None)
-    if load is None:  # another llama-cpp-python: load without progress rather than fail
-        yield
-        return
-    stream = sys.stderr
-    fd = os.dup(2) if stream is sys.__stderr__ else None
-    reached = [0]
-
-    def report(progress: float, _user_data: Any) -> bool:
-        quarter = int(progress * 4 + 1e-6)
-        if quarter > reached[0]:
-            reached[0] = quarter
-            line = f"{SAYS}: weights {quarter * 25}%\n"
-            try:
-                if fd is not None:
-                    os.write(fd, line.encode())
-                else:
-                    stream.write(line)
-                    stream.flush()
-            except Exception:  # progress is a courtesy, never a reason to fail the load
-                pass
-        return True
-
-    callback = llama_cpp.llama_progress_callback(report)
-
-    def load_with_progress(path: bytes, params: Any) -> Any:
-        params.progress_callback = callback
-        try:
-            return load(path, params)
-        finally:
-            params.progress_callback = llama_cpp.llama_progress_callback()
-
-    module.llama_model_load_from_file = load_with_progress
-    try:
-        yield
-    finally:
-        module.llama_model_load_from_file = load
-        if fd is not None:
-            os.close(fd)
