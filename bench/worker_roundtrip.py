@@ -54,7 +54,8 @@ from ember.packages.loader import load_predictor, read_package
 from ember.packages.predictor import validated_inputs
 from ember.packages.spec import PackageSpec
 from ember.runtime.base import PredictionRequest, ReplicaState
-from ember.runtime.local import LocalReplica, LocalRuntime
+from ember.runtime.local import LocalRuntime
+from ember.runtime.local_replica import LocalReplica
 from ember.worker import protocol
 from ember.worker.runner import Job, Runner
 

@@ -23,7 +23,8 @@ from ember.control.predictions import PredictionState
 from ember.packages.loader import read_package
 from ember.packages.spec import PackageSpec
 from ember.runtime.base import PredictionEvent, PredictionRequest, PredictionResult, ReplicaState
-from ember.runtime.local import LocalReplica, LocalRuntime
+from ember.runtime.local import LocalRuntime
+from ember.runtime.local_replica import LocalReplica
 
 MODELS = Path(__file__).parent / "models"
 # One uv cache for every server and runtime the tests start (and for the next run on this

@@ -29,7 +29,8 @@ from ember.packages import cog as cog_format
 from ember.packages.loader import load_predictor, read_package
 from ember.packages.schema import openapi_schema
 from ember.runtime.base import PredictionRequest, replace_files
-from ember.runtime.local import LocalReplica, LocalRuntime
+from ember.runtime.local import LocalRuntime
+from ember.runtime.local_replica import LocalReplica
 
 COG_MODELS = MODELS / "cog"
 GOLDEN = "schema.cog-0.16.12.json"

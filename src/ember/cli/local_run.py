@@ -28,7 +28,8 @@ from ember.packages.environment import EnvironmentBuildError, MissingSystemPacka
 from ember.packages.loader import read_package
 from ember.packages.spec import PackageError, PackageSpec
 from ember.runtime.base import PredictionRequest, PredictionResult, ReplicaState, replace_files
-from ember.runtime.local import LocalReplica, LocalRuntime, default_data_dir
+from ember.runtime.local import LocalRuntime, default_data_dir
+from ember.runtime.local_replica import LocalReplica
 from ember.worker.outputs import FILE_KEY
 
 T = TypeVar("T")

@@ -35,7 +35,8 @@ from ember.runtime.base import (
     ReplicaState,
     Tier,
 )
-from ember.runtime.local import LocalReplica, LocalRuntime
+from ember.runtime.local import LocalRuntime
+from ember.runtime.local_replica import LocalReplica
 
 PREEMPTION_POLL_SECONDS = 0.25
 AGENT_NAME = "ember-node-{}"  # one named agent per node id, in Ember's namespace
