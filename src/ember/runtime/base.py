@@ -105,11 +105,29 @@ class PredictionResult:
 Listener = Callable[["PredictionEvent | PredictionResult"], None]
 
 
-class PredictionHandle:
-    """One submitted prediction: iterate its events, await its result, or cancel it.
+class EventBuffer:
+    """The listener of a prediction whose owner reads its events by iterating them (`ember
+    run`, tests): queues each event, and gathers the logs into the result."""
 
-    With a `listener`, every event and then the result are also handed to it the moment the
-    replica reports them, with no task or queue hop in between (the control plane's hot path).
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[PredictionEvent | None] = asyncio.Queue()
+        self._logs: list[str] = []
+
+    def __call__(self, event: PredictionEvent | PredictionResult) -> None:
+        if isinstance(event, PredictionResult):
+            event.logs = "".join(self._logs)
+            self.queue.put_nowait(None)
+            return
+        if event.type == "log":
+            self._logs.append(event.data)
+        self.queue.put_nowait(event)
+
+
+class PredictionHandle:
+    """One submitted prediction: its events go to one listener, the moment the replica
+    reports them, with no task or queue hop in between (the control plane's hot path), then
+    its result. Without a listener of its own, the handle keeps an `EventBuffer` and its
+    events can be iterated; nothing else keeps them.
     """
 
     def __init__(
@@ -120,12 +138,11 @@ class PredictionHandle:
     ) -> None:
         self.request = request
         self._cancel = cancel
-        self._listener = listener
-        self._events: asyncio.Queue[PredictionEvent | None] = asyncio.Queue()
+        self._buffer = EventBuffer() if listener is None else None
+        self._listener: Listener = listener or self._buffer  # type: ignore[assignment]
         self._result: asyncio.Future[PredictionResult] = asyncio.get_running_loop().create_future()
-        self.logs: list[str] = []
-        self.outputs: list[Any] = []
         self.started_at: datetime.datetime | None = None
+        self.produced_output = False  # once it has, it must not silently run again elsewhere
 
     @property
     def id(self) -> str:
@@ -136,35 +153,32 @@ class PredictionHandle:
         return self._result.done()
 
     def publish(self, event: PredictionEvent) -> None:
-        if event.type == "log":
-            self.logs.append(event.data)
-        elif event.type == "output":
-            self.outputs.append(event.data)
+        if event.type == "output":
+            self.produced_output = True
         elif event.type == "started":
             self.started_at = utcnow()
-        self._events.put_nowait(event)
         self._tell(event)
 
     def finish(self, result: PredictionResult) -> None:
         if not self._result.done():
-            result.logs = "".join(self.logs)
             result.started_at = result.started_at or self.started_at
             result.completed_at = result.completed_at or utcnow()
             self._result.set_result(result)
-            self._events.put_nowait(None)
             self._tell(result)
 
     def _tell(self, event: PredictionEvent | PredictionResult) -> None:
         """Hand an event to the listener; its failure must not break the replica's reader."""
-        if self._listener is not None:
-            try:
-                self._listener(event)
-            except Exception:
-                logger.exception("listener of prediction %s failed", self.id)
+        try:
+            self._listener(event)
+        except Exception:
+            logger.exception("listener of prediction %s failed", self.id)
 
     async def events(self) -> AsyncIterator[PredictionEvent]:
-        """Events until the prediction ends (the result is then ready)."""
-        while (event := await self._events.get()) is not None:
+        """Events until the prediction ends (the result is then ready); only for a handle
+        submitted without a listener of its own."""
+        if self._buffer is None:
+            raise RuntimeError("this prediction's events go to the listener it was given")
+        while (event := await self._buffer.queue.get()) is not None:
             yield event
 
     async def result(self) -> PredictionResult:

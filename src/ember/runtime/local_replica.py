@@ -420,12 +420,12 @@ class LocalReplica(Replica):
             f"replica process exited with code {self.exit_code} while running this prediction",
         )
         culprit = handle.id in self._culprits
-        if started and handle.outputs and not culprit:
+        if started and handle.produced_output and not culprit:
             reason += "; it had already produced output, so it cannot be run again"
         return PredictionResult(
             id=handle.id,
             status="failed",
             error=reason,
             never_started=not started,
-            retryable=started and not handle.outputs and not culprit,
+            retryable=started and not handle.produced_output and not culprit,
         )

@@ -216,7 +216,7 @@ class RayReplica(Replica):
                 status="failed",
                 error=reason,
                 never_started=not started,
-                retryable=started and not handle.outputs,
+                retryable=started and not handle.produced_output,
             )
         )
 
