@@ -85,7 +85,7 @@ class Ledger:
         return [
             self.row(runner.name, event)
             for runner in self.runners()
-            for event in runner.live_usage()
+            for event in runner.meters.live_usage()
         ]
 
     async def accounts_since(

@@ -10,14 +10,16 @@ control loop that decides how many replicas there should be.
   started but not shown output of runs again up to `prediction_retries` times, with a note in
   its logs and `metrics.retries`; the rest fails with the reason. A replica preempted (SIGTERM)
   drains: it is no longer counted, so a replacement starts while it finishes what it runs.
-- A replica that fails to start is restarted after 1 s, 2 s, 4 s ... up to a minute, the wait
-  reported in the status (`restart_backoff`) beside `setup_error`.
+- A replica that fails to start is restarted after 1 s, 2 s, 4 s ... up to a minute
+  (`policies/restarts.py`), the wait reported in the status (`restart_backoff`) beside
+  `setup_error`.
 - Every tick (and at once when a request finds no replica), the pure policy in
   `policies/autoscaling.py` turns the observed demand into a replica count; scale-in drains
   (the replica takes nothing new and finishes what it holds).
-- Every replica's life is metered (`policies/billing.py`): its starting, busy, idle and
-  draining seconds at its hardware's rate; each prediction gets its cost (its share of busy
-  time plus its share of the cold start it waited for) in its metrics before it finishes.
+- Every replica's life is metered (`policies/billing.py`, `replica_meters.py`): its
+  starting, busy, idle and draining seconds at its hardware's rate; each prediction gets its
+  cost (its share of busy time plus its share of the cold start it waited for) in its metrics
+  before it finishes.
 - Everything the runner learns is reported through `on_event` and `on_replica_event`: it knows
   nothing of storage or HTTP.
 """
@@ -38,8 +40,10 @@ from ember.control.policies.autoscaling import Autoscaler, Decision, Limits, Obs
 from ember.control.policies.billing import ReplicaMeter
 from ember.control.policies.costs import StartTimes
 from ember.control.policies.keepalive import IdleHistory
+from ember.control.policies.restarts import RestartBackoff
 from ember.control.policies.tiers import TierChoice
 from ember.control.predictions import PredictionState, utcnow
+from ember.control.replica_meters import ReplicaMeters
 from ember.control.scaling import DEFAULT_IDLE_TIMEOUT, ScalingSettings, keep_warm_floor
 from ember.packages.spec import PackageSpec
 from ember.runtime.base import (
@@ -61,7 +65,6 @@ from ember.tasks import cancel_and_wait
 logger = logging.getLogger("ember.control")
 PREFETCH = 1
 TICK_SECONDS = 1.0
-MAX_BACKOFF_SECONDS = 60.0
 
 # (prediction, event) with event in: started, output, logs, done
 OnEvent = Callable[[PredictionState, str], None]
@@ -74,13 +77,6 @@ OnReplicaEvent = Callable[[str, str, dict[str, Any]], None]
 
 def replica_ready(replica: Replica | None) -> bool:
     return replica is not None and replica.state == ReplicaState.READY
-
-
-def restart_backoff(failed_starts: int) -> float:
-    """Seconds to wait before the next start after `failed_starts` failures in a row: a broken
-    model is retried quickly at first (a flaky download), then at most once a minute. (The
-    exponent stops growing once past the cap: a float power overflows beyond 2**1023.)"""
-    return min(MAX_BACKOFF_SECONDS, 2.0 ** min(failed_starts - 1, 16))
 
 
 class DeploymentRunner:
@@ -123,14 +119,13 @@ class DeploymentRunner:
         # A forked replica failed to set up (e.g. CUDA initialised in the host by an import):
         # from then on replicas start in full, without the warm host.
         self._fork_failed = False
-        # By replica id, while its process lives (draining ones included): replica, its meter,
-        # and the hardware it was started on.
-        self.meters: dict[str, tuple[Replica, ReplicaMeter, str]] = {}
+        self.meters = ReplicaMeters(
+            clock, lambda data: self.on_replica_event(self.name, "usage", data)
+        )
         self.last_decision = Decision(0, "not started")
         self.last_setup_error: str | None = None
         self._pending_starts = 0
-        self._failed_starts = 0  # in a row, for the restart backoff
-        self._backoff_until = 0.0
+        self.restarts = RestartBackoff()
         self._background: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
@@ -193,19 +188,8 @@ class DeploymentRunner:
             "keepalive": self._learned(),
             "cold_start": self._cold_start(),
             "setup_error": self.last_setup_error,  # why the last start failed, until one works
-            "restart_backoff": self._restart_backoff(),
+            "restart_backoff": self.restarts.report(self.clock()),
             "placement": self.runtime.placement(self.spec),  # what a start waits for, if any
-        }
-
-    def _restart_backoff(self) -> dict[str, Any] | None:
-        """While starts keep failing: how many in a row, and when the next one may begin."""
-        if not self._failed_starts:
-            return None
-        wait = max(0.0, self._backoff_until - self.clock())
-        return {
-            "failed_starts": self._failed_starts,
-            "next_start_in": round(wait, 1),
-            "detail": f"{self._failed_starts} failed start(s) in a row; next start in {wait:.0f} s",
         }
 
     def _cold_start(self) -> dict[str, Any]:
@@ -297,7 +281,7 @@ class DeploymentRunner:
         """Mirror a running prediction's events into its state, as the replica reports them
         (no task per prediction: each event is handled where the replica reads it)."""
 
-        meter = self.meters[replica.id][1] if replica.id in self.meters else None
+        meter = self.meters.get(replica.id)
 
         def on_event(event: PredictionEvent | PredictionResult) -> None:
             if isinstance(event, PredictionResult):
@@ -330,7 +314,8 @@ class DeploymentRunner:
                     if retry:
                         self._note_retry(state, event.error)
                     self.queue.appendleft(state)
-                    self.wake()
+                    self.wake()  # replace the lost replica
+                    self._pump()  # and meanwhile use another that is ready, if any
                     return
                 if event.retryable and not retry and event.error:
                     event.error += (
@@ -470,16 +455,17 @@ class DeploymentRunner:
         decision = self.autoscaler.decide(now, self.limits(now))
         self.last_decision = decision
         have = len(alive) + self._pending_starts
-        if decision.replicas > have and now < self._backoff_until:
-            decision = Decision(
-                have, f"waiting {self._backoff_until - now:.0f} s after a failed start"
-            )
+        if decision.replicas > have and (wait := self.restarts.wait(now)):
+            decision = Decision(have, f"waiting {wait:.0f} s after a failed start")
             self.last_decision = decision
         if decision.replicas > have:
             self.on_replica_event(
                 self.name, "scale", {"direction": "up", "count": decision.replicas - have}
             )
             for _ in range(decision.replicas - have):
+                # Counted now, not when the task first runs: a tick before then must not
+                # start the same replica again.
+                self._pending_starts += 1
                 self._spawn(self._start_replica())
         if decision.replicas < have:
             self.on_replica_event(
@@ -494,14 +480,14 @@ class DeploymentRunner:
         task.add_done_callback(self._background.discard)
 
     async def _start_replica(self) -> None:
-        self._pending_starts += 1
+        """One replica asked for by `tick` (already counted in `_pending_starts`)."""
         replica: Replica | None = None
         began = time.perf_counter()
         meter = ReplicaMeter(self.rate(self.hardware), self.clock())
         try:
             replica = await self.runtime.start_replica(self.spec, self._start_tier())
-            self.meters[replica.id] = (replica, meter, self.hardware)
-            self._spawn(self._account(replica, meter, self.hardware))
+            self.meters.add(replica, meter, self.hardware)
+            self._spawn(self.meters.account(replica))
             if self._closed:
                 await replica.stop(drain=False)
                 return
@@ -536,7 +522,7 @@ class DeploymentRunner:
                 self.start_times.record(replica.tier.value, max(0.0, seconds))
                 self._unproven.add(replica.id)
                 self.last_setup_error = None
-                self._failed_starts = 0
+                self.restarts.succeeded()
             elif self._closed or state == ReplicaState.DRAINING:
                 return  # stopped on purpose while starting: not a failure of the model
             elif replica.lost:  # its node went away: start another, nothing to hold against it
@@ -558,9 +544,7 @@ class DeploymentRunner:
                 self.last_setup_error = replica.setup_error or f"replica ended {state.value}"
                 logger.error("%s: replica failed to start:\n%s", self.name, self.last_setup_error)
         if self.last_setup_error and not replica_ready(replica):
-            # Do not restart a broken model in a tight loop: 1 s, 2 s, 4 s ... up to a minute.
-            self._failed_starts += 1
-            self._backoff_until = self.clock() + restart_backoff(self._failed_starts)
+            self.restarts.failed(self.clock())
         if self._closed:
             return
         if not self._alive() and not self._pending_starts and self.last_setup_error:
@@ -577,36 +561,8 @@ class DeploymentRunner:
     def _retire(self, replica: Replica) -> None:
         """Bill the replica as draining and stop it once its in-flight predictions finish
         (`close` waits for that)."""
-        if replica.id in self.meters:
-            self.meters[replica.id][1].draining(self.clock())
+        self.meters.draining(replica.id)
         self._spawn(replica.stop(drain=True))
-
-    async def _account(self, replica: Replica, meter: ReplicaMeter, hardware: str) -> None:
-        """When the replica's process is gone, report its final account."""
-        await replica.wait_stopped()
-        meter.stopped(self.clock())
-        self.meters.pop(replica.id, None)
-        self.on_replica_event(self.name, "usage", self.usage_event(replica, meter, hardware, True))
-
-    def usage_event(
-        self, replica: Replica, meter: ReplicaMeter, hardware: str, final: bool
-    ) -> dict[str, Any]:
-        return {
-            "replica": replica.id,
-            "hardware": hardware,
-            "tier": replica.tier.value,
-            "meter": meter,
-            "final": final,
-        }
-
-    def live_usage(self) -> list[dict[str, Any]]:
-        """Accounts of the replicas alive now, brought up to this moment (for checkpoints)."""
-        now = self.clock()
-        events = []
-        for replica, meter, hardware in self.meters.values():
-            meter.snapshot(now)
-            events.append(self.usage_event(replica, meter, hardware, False))
-        return events
 
     def _fail_queue(self, reason: str) -> None:
         while self.queue:
