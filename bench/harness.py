@@ -5,8 +5,8 @@ and the peers Ember is compared against, each started the way its documentation 
 Why one module: a figure from one benchmark compares with another's only if both started Ember
 alike (the same admin token, the same data dir kept across runs for its built environments, the
 same readiness check, the same stop of everything it started), and a peer is only treated fairly
-when every benchmark that runs it starts it as its docs say. tests/server.py is the tests' own
-server; the benchmarks do not borrow it.
+when every benchmark that runs it starts it as its docs say. tests/support/server.py is the
+tests' own server; the benchmarks do not borrow it.
 
 Every process runs in its own process group (`launch`), so that `stop_group` also stops what it
 forked (warm hosts, replicas, uvicorn workers); Ray's daemons leave the group and are found by

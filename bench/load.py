@@ -29,8 +29,8 @@ replicas'; the soak's fd figures leave out client connections (counted in /proc/
 which come and go with the load. "Lost" is a prediction that was acknowledged (201) but is
 not `succeeded` in the database (the paged, filtered prediction list) once its phase is over.
 Nothing is written outside the temp dir; the server and its replicas are stopped at the end,
-on Ctrl-C and on SIGTERM too. tests/test_load.py runs a shortened version of the same
-functions in CI.
+on Ctrl-C and on SIGTERM too. tests/integration/api/test_load.py runs a shortened version of
+the same functions in CI.
 
     python bench/load.py --concurrent 1000 --queued 10000 --soak 600 --markdown
 """

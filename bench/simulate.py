@@ -35,7 +35,7 @@ changed). The verdict line applies the issue's rule: Ember's mean and p99 added 
 than fixed 10 min's, billing at most 70% of its GPU-seconds.
 
 `--exact` ticks every second instead of skipping quiet stretches (see engine.py);
-tests/test_simulator.py and tests/test_replay.py check both agree.
+tests/unit/test_simulator.py and tests/unit/test_replay.py check both agree.
 """
 
 from __future__ import annotations

@@ -22,4 +22,7 @@ if ! command -v chromium >/dev/null; then
 fi
 .venv/bin/ruff check src tests bench examples
 .venv/bin/ruff format --check src tests bench examples
+# The layering (api → control → runtime → worker → packages; the store is control's alone;
+# policies do no I/O): contracts in pyproject.toml.
+.venv/bin/lint-imports
 .venv/bin/python -m pytest "$@"

@@ -19,7 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
-from server import TOKEN, EmberServer, running
+
+from tests.support.paths import MODELS, ROOT
+from tests.support.server import TOKEN, EmberServer, running
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [
@@ -30,10 +32,9 @@ pytestmark = [
     ),
 ]
 
-ROOT = Path(__file__).parent.parent
 DESCRIBE = ROOT / "examples" / "describe"
-IMAGE_OUT = Path(__file__).parent / "models" / "ember" / "image-out"
-ALL_INPUTS = Path(__file__).parent / "models" / "ember" / "all-inputs"
+IMAGE_OUT = MODELS / "ember" / "image-out"
+ALL_INPUTS = MODELS / "ember" / "all-inputs"
 SHOTS = Path(os.environ.get("EMBER_SCREENSHOTS", ROOT / "artifacts" / "screenshots"))
 # As the machine's probe found: without these, Chromium dials out at start and is refused.
 CHROMIUM_ARGS = [

@@ -6,7 +6,6 @@ import asyncio
 import datetime
 
 import pytest
-from conftest import model_path
 
 from ember.api.errors import ApiError
 from ember.api.routes.predictions import parse_prefer
@@ -18,6 +17,7 @@ from ember.packages.schema import openapi_schema
 from ember.store.db import connect, migrate
 from ember.store.repository import Store
 from ember.store.writer import GroupCommitWriter
+from tests.support.paths import model_path
 
 
 def schema_of(kind: str, name: str) -> dict:

@@ -1,7 +1,7 @@
 """The replay core (ember.control.replay) through its own API: `Request` records, `replay` with
 Ember under explicit `ScalingSettings` (min instances, idle timeout, keep-warm windows by wall
 time), `dedicated` pools, and the skipping that makes it fast equalling ticking every second.
-The benchmark around it (bench/simulate.py) is tested in tests/test_simulator.py."""
+The benchmark around it (bench/simulate.py) is tested in tests/unit/test_simulator.py."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import datetime
 import math
 import random
 import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from tests.support.paths import BENCH
+
+sys.path.insert(0, str(BENCH))
 
 from baselines import POLICIES
 

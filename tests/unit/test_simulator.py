@@ -1,6 +1,6 @@
 """The trace replay simulator (bench/simulate.py) and the replay core it runs
 (ember.control.replay): small deterministic traces, no processes. The core's own API (settings,
-keep-warm windows, `replay`, `dedicated`) is tested in tests/test_replay.py."""
+keep-warm windows, `replay`, `dedicated`) is tested in tests/unit/test_replay.py."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from tests.support.paths import BENCH
+
+sys.path.insert(0, str(BENCH))
 
 import baselines
 import common

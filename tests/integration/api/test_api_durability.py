@@ -14,20 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
-from api_fixtures import (
-    BACKENDS,
-    MODELS,
-    TERMINAL,
-    WebhookReceiver,
-    child_pids,
-    cmdline,
-    poll,
-    print_log,
-    replicate_client,
-    serving,
-    wait_gone,
-)
 from replicate.webhook import Webhooks, WebhookSigningSecret
+
+from tests.support.api import BACKENDS, TERMINAL, poll, replicate_client, serving
+from tests.support.paths import MODELS
+from tests.support.processes import child_pids, cmdline, wait_gone
+from tests.support.server import print_log
+from tests.support.webhooks import WebhookReceiver
 
 pytestmark = pytest.mark.timeout(90)
 

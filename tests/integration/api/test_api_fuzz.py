@@ -16,20 +16,20 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 from schemathesis.specs.openapi.schemas import OpenApiSchema
-from server import TOKEN, EmberServer, running
 
 from ember.api import openapi
+from tests.support.paths import EXAMPLES
+from tests.support.server import TOKEN, EmberServer, running
 
 pytestmark = pytest.mark.timeout(240)
 
-HELLO = Path(__file__).parent.parent / "examples" / "hello"
+HELLO = EXAMPLES / "hello"
 EXAMPLES = 50  # generated requests per operation, besides the coverage phase's own
 MOST_INSTANCES = 1  # the replicas a generated deployment may ask for on a test machine
 

@@ -17,20 +17,15 @@ from typing import Any
 import httpx
 import pytest
 import replicate
-from api_fixtures import (
-    BACKENDS,
-    MODELS,
-    TERMINAL,
-    WebhookReceiver,
-    poll,
-    replicate_client,
-    serving,
-)
 from replicate.exceptions import ModelError, ReplicateError
 from replicate.helpers import FileOutput
 from replicate.pagination import paginate
 from replicate.webhook import InvalidSignatureError, Webhooks, WebhookSigningSecret
-from server import EmberServer
+
+from tests.support.api import BACKENDS, TERMINAL, poll, replicate_client, serving
+from tests.support.paths import MODELS
+from tests.support.server import EmberServer
+from tests.support.webhooks import WebhookReceiver
 
 pytestmark = pytest.mark.timeout(120)
 

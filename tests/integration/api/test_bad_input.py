@@ -12,11 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server import EmberServer
+
+from tests.support.paths import EXAMPLES
+from tests.support.server import EmberServer
 
 pytestmark = pytest.mark.timeout(120)
 
-EXAMPLES = Path(__file__).parents[1] / "examples"
 MAX_REQUEST = 256 * 1024
 MAX_UPLOAD = 512 * 1024
 MAX_PACKAGE = 1024 * 1024

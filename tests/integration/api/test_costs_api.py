@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import model_path
-from server import EmberServer, running
+
+from tests.support.paths import model_path
+from tests.support.server import EmberServer, running
 
 pytestmark = pytest.mark.timeout(120)
 

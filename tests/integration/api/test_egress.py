@@ -21,15 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_fixtures import WebhookReceiver
-from server import EmberServer, running
 
 from ember.egress import EgressPolicy, EgressRefused, origin_entry
 from ember.packages.fetch import InputFileError, fetch
+from tests.support.paths import EXAMPLES
+from tests.support.server import EmberServer, running
+from tests.support.webhooks import WebhookReceiver
 
 pytestmark = pytest.mark.timeout(60)
 
-DESCRIBE = Path(__file__).parents[1] / "examples" / "describe"
+DESCRIBE = EXAMPLES / "describe"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 MAX_DATA_URI = 1000
 
@@ -244,7 +245,8 @@ def test_an_upload_is_read_through_the_servers_own_url_without_an_allowlist(
 def test_a_webhook_to_an_internal_address_is_refused_when_the_prediction_is_made(
     server: EmberServer,
 ) -> None:
-    """400 at once (the sender refuses at connect time too: see test_webhooks.py)."""
+    """400 at once (the sender refuses at connect time too: see
+    tests/integration/control/test_webhooks.py)."""
     with WebhookReceiver() as receiver, server.client() as http:
         created = http.post(
             "/v1/models/ember/describe/predictions",

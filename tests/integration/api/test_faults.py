@@ -23,14 +23,16 @@ from typing import Any
 
 import httpx
 import pytest
-from api_fixtures import TERMINAL, poll, wait_gone
-from conftest import model_path
-from server import EmberServer, running
 
-from ember.control.runner import MAX_BACKOFF_SECONDS, DeploymentRunner, restart_backoff
+from ember.control.policies.restarts import restart_backoff
+from ember.control.runner import DeploymentRunner
 from ember.control.scaling import ScalingSettings
 from ember.packages.loader import read_package
 from ember.runtime.local import HEARTBEAT_TIMEOUT_ENV, LocalRuntime
+from tests.support.api import TERMINAL, poll
+from tests.support.paths import model_path
+from tests.support.processes import wait_gone
+from tests.support.server import EmberServer, running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -200,11 +202,6 @@ def test_a_preempted_replica_finishes_its_prediction_and_the_rest_run_on_a_repla
 
 
 # -- a replica that cannot start --------------------------------------------------------------
-
-
-def test_the_restart_backoff_is_exponential_and_capped() -> None:
-    assert [restart_backoff(n) for n in range(1, 8)] == [1, 2, 4, 8, 16, 32, 60]
-    assert restart_backoff(10_000) == MAX_BACKOFF_SECONDS
 
 
 def test_a_model_that_exits_in_setup_is_restarted_ever_later_and_says_so(

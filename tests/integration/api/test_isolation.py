@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from api_fixtures import WebhookReceiver
-from conftest import model_path
 from replicate.webhook import InvalidSignatureError, Webhooks, WebhookSigningSecret
-from server import TOKEN, EmberServer, package_archive, running
+
+from tests.support.paths import model_path
+from tests.support.server import TOKEN, EmberServer, package_archive, running
+from tests.support.webhooks import WebhookReceiver
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -16,8 +16,10 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from api_fixtures import MODELS, serving
-from server import TOKEN, EmberServer
+
+from tests.support.api import serving
+from tests.support.paths import MODELS
+from tests.support.server import TOKEN, EmberServer
 
 NAME = "ember/echo"
 

@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import model_path
-from server import EmberServer, running
+
+from tests.support.paths import model_path
+from tests.support.server import EmberServer, running
 
 SLEEPER = model_path("faults", "sync")
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 import typer
-from server import TOKEN, EmberServer, free_port, running
 from typer.core import TyperGroup
 from typer.testing import CliRunner
 
 from ember import __version__
 from ember.cli.main import app
+from tests.support.server import TOKEN, EmberServer, free_port, running
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server import TOKEN, EmberServer, free_port, running
 
 from ember.packages.archive import write_archive
+from tests.support.paths import MODELS
+from tests.support.server import TOKEN, EmberServer, free_port, running
 
 pytestmark = pytest.mark.timeout(120)
 
-MODELS = Path(__file__).parent / "models"
 HELLO = MODELS / "cog" / "hello-world"
 CANARY = MODELS / "cog" / "canary"
 LIST_OUTPUT = MODELS / "cog" / "list-output"

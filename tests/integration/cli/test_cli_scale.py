@@ -6,15 +6,16 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from server import EmberServer, running
+
+from tests.support.paths import MODELS
+from tests.support.server import EmberServer, running
 
 pytestmark = pytest.mark.timeout(120)
 
-HELLO = Path(__file__).parent / "models" / "cog" / "hello-world"
+HELLO = MODELS / "cog" / "hello-world"
 NAME = "hello-scale"
 REF = f"ember/{NAME}"
 

@@ -9,11 +9,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from conftest import model_path, submit
 
 from ember.control.errors import BudgetExceeded
 from ember.control.platform import Platform
 from ember.control.prices import DEFAULT_PRICES
+from tests.support.paths import model_path
+from tests.support.replicas import submit
 
 FORKABLE = model_path("ember", "forkable")
 H100 = DEFAULT_PRICES["gpu-h100"].per_second

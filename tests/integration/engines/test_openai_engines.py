@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import openai
 import pytest
-from api_fixtures import serving
-from server import TOKEN, EmberServer
 
-EXAMPLES = Path(__file__).parent.parent / "examples"
+from tests.support.api import serving
+from tests.support.paths import EXAMPLES
+from tests.support.server import TOKEN, EmberServer
+
 CHAT = "ember/smollm2"
 EMBED = "ember/minilm"
 QUESTION = [{"role": "user", "content": "Name three colours."}]

@@ -7,10 +7,7 @@ import asyncio
 import json
 import os
 import signal
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-
-from conftest import model_path, predict, start, submit
 
 from ember.control.platform import Platform
 from ember.control.policies.tiers import TierRequest, choose_tiers
@@ -18,43 +15,10 @@ from ember.packages.loader import read_package
 from ember.packages.spec import PackageSpec
 from ember.runtime.base import ReplicaState, Tier
 from ember.runtime.local import LocalRuntime
+from tests.support.paths import model_path
+from tests.support.replicas import FORKABLE, hosted, predict, start, submit
 
-FORKABLE = model_path("ember", "forkable")
 GIB = 2**30
-
-
-async def warm(runtime: LocalRuntime, spec: PackageSpec, tier: Tier = Tier.WARM_HOST) -> None:
-    await runtime.keep_ready([(spec, tier)])
-    for _ in range(400):
-        status = runtime.readiness(spec)
-        if status.ready or (status.detail or "").startswith("warm host failed"):
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"{tier} never became ready: {runtime.readiness(spec)}")
-
-
-def hosted(
-    runtime: LocalRuntime,
-    scenario: Callable[[PackageSpec], Awaitable[None]],
-    spec: PackageSpec | None = None,
-    tier: Tier = Tier.WARM_HOST,
-    wait: bool = True,
-) -> None:
-    """Keep `tier` ready for `spec` (the forkable model by default), run the scenario, then
-    release everything the runtime kept."""
-
-    async def go() -> None:
-        package = spec or read_package(FORKABLE)
-        if wait:
-            await warm(runtime, package, tier)
-        else:
-            await runtime.keep_ready([(package, tier)])
-        try:
-            await scenario(package)
-        finally:
-            await runtime.close()
-
-    asyncio.run(go())
 
 
 async def info(replica) -> dict:  # type: ignore[no-untyped-def]

@@ -29,9 +29,10 @@ from ember.packages.environment import (
 )
 from ember.packages.environment_cache import environment_key
 from ember.packages.uv_options import uv_index_args
+from tests.support.paths import ROOT
 
 RUNNING = f"{sys.version_info.major}.{sys.version_info.minor}"
-EMBER_PACKAGE_DIR = Path(__file__).resolve().parents[1] / "src" / "ember"
+EMBER_PACKAGE_DIR = ROOT / "src" / "ember"
 
 
 def run_in_env(python: Path, code: str) -> dict:

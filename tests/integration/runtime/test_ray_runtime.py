@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import pytest
 import replicate
-from api_fixtures import poll
-from conftest import model_path
-from server import TOKEN, EmberServer, package_archive, ray_cluster, running
+
+from tests.support.api import poll
+from tests.support.paths import model_path
+from tests.support.server import TOKEN, EmberServer, package_archive, ray_cluster, running
 
 pytestmark = pytest.mark.timeout(300)
 

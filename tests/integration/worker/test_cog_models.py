@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MODELS, Run, model_path, predict, start
 
 import ember
 from ember.packages import cog as cog_format
@@ -31,6 +30,8 @@ from ember.packages.schema import openapi_schema
 from ember.runtime.base import PredictionRequest, replace_files
 from ember.runtime.local import LocalRuntime
 from ember.runtime.local_replica import LocalReplica
+from tests.support.paths import MODELS, model_path
+from tests.support.replicas import Run, predict, start
 
 COG_MODELS = MODELS / "cog"
 GOLDEN = "schema.cog-0.16.12.json"

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import model_path, predict, run_once, start
 
 from ember.packages.loader import load_predictor, read_package
 from ember.packages.spec import PackageError
 from ember.runtime.base import PredictionRequest
+from tests.support.paths import model_path
+from tests.support.replicas import predict, run_once, start
 
 SECRET = "hunter2-very-secret"
 

@@ -8,11 +8,12 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from conftest import model_path, predict, run_once, start
 
 from ember.packages.loader import read_package
 from ember.packages.spec import PackageError
 from ember.runtime.base import PredictionRequest
+from tests.support.paths import model_path
+from tests.support.replicas import predict, run_once, start
 
 
 def truss(name: str) -> Path:

@@ -9,13 +9,13 @@ import signal
 from typing import Any
 
 import pytest
-from conftest import model_path, predict, run_once, start
-from test_cold_start_tiers import hosted
 
 from ember.packages.loader import read_package
 from ember.packages.spec import PackageSpec
 from ember.runtime.base import PredictionRequest, ReplicaState, ReplicaUnavailable, Tier
 from ember.runtime.local import LocalRuntime
+from tests.support.paths import model_path
+from tests.support.replicas import hosted, predict, run_once, start
 
 SYNC = model_path("faults", "sync")
 ASYNC = model_path("faults", "async")
