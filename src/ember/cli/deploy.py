@@ -30,7 +30,7 @@ from rich.text import Text
 
 from ember.cli.client import DEFAULT_URL, Client, CommandFailed
 from ember.cli.console import err, out
-from ember.cli.options import ApiToken, ServerUrl, connect, examples, split_ref
+from ember.cli.options import NAME, ApiToken, ServerUrl, connect, examples, split_ref
 from ember.cli.scale import (
     EXTRA_SETTINGS,
     ColdStartTierOption,
@@ -52,6 +52,8 @@ from ember.cli.scale import (
 from ember.cli.tables import replicas_cell, scaling_cell
 from ember.control.scaling import parse_keep_warm
 from ember.packages.archive import write_archive
+from ember.packages.loader import read_package
+from ember.packages.spec import PackageError
 
 READY_TIMEOUT = 600.0  # seconds `ember deploy --min-instances N` waits for its replicas
 # Version build lines worth keeping on screen; the rest (uv's chatter) only pass the spinner.
@@ -67,6 +69,7 @@ app = typer.Typer()
 @app.command(
     "deploy",
     epilog=examples(
+        "ember deploy ./hello                      # named by the package, under your account",
         "ember deploy ./hello --name ember/hello",
         "ember deploy ./sdxl --name ember/sdxl --hardware gpu-h100 --min-instances 1",
         'ember deploy ./hello --name ember/hello --keep-warm "mon-fri 08:00-19:00=1"',
@@ -75,8 +78,15 @@ app = typer.Typer()
 def deploy_package(
     path: Annotated[Path, typer.Argument(help="Package folder (ember.yaml, cog.yaml or Truss).")],
     name: Annotated[
-        str, typer.Option("--name", "-n", help="owner/name; owner is your account (e.g. ember).")
-    ],
+        str | None,
+        typer.Option(
+            "--name",
+            "-n",
+            help="owner/name (owner is your account, e.g. ember) or just name. Default: the "
+            "package's own name (ember.yaml `name`, Cog `image` or the folder's name, Truss "
+            "`model_name`) under your account.",
+        ),
+    ] = None,
     min_instances: MinInstances = None,
     max_instances: MaxInstances = None,
     hardware: Annotated[
@@ -115,17 +125,31 @@ def deploy_package(
         _deploy(client, path, name, min_instances, max_instances, hardware, scaling)
 
 
+def package_name(path: Path) -> str:
+    """The model name a package gives itself, made a valid Ember name: lowercase, a Cog
+    image's tag dropped, other characters as '-' (`r8.im/acme/My_Model:v2` → `my_model`)."""
+    try:
+        spec = read_package(path)
+    except PackageError as exc:
+        raise CommandFailed(f"{path}: {exc}", 2) from None
+    name = spec.name.split(":", 1)[0].lower()
+    name = re.sub(r"[^a-z0-9._-]+", "-", name).lstrip("._-")[:100]
+    if not NAME.fullmatch(name):
+        raise CommandFailed(f"{path} gives no usable model name: deploy it with --name NAME", 2)
+    return name
+
+
 def _deploy(
     client: Client,
     path: Path,
-    ref: str,
+    ref: str | None,
     min_instances: int | None,
     max_instances: int | None,
     hardware: str | None,
     scaling: dict[str, Any],
 ) -> None:
-    """`scaling`: Ember's other scaling settings by field name (target_concurrency, ...)."""
-    owner, name = split_ref(ref)
+    """`ref`: owner/name, a name under the token's account, or None for the package's own
+    name; `scaling`: Ember's other scaling settings by field name (target_concurrency, ...)."""
     for window in scaling.get("keep_warm") or []:
         try:  # before the upload, so a typo costs no build
             parse_keep_warm(window)
@@ -138,6 +162,12 @@ def _deploy(
             f"{path} has no ember.yaml, cog.yaml or Truss config.yaml: is it a package folder?", 2
         )
     account = _account(client)
+    if ref is None:
+        owner, name = account, package_name(path)
+    elif "/" not in ref:
+        owner, name = split_ref(f"{account}/{ref}")
+    else:
+        owner, name = split_ref(ref)
     if owner != account:
         raise CommandFailed(
             f"deployments are created under your account {account!r}, not {owner!r}: "

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from ember.packages.archive import write_archive
-from tests.support.paths import MODELS
+from tests.support.paths import EXAMPLES, MODELS
 from tests.support.server import TOKEN, EmberServer, free_port, running
 
 pytestmark = pytest.mark.timeout(120)
@@ -113,6 +113,17 @@ def test_redeploy_updates_scaling_and_keeps_the_version(
     assert after["version"] == before["version"]  # same files, same archive, same version
     assert after["configuration"]["max_instances"] == 2
     assert after["number"] == before["number"] + 1
+
+
+def test_deploy_without_a_name_takes_the_packages_own(
+    server: EmberServer, api: httpx.Client
+) -> None:
+    result = ember(server, "deploy", str(EXAMPLES / "hello"))  # ember.yaml: name: hello
+    assert result.returncode == 0, result.stderr
+    assert "/v1/deployments/ember/hello/predictions" in result.stdout
+    assert api.get("/v1/deployments/ember/hello").status_code == 200
+    result = ember(server, "deploy", str(EXAMPLES / "hello"), "--name", "hello")  # short form
+    assert result.returncode == 0, result.stderr
 
 
 def test_deploy_under_another_account_is_refused(server: EmberServer) -> None:
