@@ -20,6 +20,9 @@ if ! command -v chromium >/dev/null; then
     $sudo apt-get install -y -q chromium >/dev/null \
         || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null; }
 fi
+# The official JavaScript clients (npm replicate and openai, pinned in tests/js/package.json
+# and its lock file) for tests/integration/api/test_js_clients.py; node is on every machine.
+npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 .venv/bin/ruff check src tests bench examples
 .venv/bin/ruff format --check src tests bench examples
 # The layering (api → control → runtime → worker → packages; the store is control's alone;

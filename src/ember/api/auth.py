@@ -25,3 +25,15 @@ async def principal(request: Request) -> Principal:
         raise ApiError(401, UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
     platform.tokens.count_request(found)  # RateLimited (429) past its limit
     return found
+
+
+async def link_or_principal(
+    request: Request, expires: str | None, signature: str | None
+) -> Principal | None:
+    """None for a valid signed link to this very path (the link is the permission: output
+    files, replicas fetching inputs, a prediction's stream URL); else the token's caller, who
+    must then be allowed to read what the path names (401 without a token)."""
+    platform: Platform = request.app.state.platform
+    if platform.files.signer.verify(request.url.path, expires, signature):
+        return None
+    return await principal(request)

@@ -63,7 +63,11 @@ def prediction(platform: Platform, state: PredictionState, inline_files: bool = 
         "data_removed": False,
         "source": state.source,
         "metrics": state.metrics,
-        "urls": {"get": base, "cancel": f"{base}/cancel", "stream": f"{base}/stream"},
+        "urls": {
+            "get": base,
+            "cancel": f"{base}/cancel",
+            "stream": platform.files.stream_url(state.id),
+        },
     }
     if state.deployment:
         body["deployment"] = state.deployment

@@ -94,6 +94,12 @@ class Files:
             return None
         return path
 
+    def stream_url(self, prediction_id: str) -> str:
+        """A prediction's event stream as a signed link. Replicate's stream URLs are
+        capability URLs (unguessable, expiring, for one prediction): its JavaScript client
+        opens them without the token, so a bearer-only stream would answer it 401."""
+        return self.public_url + self.signer.sign(f"/v1/predictions/{prediction_id}/stream")
+
     def output_url(self, prediction_id: str, name: str) -> str:
         """A signed link to one output file."""
         return self.public_url + self.signer.sign(f"/v1/outputs/{prediction_id}/{name}")

@@ -138,6 +138,8 @@ def test_another_owner_cannot_see_or_touch_anything(world: World, who: str) -> N
             assert answer.status_code == expected, (method, path, answer.status_code, answer.text)
             assert "alice's" not in answer.text
         assert "alice" not in bob.get("/v1/models").text
+        searched = bob.request("QUERY", "/v1/models", content="squares")
+        assert searched.status_code == 200 and searched.json()["results"] == []
         assert "alice" not in bob.get("/v1/deployments").text
         assert world.prediction not in bob.get("/v1/predictions").text
         assert world.file not in bob.get("/v1/files").text

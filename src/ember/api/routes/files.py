@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request, UploadFile
 from starlette.responses import FileResponse, Response
 
 from ember.api import guards, serialize
-from ember.api.auth import principal
+from ember.api.auth import link_or_principal, principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
 from ember.control.access import Principal
@@ -20,6 +20,7 @@ from ember.control.platform import Platform
 
 router = APIRouter(prefix="/v1")
 Caller = Annotated[Principal, Depends(principal)]
+MAX_METADATA = 64 * 1024  # a file's JSON metadata, in bytes
 
 
 @router.post("/files", status_code=201)
@@ -29,10 +30,15 @@ async def upload_file(
     caller: Caller,
     filename: Annotated[str | None, Form()] = None,
     type: Annotated[str | None, Form()] = None,
-    metadata: Annotated[str | None, Form()] = None,
+    metadata: Annotated[str | UploadFile | None, Form()] = None,
 ) -> Response:
-    """Upload a file (multipart field `content`) to use as a prediction input."""
+    """Upload a file (multipart field `content`) to use as a prediction input. `metadata` is
+    a JSON object, as a text field (Python client) or a JSON part (JavaScript client)."""
     platform: Platform = request.app.state.platform
+    if not isinstance(metadata, str | None):
+        metadata = (await metadata.read(MAX_METADATA + 1)).decode("utf-8", "replace")
+    if metadata and len(metadata) > MAX_METADATA:
+        raise ApiError(422, f"metadata is larger than {MAX_METADATA} bytes")
     try:
         meta = json.loads(metadata) if metadata else {}
     except json.JSONDecodeError:
@@ -76,17 +82,6 @@ async def delete_file(request: Request, file_id: str, caller: Caller) -> Respons
     return Response(status_code=204)
 
 
-async def _token_caller(
-    request: Request, expires: str | None, signature: str | None
-) -> Principal | None:
-    """None for a valid signed link (the link is the permission); else the token's caller,
-    whose owner must own what it downloads (401 without a token)."""
-    platform: Platform = request.app.state.platform
-    if platform.files.signer.verify(request.url.path, expires, signature):
-        return None
-    return await principal(request)
-
-
 @router.get("/files/{file_id}/download")
 async def download_file(
     request: Request,
@@ -95,7 +90,7 @@ async def download_file(
     signature: Annotated[str | None, Query()] = None,
 ) -> Response:
     """The file's bytes: with a token, or with a signed link (how replicas fetch inputs)."""
-    caller = await _token_caller(request, expires, signature)
+    caller = await link_or_principal(request, expires, signature)
     platform: Platform = request.app.state.platform
     if caller is None:
         record = await platform.files.get(file_id)
@@ -113,7 +108,7 @@ async def download_output(
     signature: Annotated[str | None, Query()] = None,
 ) -> Response:
     """An output file of a prediction, by the signed URL given in its output."""
-    caller = await _token_caller(request, expires, signature)
+    caller = await link_or_principal(request, expires, signature)
     platform: Platform = request.app.state.platform
     if caller is not None:
         await guards.readable_prediction(platform, caller, prediction_id)

@@ -5,6 +5,8 @@ once to read its OpenAPI schema. Progress streams back as server-sent events."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import re
@@ -63,6 +65,32 @@ async def list_models(request: Request, caller: Caller) -> Response:
     body = serialize.page([await _modeljson_response(platform, m) for m in records])
     body.update(object="list", data=openai.model_list(platform, caller))
     return json_response(body)
+
+
+@router.api_route("/models", methods=["QUERY"])
+async def search_models(request: Request, caller: Caller) -> Response:
+    """Replicate's model search (`QUERY /v1/models`, the query as the plain-text body, or as
+    a JSON string as the JavaScript client's `models.search` sends it): the models the caller
+    may see whose owner/name or description holds every word of the query, ignoring case."""
+    platform: Platform = request.app.state.platform
+    body = await request.body()
+    if len(body) > 1000:
+        raise ApiError(400, "the search query is longer than 1000 bytes")
+    query = body.decode("utf-8", "replace")
+    with contextlib.suppress(ValueError):  # the JavaScript client JSON-encodes the text
+        decoded = json.loads(query)
+        query = decoded if isinstance(decoded, str) else query
+    words = query.lower().split()
+    if not words:
+        raise ApiError(400, "give the search query as the request's plain-text body")
+    found = []
+    for model in await platform.catalogue.models():
+        if not sees(caller, model.owner, model.visibility == "public"):
+            continue
+        text = f"{model.owner}/{model.name} {model.description or ''}".lower()
+        if all(word in text for word in words):
+            found.append(await _modeljson_response(platform, model))
+    return json_response(serialize.page(found))
 
 
 @router.post("/models", status_code=201)

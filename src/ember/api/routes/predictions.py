@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
 from ember.api import guards, serialize
-from ember.api.auth import principal
+from ember.api.auth import link_or_principal, principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
 from ember.control.access import Principal
@@ -275,10 +275,20 @@ async def _events(platform: Platform, state: PredictionState) -> AsyncIterator[b
 
 
 @router.get("/predictions/{prediction_id}/stream")
-async def stream_prediction(request: Request, prediction_id: str, caller: Caller) -> Response:
-    """Server-sent events in Replicate's format: output, logs, error, done — each with an id."""
+async def stream_prediction(
+    request: Request,
+    prediction_id: str,
+    expires: Annotated[str | None, Query()] = None,
+    signature: Annotated[str | None, Query()] = None,
+) -> Response:
+    """Server-sent events in Replicate's format: output, logs, error, done — each with an id.
+    Opened with the signed `urls.stream` of the prediction (no token), or with a token."""
     platform: Platform = request.app.state.platform
-    state = await guards.readable_prediction(platform, caller, prediction_id)
+    caller = await link_or_principal(request, expires, signature)
+    if caller is None:
+        state = await platform.book.get(prediction_id)
+    else:
+        state = await guards.readable_prediction(platform, caller, prediction_id)
     return StreamingResponse(
         _events(platform, state),
         media_type="text/event-stream",
