@@ -9,8 +9,9 @@ import typer
 from rich.table import Table
 
 from ember.cli.client import DEFAULT_URL, Client, when_missing
-from ember.cli.console import err, out
+from ember.cli.console import err
 from ember.cli.options import ApiToken, ServerUrl, complete_deployments, connect, examples, fail
+from ember.cli.tables import print_table
 
 app = typer.Typer(
     name="budget",
@@ -110,7 +111,7 @@ def _list(client: Client) -> None:
             f"{b['spent_usd']:.4f}",
             b["resets_at"],
         )
-    out.print(table)
+    print_table(table)
 
 
 def _remove(client: Client, budget_id: str) -> None:

@@ -15,7 +15,7 @@ from rich.table import Table
 from ember.cli.client import DEFAULT_URL, Client
 from ember.cli.console import err, out
 from ember.cli.options import ApiToken, ServerUrl, complete_deployments, connect, examples, fail
-from ember.cli.tables import figure_cell
+from ember.cli.tables import figure_cell, print_table
 
 # (field, heading) in the order shown; every form carries these, plus the raw breakdown in JSON.
 COLUMNS = (
@@ -142,7 +142,7 @@ def _costs(client: Client, by: str, since: str | None, output: str) -> None:
     for row in rows:
         cells = [figure_cell(field, row[field]) for field, _ in COLUMNS]
         table.add_row(*cells, style="bold" if row is report["total"] else None)
-    out.print(table)
+    print_table(table)
     units = report["total"].get("cost_per_unit") or {}
     for unit, price in units.items():
         out.print(f"per {unit}: ${price:.6f}", highlight=False)
@@ -196,7 +196,7 @@ def _print_advice(report: dict[str, Any]) -> None:
             option["apply"],
             style="bold green" if chosen else None,
         )
-    out.print(table)
+    print_table(table)
     out.print(
         "[dim]* waiting priced at the keep-alive's rate of replica-seconds per second a "
         "request waits (policies/costs.py); the recommendation (→) minimises bill + waiting.[/dim]"

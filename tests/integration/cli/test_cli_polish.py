@@ -255,3 +255,27 @@ def test_completion_without_a_server_offers_nothing() -> None:
     result = subprocess.run([EMBER_SCRIPT], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_tables_into_a_pipe_keep_every_name_whole(
+    server: EmberServer, deployed: subprocess.CompletedProcess[str]
+) -> None:
+    """`ember costs | grep NAME`: a table printed to a pipe on a narrow terminal is as wide as
+    its names need, not cut to the terminal's width with `…`."""
+    set_budget = ember(
+        "budget", "set", "--deployment", REF, "--per", "day", "--limit", "5", url=server.url
+    )
+    assert set_budget.returncode == 0, set_budget.stderr
+    env = {**os.environ, "EMBER_URL": server.url, "EMBER_TOKEN": TOKEN, "COLUMNS": "30"}
+    for command in (["ls"], ["status"], ["costs"], ["budget", "ls"], ["token", "ls"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "ember", *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "…" not in result.stdout, (command, result.stdout)
+        if command[0] != "token":
+            assert REF in result.stdout, (command, result.stdout)
