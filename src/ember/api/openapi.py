@@ -42,6 +42,9 @@ EXTRA_STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/v1/chat/completions"): (402, 404),
     ("POST", "/v1/completions"): (402, 404),
     ("POST", "/v1/embeddings"): (402, 404),
+    # Cog's container API: a webhook egress refuses (400), a budget (402), a taken id (409).
+    ("POST", "/cog/{owner}/{name}/predictions"): (400, 402, 409),
+    ("PUT", "/cog/{owner}/{name}/predictions/{prediction_id}"): (400, 402, 409),
 }
 
 # Answers that are not (only) JSON: what else each may be.
@@ -115,7 +118,7 @@ def document_errors(app: FastAPI) -> None:
                 BEARER: {"type": "http", "scheme": "bearer", "description": "an Ember token"}
             }
             for path, operations in description["paths"].items():
-                if path.startswith("/v1/"):
+                if path.startswith(("/v1/", "/cog/")):
                     for method, operation in operations.items():
                         _document(operation, method.upper(), path)
         return app.openapi_schema
@@ -124,7 +127,8 @@ def document_errors(app: FastAPI) -> None:
 
 
 def _document(operation: dict[str, Any], method: str, path: str) -> None:
-    """Add one operation's errors, security and media types (every /v1 route authenticates)."""
+    """Add one operation's errors, security and media types (every /v1 and /cog route
+    authenticates)."""
     key = (method, path)
     openai = is_openai_path(path)  # "/v1/models/{model_id}" is, "/v1/models/{owner}/{name}" not
     parameters = {parameter["in"] for parameter in operation.get("parameters", ())}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,8 @@ from ember.egress import EgressPolicy, EgressRefused
 from ember.runtime.base import PREDICT
 
 CANCEL_SETTLE_SECONDS = 1.0
+# A caller's own prediction id: fits the database column and is safe as a folder name.
+CALLER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 
 
 @dataclass
@@ -57,6 +60,10 @@ class Submission:
     # False when the answer is bound to the caller's connection (OpenAI's): nobody can ask
     # for it later, so it is written only when it ends.
     durable: bool = True
+    # The caller's own id for it (Cog's container API lets the caller name a prediction, so
+    # a retried request finds it). Checked here to be well formed (it names a folder of
+    # output files); the route makes sure no prediction has it yet.
+    id: str | None = None
 
 
 @dataclass
@@ -109,6 +116,18 @@ class Intake:
     ) -> PredictionState:
         """The prediction the submission asks for, its input checked against the version's
         schema (an OpenAI request's body goes to the predictor's own handler as it is)."""
+        if submission.id is not None and not CALLER_ID.fullmatch(submission.id):
+            raise InvalidRequest(
+                "Invalid prediction id",
+                [
+                    {
+                        "loc": ["body", "id"],
+                        "msg": "a prediction id is 1 to 40 letters, digits, '-' or '_', "
+                        "starting with a letter or digit",
+                        "type": "value_error",
+                    }
+                ],
+            )
         fields: dict[str, Any] = {}
         if submission.method == PREDICT:
             validator = self.catalogue.validator(target.version)
@@ -125,7 +144,7 @@ class Intake:
         else:
             fields["streams_output"] = bool(submission.input.get("stream"))
         return PredictionState(
-            id=new_prediction_id(),
+            id=submission.id or new_prediction_id(),
             owner=caller.owner,
             model=target.model,
             version_id=target.version.id,
