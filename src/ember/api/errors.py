@@ -96,7 +96,12 @@ def is_openai(request: Request) -> bool:
 
 
 def is_openai_path(path: str) -> bool:
-    return path in OPENAI_PATHS or (path.startswith("/v1/models/") and path.count("/") == 3)
+    return (
+        path in OPENAI_PATHS
+        or (path.startswith("/v1/models/") and path.count("/") == 3)
+        or path == "/v1/responses"
+        or path.startswith("/v1/responses/")
+    )
 
 
 def openai_response(

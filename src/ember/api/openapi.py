@@ -42,6 +42,7 @@ EXTRA_STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/v1/chat/completions"): (402, 404),
     ("POST", "/v1/completions"): (402, 404),
     ("POST", "/v1/embeddings"): (402, 404),
+    ("POST", "/v1/responses"): (402, 404),
     # Cog's container API: a webhook egress refuses (400), a budget (402), a taken id (409).
     ("POST", "/cog/{owner}/{name}/predictions"): (400, 402, 409),
     ("PUT", "/cog/{owner}/{name}/predictions/{prediction_id}"): (400, 402, 409),
@@ -53,6 +54,7 @@ OTHER_MEDIA: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/models/{owner}/{name}/versions"): {"text/event-stream": {}},
     ("POST", "/v1/chat/completions"): {"text/event-stream": {}},
     ("POST", "/v1/completions"): {"text/event-stream": {}},
+    ("POST", "/v1/responses"): {"text/event-stream": {}},
     ("GET", "/v1/files/{file_id}/download"): {"*/*": {}},
     ("GET", "/v1/outputs/{prediction_id}/{name}"): {"*/*": {}},
 }

@@ -10,7 +10,9 @@ context and a 49k vocabulary, and slower prompt processing).
 
 How a request's fields become llama.cpp's sampler settings is ``llama_cpp_sampling.py``;
 the engine options and loading the GGUF (its file, chat template, progress) are
-``llama_cpp_setup.py``. This module is the engine class and its token loop.
+``llama_cpp_setup.py``; tool calls (the tools in the prompt, a grammar from their schemas, the
+answer's JSON read back as ``tool_calls``) are ``llama_cpp_tools.py``. This module is the
+engine class and its token loop.
 
 One ``Llama`` context runs one sequence at a time and is not thread-safe: a lock covers each
 generation from its first token to its last, released as soon as a stream is closed early or
@@ -54,6 +56,8 @@ from ember.engines.llama_cpp_setup import (
     gguf_file,
     load_progress,
 )
+from ember.engines.llama_cpp_tools import Support, ToolCalling, ToolStream, template_support
+from ember.engines.llama_cpp_tools import plan as tool_plan
 from ember.scope import record_metric
 from ember.types import ConcatenateIterator, Input
 
@@ -100,6 +104,7 @@ class Engine:
         self._lock = threading.Lock()
         self._threads_pid = 0
         self._format: Callable[..., Any] | None = None
+        self._tools = Support(unsupported="the model is not loaded")  # tool calls, how
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -127,6 +132,7 @@ class Engine:
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self._n_vocab = self.llm.n_vocab()
         self._format, format_name = chat_formatter(self.llm, opts["chat_format"])
+        self._tools = template_support(self._format)
         say(
             SAYS,
             f"loaded in {time.perf_counter() - began:.2f} s (context {opts['n_ctx']} tokens, "
@@ -198,27 +204,39 @@ class Engine:
     # -- OpenAI ---------------------------------------------------------------------------
 
     def chat_completions(self, request: dict[str, Any]) -> dict[str, Any] | Iterator[dict]:
-        """POST /v1/chat/completions: a chat.completion, or chat.completion.chunk objects."""
-        asked = shapes.chat_request(request, CHAT_EXTRAS, ENGINE)
-        tokens, stop = self._chat_prompt(shapes.chat_messages(request.get("messages")))
+        """POST /v1/chat/completions: a chat.completion, or chat.completion.chunk objects.
+        With `tools`, the answer is generated as llama_cpp_tools.py describes."""
+        asked = shapes.chat_request(request, CHAT_EXTRAS, ENGINE, tools=True)
+        messages = shapes.chat_messages(request.get("messages"), tools=True)
+        tools = tool_plan(request, messages, self._tools)
+        tokens, stop = self._chat_prompt(tools.messages if tools else messages)
         sampling = request_sampling(request, asked, [*asked.stop, *stop], self.options["sampling"])
         sampling.max_tokens = shapes.check_context(
             len(tokens), asked.max_tokens, self.options["n_ctx"], "messages"
         )
-        sampling.grammar = grammar(request.get("response_format"))
+        sampling.grammar = tools.grammar if tools else grammar(request.get("response_format"))
         answer = shapes.Answer(request, "chat", FINGERPRINT)
         if request.get("stream"):
-            return self._chat_stream(answer, asked.n, tokens, sampling)
+            return self._chat_stream(answer, asked.n, tokens, sampling, tools)
         with self._generating([tokens], sampling) as usage:
             choices = []
             for i in range(asked.n):
                 choice = self._complete(tokens, nth(sampling, i), usage)
+                if tools:
+                    content, calls, finish = tools.answer(choice.text, choice.finish_reason)
+                    choices.append(shapes.chat_choice(i, content, finish, None, calls))
+                    continue
                 logprobs = self._chat_logprobs(choice.logprobs, sampling)
                 choices.append(shapes.chat_choice(i, choice.text, choice.finish_reason, logprobs))
         return answer.response(choices, usage.as_dict())
 
     def _chat_stream(
-        self, answer: shapes.Answer, n: int, tokens: list[int], sampling: Sampling
+        self,
+        answer: shapes.Answer,
+        n: int,
+        tokens: list[int],
+        sampling: Sampling,
+        tools: ToolCalling | None,
     ) -> Iterator[dict[str, Any]]:
         with self._generating([tokens], sampling) as usage:
             for i in range(n):
@@ -227,16 +245,26 @@ class Engine:
                 # for the client and for Ember's metrics.
                 role: dict[str, Any] | None = answer.chunk(shapes.chat_role_delta(i))
                 choice, steps = self._steps(usage, tokens, nth(sampling, i))
+                reading = ToolStream() if tools else None
                 for text, logprobs in steps:
                     if role is not None:
                         yield role
                         role = None
+                    if reading is not None:  # the reply's text, out of the JSON around it
+                        if reply := reading.feed(text):
+                            yield answer.chunk(shapes.chat_delta(i, {"content": reply}))
+                        continue
                     delta = {"content": text}
                     logprob = self._chat_logprobs(logprobs, sampling)
                     yield answer.chunk(shapes.chat_delta(i, delta, logprob))
                 if role is not None:
                     yield role
-                yield answer.chunk(shapes.chat_delta(i, {}), choice.finish_reason)
+                finish = choice.finish_reason
+                if reading is not None:
+                    deltas, finish = reading.deltas(finish)
+                    for delta in deltas:
+                        yield answer.chunk(shapes.chat_delta(i, delta))
+                yield answer.chunk(shapes.chat_delta(i, {}), finish)
             if answer.include_usage:
                 yield answer.usage_chunk(usage.as_dict())
 
@@ -289,7 +317,7 @@ class Engine:
 
     # -- requests → prompts ---------------------------------------------------------------
 
-    def _chat_prompt(self, messages: list[dict[str, str]]) -> tuple[list[int], list[str]]:
+    def _chat_prompt(self, messages: list[dict[str, Any]]) -> tuple[list[int], list[str]]:
         """The messages through the chat template, as tokens, and the template's stop strings."""
         llm = self._ready()
         if self._format is None:

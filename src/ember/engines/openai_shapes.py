@@ -66,13 +66,16 @@ class Asked:
     echo: bool = False
 
 
-def chat_request(request: dict[str, Any], extra: set[str], engine: str) -> Asked:
+def chat_request(
+    request: dict[str, Any], extra: set[str], engine: str, tools: bool = False
+) -> Asked:
     """A chat request's fields checked (the engine accepts OpenAI's, and `extra`) and read.
     `max_completion_tokens` wins over its older name `max_tokens`; without either, the answer
-    may take the rest of the context, as OpenAI's does."""
+    may take the rest of the context, as OpenAI's does. An engine that does not call tools
+    (`tools` false) refuses them here; one that does checks them itself."""
     reject_unknown(request, CHAT_FIELDS | extra, engine)
     for name in ("tools", "tool_choice"):
-        if request.get(name) not in (None, [], "none"):
+        if not tools and request.get(name) not in (None, [], "none"):
             raise RequestError(f"{name}: the {engine} engine does not call tools", param=name)
     top = request.get("top_logprobs")
     if top is not None and not request.get("logprobs"):
@@ -127,14 +130,17 @@ def reject_unknown(request: dict[str, Any], known: set[str], engine: str) -> Non
             raise RequestError(f"{name} is not supported by the {engine} engine", param=name)
 
 
-def chat_messages(raw: list[dict[str, Any]]) -> list[dict[str, str]]:
+def chat_messages(raw: list[dict[str, Any]], tools: bool = False) -> list[dict[str, Any]]:
     """OpenAI messages as chat templates take them: text content (parts joined), and the
-    `developer` role as `system`, which templates know."""
+    `developer` role as `system`, which templates know. With `tools` (an engine that calls
+    them), an assistant message's `tool_calls` and a tool message's `tool_call_id` are kept
+    (checked); without, a message with tool calls is refused."""
     if not isinstance(raw, list) or not raw:
         raise RequestError("messages must be a non-empty list", param="messages")
     messages = []
     for i, message in enumerate(raw):
-        if message.get("tool_calls"):
+        calls = message.get("tool_calls")
+        if calls and not tools:
             raise RequestError(f"messages[{i}]: tool calls are not supported", param="messages")
         content = message.get("content")
         if isinstance(content, list):
@@ -149,11 +155,36 @@ def chat_messages(raw: list[dict[str, Any]]) -> list[dict[str, str]]:
                 texts.append(part.get("text") or "")
             content = "".join(texts)
         role = "system" if message.get("role") == "developer" else message.get("role")
-        entry = {"role": str(role), "content": content or ""}
+        entry: dict[str, Any] = {"role": str(role), "content": content or ""}
         if message.get("name"):
             entry["name"] = str(message["name"])
+        if calls:
+            entry["tool_calls"] = [_tool_call(i, j, call) for j, call in enumerate(calls)]
+        if tools and role == "tool":
+            entry["tool_call_id"] = str(message.get("tool_call_id") or "")
         messages.append(entry)
     return messages
+
+
+def _tool_call(i: int, j: int, call: Any) -> dict[str, Any]:
+    """A tool call of an earlier assistant message, checked: {id, type, function: {name,
+    arguments}} with arguments a JSON string, as OpenAI's answers give them."""
+    function = call.get("function") if isinstance(call, dict) else None
+    if (
+        not isinstance(function, dict)
+        or not isinstance(function.get("name"), str)
+        or not isinstance(function.get("arguments"), str)
+    ):
+        raise RequestError(
+            f"messages[{i}].tool_calls[{j}]: expected {{id, type: function, function: "
+            "{name, arguments}}} with arguments a JSON string",
+            param="messages",
+        )
+    return {
+        "id": str(call.get("id") or ""),
+        "type": "function",
+        "function": {"name": function["name"], "arguments": function["arguments"]},
+    }
 
 
 def prompts(prompt: Any) -> list[str | list[int]]:
@@ -300,14 +331,16 @@ class Answer:
 
 
 def chat_choice(
-    index: int, content: str, finish: str | None, logprobs: dict[str, Any] | None = None
+    index: int,
+    content: str | None,
+    finish: str | None,
+    logprobs: dict[str, Any] | None = None,
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    return {
-        "index": index,
-        "message": {"role": "assistant", "content": content, "refusal": None},
-        "logprobs": logprobs,
-        "finish_reason": finish,
-    }
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish}
 
 
 def chat_delta(

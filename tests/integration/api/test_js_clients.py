@@ -181,3 +181,24 @@ def test_openai_models_and_errors(openai_js: dict[str, Any]) -> None:
     models = ok(openai_js, "models")
     assert "ember/echo" in models["ids"] and models["retrieved"] == "ember/echo"
     assert ok(openai_js, "notFound")["status"] == 404
+
+
+def test_openai_responses_plain_and_streamed(openai_js: dict[str, Any]) -> None:
+    """responses.create through the Responses API (translated to the echo's chat hook)."""
+    plain = ok(openai_js, "responses")
+    assert plain["text"] == "hello responses" and plain["status"] == "completed"
+    assert plain["usage"]["output_tokens"] == 2
+    streamed = ok(openai_js, "responsesStream")
+    assert streamed["text"] == "one two"
+    assert streamed["types"] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]

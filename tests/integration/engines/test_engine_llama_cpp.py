@@ -288,7 +288,7 @@ def test_max_tokens_beyond_the_context_is_refused(engine: Any) -> None:
     ("fields", "param"),
     [
         ({"logit_bias": {"1": 5}}, "logit_bias"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"tools": [{"type": "web_search"}]}, "tools"),  # only functions (tool calls: *_tools.py)
         ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages"),
         ({"response_format": {"type": "yaml"}}, "response_format"),
         ({"top_logprobs": 2}, "top_logprobs"),  # without logprobs: true

@@ -10,24 +10,30 @@ in OpenAI's shape (`{"error": {"message", "type", "param", "code"}}`, see `api/e
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from ember.api import guards
 from ember.api.auth import principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
+from ember.api.routes.openai_relay import (
+    ClientGone,
+    EventStream,
+    error_body,
+    failure_status,
+    outputs,
+    relay,
+)
 from ember.control.access import Principal
 from ember.control.deployments import Target
-from ember.control.intake import Submission
 from ember.control.platform import Platform
-from ember.control.predictions import PredictionState, StreamEvent
+from ember.control.predictions import PredictionState
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 Caller = Annotated[Principal, Depends(principal)]
@@ -155,111 +161,28 @@ async def _serve(request: Request, route: str, body: _Request, caller: Caller) -
             400, "stream_options is only allowed when stream is true", param="stream_options"
         )
     target = guards.openai_target(platform, caller, body.model, route)
-    # The answer is bound to this connection: nobody can ask for it later, so it is written
-    # only when it ends.
-    submission = Submission(body.model_dump(exclude_none=True), method=route, durable=False)
-    accepted = await platform.intake.submit(target, submission, caller)
-    state, events = accepted.state, accepted.events
-    if events is None:
-        if not await _until_done_or_gone(request, state):
-            platform.deployments.stop_prediction(state)
-            return Response(status_code=499)
-        return _final_answer(state)
-    first = await _first_event(request, state, events)
-    if first is None:
-        platform.deployments.stop_prediction(state)
-        return Response(status_code=499)
-    if first.kind == "done" and state.status != "succeeded":
-        return _final_answer(state)  # failed before any output: a proper error status
-    return _EventStream(platform, state, events, first)
-
-
-class _EventStream(StreamingResponse):
-    """Server-sent events of an OpenAI stream. However the response ends (the answer is
-    complete, the client hung up, the server is stopping) a prediction still running is
-    canceled: nobody is left to read it, and its replica has other work."""
-
-    def __init__(
-        self,
-        platform: Platform,
-        state: PredictionState,
-        events: asyncio.Queue[StreamEvent],
-        first: StreamEvent,
-    ) -> None:
-        super().__init__(
-            _sse(state, events, first),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    try:
+        relayed = await relay(
+            request, platform, target, body.model_dump(exclude_none=True), route, caller
         )
-        self.platform, self.state, self.events = platform, state, events
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.state.unsubscribe(self.events)
-            if not self.state.terminal:
-                self.platform.deployments.stop_prediction(self.state)
+    except ClientGone:
+        return Response(status_code=499)
+    state, events, first = relayed.state, relayed.events, relayed.first
+    if events is None or first is None:
+        return _final_answer(state)
+    return EventStream(platform, state, events, _sse(state, outputs(events, first)))
 
 
-async def _until_done_or_gone(request: Request, state: PredictionState) -> bool:
-    """Wait for the prediction; False if the client hung up first (then it is canceled:
-    nobody is left to read the answer)."""
-    done = asyncio.ensure_future(state.done.wait())
-    gone = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait({done, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        done.cancel()
-    return state.terminal
-
-
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _first_event(
-    request: Request, state: PredictionState, events: asyncio.Queue[StreamEvent]
-) -> StreamEvent | None:
-    """The first output (or the end): only then does the status line go out, so a request
-    the engine refuses still gets its 400. None when the client hung up first."""
-    gone = asyncio.ensure_future(_disconnected(request))
-    try:
-        while True:
-            got = asyncio.ensure_future(events.get())
-            try:
-                await asyncio.wait({got, gone}, return_when=asyncio.FIRST_COMPLETED)
-            except BaseException:
-                got.cancel()
-                raise
-            if not got.done():  # the client hung up
-                got.cancel()
-                state.unsubscribe(events)
-                return None
-            event = got.result()
-            if event.kind in ("output", "done"):
-                return event
-    finally:
-        gone.cancel()
-
-
-async def _sse(
-    state: PredictionState, events: asyncio.Queue[StreamEvent], first: StreamEvent
-) -> AsyncIterator[bytes]:
-    event = first
-    while event.kind != "done":
-        if event.kind == "output":
-            yield b"data: " + orjson.dumps(event.data) + b"\n\n"
-        event = await events.get()
+async def _sse(state: PredictionState, chunks: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        yield b"data: " + orjson.dumps(chunk) + b"\n\n"
     if state.status == "succeeded":
         if isinstance(state.output, dict):  # a handler that answered whole though asked to stream
             yield b"data: " + orjson.dumps(state.output) + b"\n\n"
     else:
         # Mid-stream failure: the status line is long gone, so the error rides the stream,
         # then [DONE] as vLLM's server does (clients reading until [DONE] stop cleanly).
-        yield b"data: " + orjson.dumps(_error_body(state)) + b"\n\n"
+        yield b"data: " + orjson.dumps(error_body(state)) + b"\n\n"
     yield DONE
     state.keep_summary()
 
@@ -269,27 +192,4 @@ def _final_answer(state: PredictionState) -> Response:
         response = json_response(state.output)
         state.keep_summary()  # the vectors or text are out: keep the history small
         return response
-    status = 400 if state.validation else 499 if state.status == "canceled" else 500
-    return json_response(_error_body(state), status)
-
-
-def _error_body(state: PredictionState) -> dict[str, Any]:
-    if state.validation:
-        first = state.validation[0]
-        param = first["loc"][-1] if len(first["loc"]) > 1 else None
-        return {
-            "error": {
-                "message": first["msg"],
-                "type": "invalid_request_error",
-                "param": param,
-                "code": None,
-            }
-        }
-    return {
-        "error": {
-            "message": state.error or f"the prediction was {state.status}",
-            "type": "server_error",
-            "param": None,
-            "code": state.status,
-        }
-    }
+    return json_response(error_body(state), failure_status(state))
