@@ -16,12 +16,14 @@ from ember.api.limits import BodyLimit
 from ember.api.openapi import document_errors
 from ember.api.routes import (
     account,
+    cog_container,
     costs,
     deployments,
     files,
     models,
     openai,
     predictions,
+    responses,
     tokens,
 )
 from ember.control.platform import Platform
@@ -82,7 +84,8 @@ def create_app(platform: Platform, *, started: bool = False) -> FastAPI:
     app.state.platform = platform
     app.add_middleware(BodyLimit)
     errors.install(app)
-    for module in (predictions, models, deployments, files, account, tokens, costs, openai):
+    routes = (predictions, models, deployments, files, account, tokens, costs, openai, responses)
+    for module in (*routes, cog_container):
         app.include_router(module.router)
 
     dashboard.install(app)
