@@ -159,7 +159,7 @@ def status_of(error: EmberError) -> int:
     return 400
 
 
-HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "QUERY")  # QUERY: search
 
 
 def allowed_methods(request: Request) -> str:

@@ -67,7 +67,17 @@ async def list_models(request: Request, caller: Caller) -> Response:
     return json_response(body)
 
 
-@router.api_route("/models", methods=["QUERY"])
+@router.api_route(
+    "/models",
+    methods=["QUERY"],
+    responses={400: {"description": "no query, or one longer than 1000 bytes"}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"text/plain": {"schema": {"type": "string", "maxLength": 1000}}},
+        }
+    },
+)
 async def search_models(request: Request, caller: Caller) -> Response:
     """Replicate's model search (`QUERY /v1/models`, the query as the plain-text body, or as
     a JSON string as the JavaScript client's `models.search` sends it): the models the caller
