@@ -67,6 +67,24 @@ def thread_count() -> int:
         return threading.active_count() - harmless
 
 
+def child_processes() -> list[int]:
+    """The processes whose parent is this one (what an import or setup() started)."""
+    me = os.getpid()
+    children = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+                children.append(int(entry.name))
+    return children
+
+
 class Host:
     def __init__(
         self, sock: socket.socket, spec: PackageSpec, outputs_dir: Path, run_setup: bool
@@ -267,11 +285,17 @@ class Host:
 
 def fork_hazard(threads_before: int) -> str | None:
     """Why forking from this process now could break its children, or None: threads started
-    since `threads_before` (their locks and pools do not survive a fork), or CUDA initialised
-    (it cannot cross a fork at all)."""
+    since `threads_before` (their locks and pools do not survive a fork), processes started
+    (a replica cannot wait for a process its parent started), or CUDA initialised (it cannot
+    cross a fork at all). The host forks no replica before this is asked."""
     started = thread_count() - threads_before
     if started > 0:
         return f"started {started} thread(s) (a pool of some kind): forking could deadlock"
+    if children := child_processes():
+        return (
+            f"started {len(children)} process(es): they would be the warm host's children, "
+            "not the replicas' (whose Popen.poll() would call them ended)"
+        )
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         return "initialised CUDA, which cannot cross a fork"

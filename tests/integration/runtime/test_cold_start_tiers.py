@@ -114,6 +114,23 @@ def test_a_setup_that_starts_threads_is_not_forked_from(runtime: LocalRuntime) -
     hosted(runtime, scenario, threads)
 
 
+def test_a_setup_that_starts_a_process_runs_in_each_replica(runtime: LocalRuntime) -> None:
+    """A process setup() started in the host would be the host's child: the replica's
+    Popen.poll() would get ECHILD and call it ended. The host then only imports, and each
+    replica runs setup() and owns what it starts."""
+
+    async def scenario(spec: PackageSpec) -> None:
+        status = runtime.readiness(spec)
+        assert status.ready and not status.setup_in_host
+        replica = await start(runtime, spec)
+        result = await info(replica)
+        assert result["setup_pid"] == result["pid"] and result["helper_running"]
+        await replica.stop()
+
+    helper = read_package(FORKABLE).model_copy(update={"environment": {"START_PROCESS": "1"}})
+    hosted(runtime, scenario, helper)
+
+
 def test_an_import_that_starts_threads_leaves_no_warm_host_and_starts_spawn(
     runtime: LocalRuntime,
 ) -> None:
