@@ -23,7 +23,7 @@ from rich.text import Text
 
 from ember.cli.console import err, out
 from ember.cli.inputs import InputSyntaxError, parse_inputs
-from ember.cli.options import DataDir, examples, fail
+from ember.cli.options import DataDir, Inputs, examples, fail
 from ember.packages.environment import EnvironmentBuildError, MissingSystemPackages
 from ember.packages.loader import read_package
 from ember.packages.spec import PackageError, PackageSpec
@@ -45,14 +45,7 @@ app = typer.Typer()
 )
 def run(
     path: Annotated[Path, typer.Argument(help="Package folder (ember.yaml, cog.yaml or Truss).")],
-    inputs: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--input",
-            "-i",
-            help="An input as key=value; @file reads a local file; repeat a key for a list.",
-        ),
-    ] = None,
+    inputs: Inputs = None,
     output_dir: Annotated[
         Path, typer.Option("--output-dir", "-o", help="Where output files are written.")
     ] = Path("."),

@@ -48,6 +48,14 @@ DataDir = Annotated[
 
 # -- commands that talk to a running `ember serve` ---------------------------------------------
 
+Inputs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--input",
+        "-i",
+        help="An input as key=value; @file reads a local file; repeat a key for a list.",
+    ),
+]
 ServerUrl = Annotated[
     str,
     typer.Option(

@@ -24,6 +24,7 @@ from ember.cli.inputs import InputSyntaxError, parse_inputs
 from ember.cli.local_run import output_kind, print_value
 from ember.cli.options import (
     ApiToken,
+    Inputs,
     ServerUrl,
     complete_deployments,
     connect,
@@ -50,14 +51,7 @@ def predict(
             help="owner/name of a deployment or model.", autocompletion=complete_deployments
         ),
     ],
-    inputs: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--input",
-            "-i",
-            help="An input as key=value; @file reads a local file; repeat a key for a list.",
-        ),
-    ] = None,
+    inputs: Inputs = None,
     output_dir: Annotated[
         Path, typer.Option("--output-dir", "-o", help="Where output files are downloaded.")
     ] = Path("."),
