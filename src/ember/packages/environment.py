@@ -11,8 +11,8 @@ by a hash of what goes into them, which means:
 The replica worker runs *inside* that environment but is Ember code, so two things are added to
 every environment:
 
-* the worker runtime pins: the exact ``pydantic`` and ``pyyaml`` versions Ember runs with, so the
-  worker speaks the same protocol models as the server;
+* the worker runtime: ``pydantic`` and ``pyyaml`` within the ranges the worker works with
+  (resolved together with the model's requirements, so a model may pin its own pydantic 2.x);
 * a ``.pth`` file that makes the ``ember`` package importable *without* adding Ember's own
   site-packages to the path, so Ember's other dependencies (rich, typer, httpx...) do not leak into
   the model's environment and cannot mask missing or conflicting requirements.
@@ -313,7 +313,10 @@ def _build(
     requirements_file.write_text("\n".join([*requirements, *pins]) + "\n", encoding="utf-8")
     try:
         if on_progress:
-            on_progress(f"Building Python environment {key[:12]} for: {', '.join(requirements)}")
+            wanted = ", ".join(requirements) or "the worker runtime only"
+            on_progress(
+                f"Building Python environment {key[:12]} (Python {python_version}) for: {wanted}"
+            )
         steps = [
             (
                 "venv",
@@ -391,7 +394,8 @@ def ensure_environment(
 ) -> Environment:
     """Return a ready environment for ``requirements``, building it with uv if needed.
 
-    Without requirements the worker simply runs in Ember's own interpreter: no build, no disk.
+    Without requirements, and with no other Python asked for, the worker simply runs in Ember's
+    own interpreter: no build, no disk.
     Otherwise the environment lives at ``cache_dir/<key>`` and is shared by every package with
     the same requirements and Python version. ``python_version`` (``"3.12"``) selects another
     interpreter that must already be installed; uv is never allowed to download one.
@@ -405,7 +409,11 @@ def ensure_environment(
     lines = normalise_requirements(requirements)
     no_deps_lines = normalise_requirements(no_deps)
     key = environment_key(lines, version, no_deps_lines)
-    if not lines and not no_deps_lines:
+    same_python = version in (running, ".".join(map(str, sys.version_info[:3])))
+    # Ember's own interpreter serves only when it is the Python asked for: a package pinning
+    # another Python (cog.yaml's build.python_version) gets a venv on that one, requirements
+    # or not, so it runs where its author said it runs.
+    if not lines and not no_deps_lines and same_python:
         return Environment(
             key=key, root=Path(sys.prefix), python=Path(sys.executable), shared_with_ember=True
         )
@@ -416,10 +424,7 @@ def ensure_environment(
     if cached is not None:
         return cached
 
-    if version in (running, ".".join(map(str, sys.version_info[:3]))):
-        uv_python = sys.executable
-    else:
-        uv_python = version
+    uv_python = sys.executable if same_python else version
     cache_dir.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(cache_dir / f"{key}.lock", key, on_progress):
         cached = _cached_environment(final, key)  # another process may have built it meanwhile

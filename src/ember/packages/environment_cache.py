@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import importlib.metadata
 import json
 import os
 import re
@@ -22,11 +21,15 @@ from pathlib import Path
 #: Directory inside the environment that holds only the ``ember`` symlink (see
 #: ``ember.packages.environment``'s docstring).
 EMBER_PATH_DIR = "ember-path"
-#: Distributions the worker imports; pinned to Ember's own versions in every environment.
-WORKER_RUNTIME_DISTRIBUTIONS = ("pydantic", "pyyaml")
+#: Distributions the worker imports, each with the range of versions it works with. A range and
+#: not Ember's exact version: a model that pins its own pydantic 2.x (Cog's ``granite_project``
+#: pins 2.11.9) must still install, and the worker uses only pydantic 2's stable API
+#: (``BaseModel``, ``TypeAdapter``, ``model_dump``/``model_validate``) and ``yaml.safe_load``.
+WORKER_RUNTIME_REQUIREMENTS = {"pydantic": ">=2.7,<3", "pyyaml": ">=5.4,<7"}
+WORKER_RUNTIME_DISTRIBUTIONS = tuple(WORKER_RUNTIME_REQUIREMENTS)
 
 # Bumped whenever the layout or build recipe changes, so old environments are not reused.
-_KEY_FORMAT = 1
+_KEY_FORMAT = 2
 # pip's comment rule: '#' at line start or after whitespace (so 'pkg @ url#sha256=...' survives).
 _COMMENT_RE = re.compile(r"(^|\s)#.*$")
 
@@ -45,14 +48,13 @@ def normalise_requirements(requirements: Sequence[str]) -> list[str]:
 
 
 def worker_runtime_pins() -> list[str]:
-    """``name==version`` for the worker's own dependencies, read from Ember's environment."""
-    pins = []
-    for dist in WORKER_RUNTIME_DISTRIBUTIONS:
-        try:
-            pins.append(f"{dist}=={importlib.metadata.version(dist)}")
-        except importlib.metadata.PackageNotFoundError:
-            pins.append(dist)
-    return pins
+    """Requirements for the worker's own dependencies, added to every environment.
+
+    Compatible ranges rather than Ember's exact versions, so uv resolves them together with the
+    model's requirements: a model pinning another pydantic 2.x gets that version, and only a
+    model needing pydantic 1 (which the worker cannot run with) fails to resolve.
+    """
+    return [f"{dist}{spec}" for dist, spec in WORKER_RUNTIME_REQUIREMENTS.items()]
 
 
 def environment_key(
@@ -61,8 +63,8 @@ def environment_key(
     """Content hash naming the environment for ``requirements`` on ``python_version``.
 
     Comments, blank lines, duplicates and order do not matter, so cosmetic edits to a package's
-    requirements reuse the existing environment. The worker runtime pins are part of the hash:
-    upgrading Ember's pydantic/pyyaml must not reuse environments built with the old versions.
+    requirements reuse the existing environment. The worker runtime ranges are part of the hash:
+    when a new Ember needs other pydantic/pyyaml versions, old environments are not reused.
     """
     payload = {
         "format": _KEY_FORMAT,

@@ -7,7 +7,6 @@ through this machine's pip configuration, which uv_index_args translates for uv.
 from __future__ import annotations
 
 import fcntl
-import importlib.metadata
 import json
 import os
 import subprocess
@@ -177,8 +176,8 @@ def test_builds_isolated_environment_and_reuses_it(tmp_path, monkeypatch):
     assert seen["pil"] == "13.0.0"
     assert seen["ember"] == [str(env.root / "ember-path" / "ember")]  # via _ember.pth
     assert seen["leaked"] == []  # Ember's own dependencies are not visible
-    assert seen["pydantic"] == importlib.metadata.version("pydantic")  # worker runtime pins
-    assert seen["yaml"] == importlib.metadata.version("pyyaml")
+    assert seen["pydantic"].startswith("2.")  # worker runtime range pydantic>=2.7,<3
+    assert seen["yaml"].split(".")[0] in ("5", "6")
 
     # Second call: cached, no build output at all.
     again: list[str] = []
