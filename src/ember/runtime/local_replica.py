@@ -221,6 +221,17 @@ class LocalReplica(Replica):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self._process.pid, signal.SIGKILL)
 
+    def _kill_group(self) -> None:
+        """Kill what is left of the worker's process group once the worker is gone, however it
+        went (a clean drain included): a server or helper setup() started shares the group
+        and would otherwise outlive its replica, holding ports, memory or a GPU. The group's
+        id stays reserved while any member lives, so this cannot reach another group; one
+        that is empty answers ESRCH. Processes that left the group (setsid, a daemon's double
+        fork into a new session) are out of its reach."""
+        assert self._process is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+
     # -- predictions ------------------------------------------------------------------
 
     @property
@@ -388,6 +399,7 @@ class LocalReplica(Replica):
     async def _on_exit(self) -> None:
         assert self._process is not None
         self.exit_code = await self._process.wait()
+        self._kill_group()
         if self._heartbeat_check is not None:
             self._heartbeat_check.cancel()
         await asyncio.to_thread(shutil.rmtree, self.scratch_dir, True)

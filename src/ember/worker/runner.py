@@ -48,6 +48,17 @@ SIGNAL_RETRY_SECONDS = 0.1
 RETURNED = "returned"
 
 
+def failure_message(error: BaseException) -> str:
+    """A failed prediction's error text. An ordinary exception's message stands alone (what
+    Replicate and Cog's Python server always showed, and what clients match on). An exception
+    outside `Exception` (`sys.exit()`'s SystemExit, KeyboardInterrupt) is named as coglet names
+    every error, `Type: message`: `1` alone would not say the model called sys.exit(1)."""
+    message = str(error)
+    if isinstance(error, Exception):
+        return message or type(error).__name__
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
 @dataclass
 class Job:
     """One prediction while the worker holds it."""
@@ -186,7 +197,7 @@ class Runner:
             self._done(job, "failed", error=str(error), validation=errors)
         else:
             self._log_traceback(job, error)
-            self._done(job, "failed", error=str(error) or type(error).__name__)
+            self._done(job, "failed", error=failure_message(error))
 
     # -- serial mode ------------------------------------------------------------------
 

@@ -199,7 +199,9 @@ async def cancel_prediction(
     request: Request, owner: str, name: str, prediction_id: str, caller: Caller
 ) -> Response:
     """Cancel a running prediction of the deployment: `{}`, or 404 when none by that id
-    runs (Cog forgets a prediction once it ends, so an ended one is a 404 too)."""
+    runs (Cog forgets a prediction once it ends, so an ended one is a 404 too). A prediction
+    already canceled answers `{}` again: Cog keeps a canceled one until its worker lets go, so
+    a client repeating its cancel (a retry, an impatient loop) sees success, not a 404."""
     platform: Platform = request.app.state.platform
     target = guards.deployment_target(platform, caller, owner, name)
     try:
@@ -207,7 +209,11 @@ async def cancel_prediction(
     except NotFound:
         state = None
     mine = state is not None and sees(caller, state.owner)
-    if state is None or not mine or state.deployment != target.deployment or state.terminal:
+    if state is None or not mine or state.deployment != target.deployment:
+        raise NotFound(f"No running prediction {prediction_id} on deployment {owner}/{name}")
+    if state.status == "canceled":
+        return json_response({})
+    if state.terminal:
         raise NotFound(f"No running prediction {prediction_id} on deployment {owner}/{name}")
     await platform.intake.cancel(prediction_id)
     return json_response({})
