@@ -13,6 +13,7 @@ import collections.abc
 import dataclasses
 import enum
 import inspect
+import re
 import types
 import typing
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -182,8 +183,7 @@ def inputs_from_signature(fn: Callable[..., Any]) -> tuple[list[InputField], boo
                 f"write e.g. `{param.name}: str`"
             )
         spec = _spec_for(param, annotation)
-        if typing.get_origin(annotation) is Annotated:
-            annotation = typing.get_args(annotation)[0]
+        annotation = _without_input_specs(annotation)
         fields.append(InputField(param.name, annotation, spec, order))
     return fields, extra
 
@@ -202,6 +202,19 @@ def _spec_for(param: inspect.Parameter, annotation: Any) -> InputSpec:
     else:
         spec = InputSpec(default=param.default)
     return spec
+
+
+def _without_input_specs(annotation: Any) -> Any:
+    """The annotation with `Input(...)` records taken out of `Annotated[...]`.
+
+    Other metadata stays: pydantic acts on it (Cog's `Opaque` marker, `Field`s, validators),
+    so dropping all of it would make e.g. `Annotated[ThirdPartyClass, Opaque]` unservable.
+    """
+    if typing.get_origin(annotation) is not Annotated:
+        return annotation
+    base, *metadata = typing.get_args(annotation)
+    kept = [m for m in metadata if not isinstance(m, InputSpec)]
+    return Annotated[(base, *kept)] if kept else base  # type: ignore[return-value]
 
 
 def _replace_default(spec: InputSpec, default: Any) -> InputSpec:
@@ -234,7 +247,52 @@ def _choices_type(name: str, base: Any, choices: list[str | int]) -> type[enum.E
     )
 
 
+def _check_accept(input_field: InputField) -> None:
+    """`Input(accept=...)` describes file inputs only; Cog's build refuses it elsewhere."""
+    if "x-cog-accept" in input_field.spec.extra and not _mentions_file(input_field.annotation):
+        raise PredictorError(
+            f"accept is only valid on Path or File inputs (parameter '{input_field.name}')"
+        )
+
+
+def _default_values(input_field: InputField) -> list[Any]:
+    """The default as a list of items to check (a list default checks each item)."""
+    default = input_field.spec.default
+    if input_field.spec.required or default is None:
+        return []
+    return list(default) if isinstance(default, (list, tuple)) else [default]
+
+
+def _check_default(input_field: InputField) -> None:
+    """Refuse a default that breaks its own constraints, at load, as Cog's build does.
+
+    Pydantic does not validate defaults, so without this check the model would deploy and
+    every request omitting the input would run with a value the schema says is impossible.
+    """
+    spec, name = input_field.spec, input_field.name
+    values = _default_values(input_field)
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    texts = [v for v in values if isinstance(v, str)]
+    problem = None
+    if spec.ge is not None and any(v < spec.ge for v in numbers):
+        problem = f"must be at minimum {spec.ge}"
+    elif spec.le is not None and any(v > spec.le for v in numbers):
+        problem = f"must be at maximum {spec.le}"
+    elif spec.min_length is not None and any(len(v) < spec.min_length for v in texts):
+        problem = f"must have a length of at minimum {spec.min_length}"
+    elif spec.max_length is not None and any(len(v) > spec.max_length for v in texts):
+        problem = f"must have a length of at maximum {spec.max_length}"
+    elif spec.regex is not None and not all(re.match(spec.regex, v) for v in texts):
+        problem = f"does not match the pattern {spec.regex!r}"
+    elif spec.choices and any(v not in spec.choices for v in values):
+        problem = f"is not one of the choices {spec.choices!r}"
+    if problem:
+        raise PredictorError(f"invalid default for input '{name}': {spec.default!r} {problem}")
+
+
 def _field_info(input_field: InputField) -> tuple[Any, FieldInfo]:
+    _check_accept(input_field)
+    _check_default(input_field)
     spec = input_field.spec
     annotation = input_field.annotation
     extra: dict[str, Any] = {"x-order": input_field.order, **spec.extra}
@@ -280,16 +338,44 @@ def _is_enum_value(value: Any) -> bool:
     return isinstance(value, enum.Enum)
 
 
+def _is_union_with_float(annotation: Any) -> bool:
+    """`str | float`, `Union[int, float]`...: a union in which a JSON integer could turn float."""
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return False
+    return float in typing.get_args(annotation)
+
+
+def _json_union_value(name: str, raw: Any, value: Any) -> Any:
+    """The value a union input keeps: JSON numbers keep their type, booleans are no numbers.
+
+    Pydantic's lax union makes `1` a float when the union has no `int` member, and `true`
+    a float 1.0; Cog passes 1 through as an int (models branch on `isinstance(value, int)`)
+    and refuses a boolean for `str | float`, as the gateway's JSON Schema check does.
+    """
+    if type(raw) is int and type(value) is float and value == raw:
+        return raw
+    if type(raw) is bool and type(value) is not bool:
+        raise pydantic.ValidationError.from_exception_data(
+            "Input", [{"type": "float_type", "loc": (name,), "input": raw}]
+        )
+    return value
+
+
 def validated_inputs(predictor: Predictor, raw: dict[str, Any]) -> dict[str, Any]:
     """Validate raw inputs against the predictor's input model → keyword arguments.
 
     Raises pydantic.ValidationError naming each bad field.
     """
     model = predictor.input_model.model_validate(raw)
+    unions = {f.name for f in predictor.inputs if _is_union_with_float(f.annotation)}
     values: dict[str, Any] = {}
     for name in type(model).model_fields:
         value = getattr(model, name)
         values[name] = value.value if _is_enum_value(value) else value
+        if name in unions:
+            values[name] = _json_union_value(name, raw.get(name), values[name])
     if model.model_extra:
         values.update(model.model_extra)
     return values

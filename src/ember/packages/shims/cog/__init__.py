@@ -6,10 +6,13 @@ lets one worker, one validator and one schema generator serve Cog models unchang
 the 0.16 names and the 0.17+ ones (`BaseRunner`, `run`, `@concurrent`, `self.record_metric`).
 """
 
+import dataclasses
+import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic_core import CoreSchema, core_schema
 
 from ember.scope import MetricMode, current_scope, record_metric
 from ember.types import (
@@ -17,18 +20,100 @@ from ember.types import (
     CancelationException,
     ConcatenateIterator,
     File,
-    Input,
+    InputSpec,
     Path,
     Secret,
 )
+from ember.types import Input as _ember_input
+
+from . import coder, types
+from .types import URLFile, URLPath
 
 __version__ = "0.16.12+ember"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class ExperimentalFeatureWarning(Warning):
-    """Cog warns with this on experimental features; kept so imports of it work."""
+ExperimentalFeatureWarning = types.ExperimentalFeatureWarning
+
+# Cog's record of what `Input(...)` was given; here it is Ember's own record of the same.
+FieldInfo = InputSpec
+
+_MISSING: Any = ...
+
+
+def Input(
+    default: Any = _MISSING,
+    description: str | None = None,
+    ge: float | None = None,
+    le: float | None = None,
+    min_length: int | None = None,
+    max_length: int | None = None,
+    regex: str | None = None,
+    choices: list[str | int] | None = None,
+    deprecated: bool | None = None,
+    accept: str | None = None,
+    default_factory: Callable[[], Any] | None = None,
+) -> Any:
+    """Cog's `Input(...)`: Ember's, plus `accept` and `default_factory`.
+
+    `accept` (MIME types or extensions, as in HTML) only annotates the schema as
+    `x-cog-accept`; the loader rejects it on inputs that are not files, as Cog's build does.
+    `default_factory` is called once here because Cog, too, fixes the default at load.
+    """
+    if default_factory is not None:
+        if default is not _MISSING:
+            raise ValueError("cannot give both default and default_factory")
+        default = default_factory()
+    spec: InputSpec = _ember_input(
+        default=default,
+        description=description,
+        ge=ge,
+        le=le,
+        min_length=min_length,
+        max_length=max_length,
+        regex=regex,
+        choices=choices,
+        deprecated=deprecated,
+    )
+    if accept is not None:
+        spec = dataclasses.replace(spec, extra={**spec.extra, "x-cog-accept": accept})
+    return spec
+
+
+class _OpaqueMarker:
+    """`Annotated[T, Opaque]`: T is passed through as plain JSON and shown as an object.
+
+    Cog uses it for types its schema generator cannot read (a third-party class). Acting as
+    pydantic metadata, it swaps T's validation for "any value" without ever asking pydantic
+    about T, and describes T as an object (or an array of objects for a list annotation).
+    """
+
+    __ember_opaque__ = True
+
+    def __repr__(self) -> str:
+        return "cog.Opaque"
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        """Accept any value: the model receives exactly the JSON it was sent."""
+        return core_schema.any_schema(metadata={"cog_opaque_list": _is_list(source)})
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        """An object, or an array of objects, with no further detail — as Cog writes it."""
+        if (schema.get("metadata") or {}).get("cog_opaque_list"):
+            return {"type": "array", "items": {"type": "object"}}
+        return {"type": "object"}
+
+
+def _is_list(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (list, tuple, set, frozenset)
+
+
+Opaque = _OpaqueMarker()
 
 
 class BasePredictor:
@@ -84,13 +169,19 @@ __all__ = [
     "CancelationException",
     "ConcatenateIterator",
     "ExperimentalFeatureWarning",
+    "FieldInfo",
     "File",
     "Input",
+    "Opaque",
     "Path",
     "Secret",
+    "URLFile",
+    "URLPath",
     "__version__",
+    "coder",
     "concurrent",
     "current_scope",
     "emit_metric",
     "streaming",
+    "types",
 ]
