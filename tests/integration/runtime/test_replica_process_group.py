@@ -9,10 +9,13 @@ import asyncio
 
 import pytest
 
+from ember.packages.loader import read_package
+from ember.packages.spec import PackageSpec
+from ember.runtime.base import Tier
 from ember.runtime.local import LocalRuntime
 from tests.support.paths import model_path
 from tests.support.processes import alive, wait_gone
-from tests.support.replicas import predict, start
+from tests.support.replicas import hosted, predict, start
 
 SETUP_CHILD = model_path("faults", "setup-child")
 
@@ -34,3 +37,26 @@ def test_a_stopped_replica_leaves_no_process_setup_started(
 
     helper = asyncio.run(go())
     assert wait_gone([helper]) == []
+
+
+def test_a_forked_replica_leaves_no_process_setup_started(runtime: LocalRuntime) -> None:
+    """A replica forked from a warm host is its own process group too (it calls setsid), and
+    its setup() (run in the fork when the host's setup started processes) is cleaned up the
+    same way; the warm host itself is not touched."""
+    helpers: list[int] = []
+
+    async def scenario(spec: PackageSpec) -> None:
+        replica = await start(runtime, spec)
+        assert replica.tier == Tier.WARM_HOST
+        run = await predict(replica, input={})
+        assert run.result.status == "succeeded", run.result.error
+        helpers.append(run.result.output)
+        assert alive(helpers[0])
+        await replica.stop()
+        assert replica.exit_code == 0
+        assert wait_gone(helpers) == []
+        # the host lives on and forks the next replica
+        again = await start(runtime, spec)
+        await again.stop()
+
+    hosted(runtime, scenario, read_package(SETUP_CHILD))
