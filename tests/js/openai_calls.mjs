@@ -3,6 +3,7 @@
 // error it threw) is printed as one JSON object, for tests/integration/api/test_js_clients.py
 // to check. Usage: node openai_calls.mjs  (EMBER_URL, EMBER_TOKEN, MODEL set)
 import OpenAI from "openai";
+import { runCalls } from "./run_calls.mjs";
 
 const client = new OpenAI({
   apiKey: process.env.EMBER_TOKEN,
@@ -69,12 +70,4 @@ const calls = {
   },
 };
 
-const results = {};
-for (const [name, call] of Object.entries(calls)) {
-  try {
-    results[name] = { ok: await call() };
-  } catch (error) {
-    results[name] = { error: String(error && error.message ? error.message : error) };
-  }
-}
-process.stdout.write(JSON.stringify(results));
+await runCalls(calls);

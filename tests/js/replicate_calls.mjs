@@ -3,6 +3,7 @@
 // error it threw) is printed as one JSON object, for tests/integration/api/test_js_clients.py
 // to check. Usage: node replicate_calls.mjs  (EMBER_URL, EMBER_TOKEN, HELLO_VERSION set)
 import Replicate from "replicate";
+import { runCalls } from "./run_calls.mjs";
 
 const replicate = new Replicate({
   auth: process.env.EMBER_TOKEN,
@@ -110,12 +111,4 @@ const calls = {
   webhookSecret: () => replicate.webhooks.default.secret.get(),
 };
 
-const results = {};
-for (const [name, call] of Object.entries(calls)) {
-  try {
-    results[name] = { ok: await call() };
-  } catch (error) {
-    results[name] = { error: String(error && error.message ? error.message : error) };
-  }
-}
-process.stdout.write(JSON.stringify(results));
+await runCalls(calls);
