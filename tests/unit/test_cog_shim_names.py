@@ -271,3 +271,39 @@ def test_cog_environments_carry_requests_as_cogs_runtime_does(
 def test_a_cog_package_without_requirements_stays_in_embers_environment(tmp_path: Path):
     (tmp_path / "cog.yaml").write_text('predict: "predict.py:Predictor"\n')
     assert cog_format.read_spec(tmp_path).requirements == []
+
+
+# ------------------------------------------------------------------------- dict inputs
+
+
+def test_dict_inputs_are_plain_objects_in_the_schema(tmp_path: Path) -> None:
+    predictor = load_model(
+        tmp_path / "dicts",
+        """
+        from typing import Any, Dict, List, Optional
+        from cog import BasePredictor, Input
+
+        class Predictor(BasePredictor):
+            def predict(
+                self,
+                data: dict,
+                messages: List[Dict[str, Any]],
+                extra: Optional[list[dict]] = Input(default=None),
+            ) -> str:
+                return ""
+        """,
+    )
+    properties = input_properties(predictor)
+    assert properties["data"] == {"title": "Data", "type": "object", "x-order": 0}
+    assert properties["messages"] == {
+        "items": {"type": "object"},
+        "title": "Messages",
+        "type": "array",
+        "x-order": 1,
+    }
+    assert properties["extra"]["items"] == {"type": "object"}
+    assert validated_inputs(predictor, {"data": {"a": 1}, "messages": [{"role": "user"}]}) == {
+        "data": {"a": 1},
+        "messages": [{"role": "user"}],
+        "extra": None,
+    }

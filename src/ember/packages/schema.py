@@ -68,6 +68,23 @@ def _hoist(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]
     return schema
 
 
+def _without_open_objects(node: Any) -> Any:
+    """Drop `additionalProperties: true` (JSON Schema's default anyway) from a `dict` input.
+
+    Cog's schema writes a bare `dict` / `list[dict]` input as `{"type": "object"}`; pydantic
+    adds the redundant `additionalProperties: true`, which clients comparing schemas trip on.
+    """
+    if isinstance(node, list):
+        return [_without_open_objects(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    return {
+        key: _without_open_objects(value)
+        for key, value in node.items()
+        if not (key == "additionalProperties" and value is True)
+    }
+
+
 def input_schema(predictor: Predictor, components: dict[str, Any]) -> dict[str, Any]:
     schema = _hoist(predictor.input_model.model_json_schema(ref_template=REF_TEMPLATE), components)
     schema = _to_openapi_30(schema)
@@ -76,6 +93,7 @@ def input_schema(predictor: Predictor, components: dict[str, Any]) -> dict[str, 
     if declared_required:
         schema["required"] = declared_required
     for name, prop in schema.get("properties", {}).items():
+        prop = _without_open_objects(prop)
         if "$ref" in prop and len(prop) > 1:  # siblings of a $ref need allOf in OpenAPI 3.0
             prop["allOf"] = [{"$ref": prop.pop("$ref")}]
             prop.pop("title", None)
