@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 import textwrap
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -307,3 +308,30 @@ def test_dict_inputs_are_plain_objects_in_the_schema(tmp_path: Path) -> None:
         "messages": [{"role": "user"}],
         "extra": None,
     }
+
+
+def test_only_opaque_metadata_survives_on_an_input_annotation(tmp_path: Path) -> None:
+    """Other `Annotated` metadata is dropped, so a file input is still seen as a plain Path."""
+    predictor = load_model(
+        tmp_path / "annotated",
+        """
+        from typing import Annotated
+        from cog import BasePredictor, Input, Opaque, Path
+
+        class ThirdParty:
+            pass
+
+        class Predictor(BasePredictor):
+            def predict(
+                self,
+                image: Annotated[Path, "a photo"],
+                thing: Annotated[ThirdParty, Opaque],
+                steps: Annotated[int, Input(ge=1)] = 2,
+            ) -> str:
+                return ""
+        """,
+    )
+    image, thing, steps = predictor.inputs
+    assert image.annotation.__name__ == "Path"
+    assert steps.annotation is int
+    assert typing.get_origin(thing.annotation) is typing.Annotated

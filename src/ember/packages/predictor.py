@@ -205,15 +205,16 @@ def _spec_for(param: inspect.Parameter, annotation: Any) -> InputSpec:
 
 
 def _without_input_specs(annotation: Any) -> Any:
-    """The annotation with `Input(...)` records taken out of `Annotated[...]`.
+    """The bare type of an `Annotated[...]` input, but for Cog's `Opaque` marker.
 
-    Other metadata stays: pydantic acts on it (Cog's `Opaque` marker, `Field`s, validators),
-    so dropping all of it would make e.g. `Annotated[ThirdPartyClass, Opaque]` unservable.
+    `Opaque` must stay: pydantic reads it to accept a third-party type as plain JSON, without
+    it `Annotated[ThirdPartyClass, Opaque]` is unservable. Other metadata goes, as before, so
+    that loaders and the worker keep seeing e.g. a plain `Path` for file inputs.
     """
     if typing.get_origin(annotation) is not Annotated:
         return annotation
     base, *metadata = typing.get_args(annotation)
-    kept = [m for m in metadata if not isinstance(m, InputSpec)]
+    kept = [m for m in metadata if getattr(m, "__ember_opaque__", False)]
     return Annotated[(base, *kept)] if kept else base  # type: ignore[return-value]
 
 
