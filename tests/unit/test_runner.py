@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from ember.control.errors import QueueFull
+from ember.control.policies.health import HealthStreaks
 from ember.control.policies.restarts import MAX_BACKOFF_SECONDS, RestartBackoff, restart_backoff
 from ember.control.policies.tiers import TierChoice
 from ember.control.predictions import PredictionState
@@ -53,6 +54,7 @@ class FakeReplica(Replica):
         self.setup_error: str | None = None
         self.handles: dict[str, PredictionHandle] = {}
         self.canceled: list[str] = []
+        self.health: str | None = None  # what its model's healthcheck answers
         self._started = asyncio.Event()
         self._stopped = asyncio.Event()
 
@@ -109,6 +111,9 @@ class FakeReplica(Replica):
         self.state = ReplicaState.STOPPED
         self._stopped.set()
 
+    async def healthcheck(self) -> str | None:
+        return self.health
+
 
 class FakeRuntime(Runtime):
     """Starts FakeReplicas; `setup` decides at once how each start ends (None: the test will)."""
@@ -161,7 +166,7 @@ async def settle() -> None:
 
 
 def make_runner(
-    runtime: FakeRuntime, clock: Clock, **settings: Any
+    runtime: FakeRuntime, clock: Clock, healthcheck_seconds: float = 0.0, **settings: Any
 ) -> tuple[DeploymentRunner, list[tuple[str, str]]]:
     """A runner on the test's clock; its control loop runs too (a wake ticks at once, as in
     production), and the test ticks it where a second would have passed."""
@@ -173,6 +178,7 @@ def make_runner(
         on_event=lambda state, kind: events.append((state.id, kind)),
         settings=ScalingSettings(scale_down_delay=3600, idle_timeout=3600, **settings),
         clock=clock,
+        healthcheck_seconds=healthcheck_seconds,
     )
     return runner, events
 
@@ -383,4 +389,48 @@ async def test_a_prediction_goes_to_the_least_busy_ready_replica() -> None:
     second.succeed("p2")
     runner.submit(prediction(4))
     assert "p4" in second.handles
+    await runner.close()
+
+
+# -- the model's own healthcheck ----------------------------------------------------------------
+
+
+def test_three_failed_checks_in_a_row_replace_a_replica_and_one_good_resets() -> None:
+    streaks = HealthStreaks(interval=30, failures_to_replace=3)
+    assert streaks.due(0.0)
+    streaks.started_round(0.0)
+    assert not streaks.due(29.9) and streaks.due(30.0)
+    assert not streaks.record("r1", "returned False")
+    assert not streaks.record("r1", "returned False")
+    assert streaks.report() == {"r1": {"failures": 2, "error": "returned False"}}
+    assert not streaks.record("r1", None)  # a good answer: the count starts again
+    assert streaks.report() == {}
+    assert [streaks.record("r1", "timed out") for _ in range(3)] == [False, False, True]
+    streaks.forget(alive={"r2"})
+    assert streaks.report() == {}
+    assert not HealthStreaks(interval=0).due(1e9)  # 0: never checked periodically
+
+
+@in_event_loop
+async def test_a_replica_failing_its_healthcheck_is_drained_and_replaced() -> None:
+    runtime, clock = FakeRuntime(), Clock()
+    runner, _ = make_runner(runtime, clock, healthcheck_seconds=10, min_instances=1)
+    runner.tick(clock.now)
+    await settle()
+    (sick,) = runtime.started
+    sick.health = "Healthcheck failed: user-defined healthcheck returned False"
+    for round_number in range(1, 3):
+        clock.now += 10
+        runner.tick(clock.now)
+        await settle()
+        assert runner.status()["unhealthy"][sick.id]["failures"] == round_number
+    assert sick.state == ReplicaState.READY  # two failures are not yet enough
+    assert await runner.healthcheck() == sick.health  # an asked-for check counts too
+    await settle()
+    assert sick.state == ReplicaState.STOPPED
+    runner.tick(clock.now)
+    await settle()
+    replacement = runtime.started[-1]
+    assert replacement is not sick and runner.replicas == [replacement]
+    assert runner.status()["unhealthy"] == {}
     await runner.close()

@@ -41,7 +41,7 @@ def _setup(status: str, logs: str) -> dict[str, Any]:
     return {"started_at": None, "completed_at": None, "logs": logs, "status": status}
 
 
-def health(runner: DeploymentRunner) -> dict[str, Any]:
+def health(runner: DeploymentRunner, user_error: str | None = None) -> dict[str, Any]:
     """Cog's health-check for a deployment: what a prediction sent now would meet.
 
     - READY: a ready replica has a free slot, or there is no replica at all (a deployment
@@ -51,13 +51,18 @@ def health(runner: DeploymentRunner) -> dict[str, Any]:
       the next one where Cog would refuse it with 409);
     - STARTING: replicas are starting and none is ready (the prediction waits for one);
     - SETUP_FAILED: the last start failed in setup and none is ready (Ember retries the start
-      with backoff; `setup.logs` says why it failed).
+      with backoff; `setup.logs` says why it failed);
+    - UNHEALTHY: the model's own healthcheck, asked on a ready replica just now, failed
+      (`user_error`, Cog's `user_healthcheck_error`); it says nothing of the other states.
     """
     ready = [r for r in runner.replicas if r.state == ReplicaState.READY]
     if ready:
         full = all(r.in_flight >= r.max_concurrency for r in ready)
         status = "BUSY" if full or runner.queue else "READY"
-        return {"status": status, "setup": _setup("succeeded", ready[0].setup_logs)}
+        answer = {"status": status, "setup": _setup("succeeded", ready[0].setup_logs)}
+        if user_error is not None:
+            answer.update(status="UNHEALTHY", user_healthcheck_error=user_error)
+        return answer
     if runner.last_setup_error:
         return {"status": "SETUP_FAILED", "setup": _setup("failed", runner.last_setup_error)}
     if runner.counts()["replicas"]["starting"]:

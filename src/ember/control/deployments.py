@@ -19,11 +19,12 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ember.control.catalogue import Catalogue, check_name, serves_openai
 from ember.control.errors import Conflict, InvalidRequest, NotFound
+from ember.control.health_watch import interval_from_env
 from ember.control.policies.keepalive import IdleHistory
 from ember.control.predictions import PredictionState, utcnow
 from ember.control.prices import PriceTable
@@ -58,6 +59,8 @@ class RunnerWiring:
     prices: PriceTable
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], datetime.datetime] = utcnow
+    # How often each ready replica's model is asked whether it is well (0: never).
+    healthcheck_seconds: float = field(default_factory=interval_from_env)
 
 
 class Deployments:
@@ -251,6 +254,7 @@ class Deployments:
             on_replica_event=wiring.on_replica_event,
             hardware=hardware,
             rate=lambda sku: wiring.prices.get(sku).per_second,
+            healthcheck_seconds=wiring.healthcheck_seconds,
         )
 
     def _drain_in_background(self, runner: DeploymentRunner) -> None:

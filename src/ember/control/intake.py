@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,6 +65,8 @@ class Submission:
     # a retried request finds it). Checked here to be well formed (it names a folder of
     # output files); the route makes sure no prediction has it yet.
     id: str | None = None
+    # Cog's per-request `context` for the predictor (`current_scope().context`).
+    context: dict[str, str] | None = None
 
 
 @dataclass
@@ -143,6 +146,9 @@ class Intake:
                 )
         else:
             fields["streams_output"] = bool(submission.input.get("stream"))
+        if submission.context:
+            fields["context"] = dict(submission.context)
+            fields["stored_context"] = self.sealer.seal(json.dumps(submission.context))
         return PredictionState(
             id=submission.id or new_prediction_id(),
             owner=caller.owner,

@@ -151,6 +151,12 @@ class Metrics:
             buckets=START_BUCKETS,
             registry=self.registry,
         )
+        self.unhealthy_replacements = Counter(
+            "ember_unhealthy_replacements",
+            "Replicas drained and replaced after failing their model's healthcheck in a row",
+            labels,
+            registry=self.registry,
+        )
         self.scale_events = Counter(
             "ember_scale_events",
             "Replicas started (up) or drained (down) by the autoscaler",
@@ -221,7 +227,7 @@ class Metrics:
 
     def on_replica_event(self, deployment: str, kind: str, data: dict[str, Any]) -> None:
         """A runner's replica news: `scale` {direction, count}, `start` {tier, ok, phases},
-        `first_prediction` {tier, seconds}."""
+        `first_prediction` {tier, seconds}, `unhealthy` {replica, why}."""
         if kind == "scale":
             self.scale_events.labels(deployment, data["direction"]).inc(data["count"])
         elif kind == "start":
@@ -229,6 +235,8 @@ class Metrics:
             self.replica_starts.labels(deployment, data["tier"], outcome).inc()
             for phase, seconds in data["phases"].items():
                 self.start_phase.labels(deployment, data["tier"], phase).observe(seconds)
+        elif kind == "unhealthy":
+            self.unhealthy_replacements.labels(deployment).inc()
         elif kind == "first_prediction":
             phase = self.start_phase.labels(deployment, data["tier"], "first_prediction")
             phase.observe(data["seconds"])

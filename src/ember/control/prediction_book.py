@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import datetime
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -105,6 +106,9 @@ class PredictionBook:
         clear, sealed = self.sealer.unseal_fields(row.input or {})
         if sealed:
             state.input, state.secret_fields, state.stored_input = clear, sealed, row.input
+        if row.context:
+            state.context = json.loads(self.sealer.unseal(row.context))
+            state.stored_context = row.context
         return state
 
     async def page(

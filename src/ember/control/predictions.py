@@ -116,6 +116,10 @@ class PredictionState:
     # (`public_input`), and scrubbed from logs and errors; `input` keeps them for the replica.
     secret_fields: frozenset[str] = frozenset()
     stored_input: dict[str, Any] | None = field(default=None, repr=False)
+    # What the caller gave the predictor beside its input (Cog's `context`, read through
+    # `current_scope().context`): never shown; stored sealed (`stored_context`).
+    context: dict[str, str] = field(default_factory=dict, repr=False)
+    stored_context: str | None = field(default=None, repr=False)
     # Monotonic times for token latencies: when it was accepted, when its last item came.
     accepted_at: float = field(default_factory=time.monotonic, repr=False)
     last_output_at: float | None = field(default=None, repr=False)
@@ -243,6 +247,7 @@ class PredictionState:
             "streams_output": self.streams_output,
             "webhook": self.webhook,
             "webhook_events_filter": self.webhook_events_filter,
+            "context": self.stored_context,
             "created_at": self.created_at,
             "started_at": self.started_at,
             "completed_at": self.completed_at,

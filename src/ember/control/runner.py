@@ -10,6 +10,8 @@ control loop that decides how many replicas there should be.
   started but not shown output of runs again up to `prediction_retries` times, with a note in
   its logs and `metrics.retries`; the rest fails with the reason. A replica preempted (SIGTERM)
   drains: it is no longer counted, so a replacement starts while it finishes what it runs.
+- A ready replica's model is asked whether it is well (its own healthcheck) every 30 s;
+  after 3 failed checks in a row it is drained and replaced (`health_watch.py`).
 - A replica that fails to start is restarted after 1 s, 2 s, 4 s ... up to a minute
   (`policies/restarts.py`), the wait reported in the status (`restart_backoff`) beside
   `setup_error`.
@@ -35,10 +37,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ember.control import runner_status
 from ember.control.errors import QueueFull
+from ember.control.health_watch import HealthWatch
 from ember.control.policies.autoscaling import Autoscaler, Decision, Limits, Observation
 from ember.control.policies.billing import ReplicaMeter
 from ember.control.policies.costs import StartTimes
+from ember.control.policies.health import CHECK_INTERVAL_SECONDS, HealthStreaks
 from ember.control.policies.keepalive import IdleHistory
 from ember.control.policies.restarts import RestartBackoff
 from ember.control.policies.tiers import TierChoice
@@ -58,7 +63,6 @@ from ember.runtime.base import (
     ReplicaUnavailable,
     Runtime,
     Tier,
-    TierStatus,
 )
 from ember.tasks import cancel_and_wait
 
@@ -71,7 +75,8 @@ OnEvent = Callable[[PredictionState, str], None]
 ResolveInput = Callable[[dict[str, Any]], dict[str, Any]]
 ALIVE = (ReplicaState.STARTING, ReplicaState.READY)
 # (deployment, kind, data): kind "scale" {direction, count}, "start" {tier, ok, phases},
-# "first_prediction" {tier, seconds} or "usage" {replica, hardware, tier, meter, final}
+# "first_prediction" {tier, seconds}, "usage" {replica, hardware, tier, meter, final} or
+# "unhealthy" {replica, why}
 OnReplicaEvent = Callable[[str, str, dict[str, Any]], None]
 
 
@@ -93,6 +98,7 @@ class DeploymentRunner:
         on_replica_event: OnReplicaEvent = lambda deployment, kind, data: None,
         hardware: str = "cpu",
         rate: Callable[[str], float] = lambda hardware: 0.0,
+        healthcheck_seconds: float = CHECK_INTERVAL_SECONDS,
     ) -> None:
         self.name = name
         self.hardware = hardware  # changes live with the deployment's release
@@ -118,7 +124,7 @@ class DeploymentRunner:
         self._unproven: set[str] = set()  # replicas that have not finished a prediction yet
         # A forked replica failed to set up (e.g. CUDA initialised in the host by an import):
         # from then on replicas start in full, without the warm host.
-        self._fork_failed = False
+        self.fork_failed = False
         self.meters = ReplicaMeters(
             clock, lambda data: self.on_replica_event(self.name, "usage", data)
         )
@@ -126,6 +132,9 @@ class DeploymentRunner:
         self.last_setup_error: str | None = None
         self._pending_starts = 0
         self.restarts = RestartBackoff()
+        self.health = HealthWatch(
+            name, self._replace_unhealthy, HealthStreaks(interval=healthcheck_seconds)
+        )
         self._background: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
@@ -179,50 +188,7 @@ class DeploymentRunner:
 
     def status(self) -> dict[str, Any]:
         """Replicas by state, queue and the last scaling decision (for the API and `ember ls`)."""
-        return {
-            **self.counts(),
-            "scaling": {
-                "desired": self.last_decision.replicas,
-                "reason": self.last_decision.reason,
-            },
-            "keepalive": self._learned(),
-            "cold_start": self._cold_start(),
-            "setup_error": self.last_setup_error,  # why the last start failed, until one works
-            "restart_backoff": self.restarts.report(self.clock()),
-            "placement": self.runtime.placement(self.spec),  # what a start waits for, if any
-        }
-
-    def _cold_start(self) -> dict[str, Any]:
-        """The tier kept ready for the next start, why, and whether it is ready now."""
-        ready = self.runtime.readiness(self.spec)
-        if self._fork_failed and ready.tier == Tier.WARM_HOST:
-            ready = TierStatus(
-                Tier.WARM_HOST,
-                ready=False,
-                detail="replicas forked from the warm host failed to set up, so replicas "
-                "start in full (e.g. an import initialised CUDA: keep it out of module level)",
-            )
-        elif ready.tier != self.cold_start.tier:  # the package is kept faster for another
-            ready = TierStatus(self.cold_start.tier, ready=self.cold_start.tier == Tier.COLD)
-        return {
-            "tier": ready.tier.value,
-            "requested": self.settings.cold_start_tier,
-            "reason": self.cold_start.reason,
-            "ready": ready.ready,
-            "detail": ready.detail,
-            "setup_in_host": ready.setup_in_host,
-            "memory_bytes": ready.memory_bytes,
-        }
-
-    def _learned(self) -> dict[str, Any]:
-        """What the deployment's idle gaps have taught the keep-alive so far."""
-        windows = self.history.windows(DEFAULT_IDLE_TIMEOUT, self._start_seconds())
-        return {
-            "mode": windows.mode,
-            "samples": windows.samples,
-            "prewarm": windows.prewarm,
-            "keepalive": windows.keepalive,
-        }
+        return runner_status.report(self)
 
     def update_settings(self, settings: ScalingSettings) -> None:
         """Change scaling live: the next tick (now) applies it."""
@@ -263,7 +229,7 @@ class DeploymentRunner:
                             if state.method == PREDICT
                             else state.input
                         ),
-                        context={"deployment": self.name},
+                        context=state.context,
                         timeout=self.settings.request_timeout or self.spec.timeout,
                         method=state.method,
                     ),
@@ -400,11 +366,11 @@ class DeploymentRunner:
 
     def _start_tier(self) -> Tier:
         """The fastest tier this deployment's replicas may start from."""
-        if self._fork_failed and self.cold_start.tier == Tier.WARM_HOST:
+        if self.fork_failed and self.cold_start.tier == Tier.WARM_HOST:
             return Tier.DISK
         return self.cold_start.tier
 
-    def _start_seconds(self) -> float | None:
+    def start_seconds(self) -> float | None:
         """What a start from the tier kept ready takes, as measured (None before one was)."""
         return self.start_times.get(self._start_tier().value)
 
@@ -419,7 +385,7 @@ class DeploymentRunner:
         if settings.idle_timeout is not None:
             keepalive = settings.idle_timeout
         else:
-            start = self._start_seconds()
+            start = self.start_seconds()
             if start is not None:  # a waiting request is seen at the next tick, then waits
                 scale_out = start + TICK_SECONDS / 2
             windows = self.history.windows(DEFAULT_IDLE_TIMEOUT, start)
@@ -452,6 +418,7 @@ class DeploymentRunner:
                 self._idle_since,
             )
         )
+        self.health.tick(now, alive)
         decision = self.autoscaler.decide(now, self.limits(now))
         self.last_decision = decision
         have = len(alive) + self._pending_starts
@@ -529,9 +496,9 @@ class DeploymentRunner:
                 logger.warning("%s: replica %s was lost while starting", self.name, replica.id)
                 self.wake()
                 return
-            elif replica.tier == Tier.WARM_HOST and not self._fork_failed:
+            elif replica.tier == Tier.WARM_HOST and not self.fork_failed:
                 # Maybe only the fork is at fault: one full start decides before it counts.
-                self._fork_failed = True
+                self.fork_failed = True
                 logger.warning(
                     "%s: a replica forked from the warm host failed to set up; starting in "
                     "full from now on:\n%s",
@@ -558,6 +525,22 @@ class DeploymentRunner:
             self.replicas.remove(replica)
             self._retire(replica)
 
+    def _replace_unhealthy(self, replica: Replica, reason: str) -> None:
+        """Drain a replica its model calls unwell; the next tick starts its replacement."""
+        if replica in self.replicas:
+            self.replicas.remove(replica)
+            self.on_replica_event(self.name, "unhealthy", {"replica": replica.id, "why": reason})
+            self._retire(replica)
+            self.wake()
+
+    async def healthcheck(self) -> str | None:
+        """The model's own healthcheck on the least busy ready replica (None: healthy, or no
+        replica is ready to ask)."""
+        ready = [r for r in self.replicas if r.state == ReplicaState.READY]
+        if not ready:
+            return None
+        return await self.health.check(min(ready, key=lambda r: r.in_flight))
+
     def _retire(self, replica: Replica) -> None:
         """Bill the replica as draining and stop it once its in-flight predictions finish
         (`close` waits for that)."""
@@ -575,6 +558,7 @@ class DeploymentRunner:
         self._closed = True
         self._wake.set()
         await cancel_and_wait(self._loop)
+        await self.health.close()
         replicas, self.replicas = self.replicas, []
         await asyncio.gather(*(r.stop(drain=drain) for r in replicas))
         if self._background:

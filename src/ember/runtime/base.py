@@ -231,6 +231,11 @@ class Replica(abc.ABC):
     async def stop(self, drain: bool = True, timeout: float | None = None) -> None:
         """Drain (finish in-flight work, take no more) then stop; or kill at once."""
 
+    async def healthcheck(self) -> str | None:
+        """Run the model's own healthcheck (Cog's `healthcheck()`, Truss's `is_healthy()`):
+        None when healthy or when it has none, else why not."""
+        return None
+
 
 class Runtime(abc.ABC):
     """Starts replicas of packages."""

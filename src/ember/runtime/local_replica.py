@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,6 +55,9 @@ _STDERR_LIMIT = 64 * 1024
 # for `ember serve`: `local.py`). Generous: a predictor holding the GIL in one C call blocks
 # heartbeats too.
 HEARTBEAT_TIMEOUT_SECONDS = 30.0
+# How long a healthcheck may take to be answered: the worker's own deadline for the model's
+# check (5 s, Cog's) plus room for a busy machine.
+HEALTHCHECK_ANSWER_SECONDS = 10.0
 
 
 class ReplicaProcess(Protocol):
@@ -117,6 +121,7 @@ class LocalReplica(Replica):
         self._process: ReplicaProcess | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._health_checks: dict[str, asyncio.Future[str | None]] = {}
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -264,6 +269,25 @@ class LocalReplica(Replica):
             with contextlib.suppress(ReplicaUnavailable):  # dying: its exit fails it anyway
                 self._send({"op": protocol.OP_CANCEL, "id": prediction_id})
 
+    async def healthcheck(self) -> str | None:
+        if self.state != ReplicaState.READY:
+            return None  # Cog checks only a ready predictor; starting is not unhealthy
+        check_id = f"hc_{uuid.uuid4().hex[:12]}"
+        answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._health_checks[check_id] = answer
+        try:
+            self._send({"op": protocol.OP_HEALTHCHECK, "id": check_id})
+            return await asyncio.wait_for(answer, HEALTHCHECK_ANSWER_SECONDS)
+        except ReplicaUnavailable as exc:
+            return f"Healthcheck error: {exc}"
+        except TimeoutError:
+            return (
+                f"Healthcheck error: replica {self.id} did not answer within "
+                f"{HEALTHCHECK_ANSWER_SECONDS:.0f} s"
+            )
+        finally:
+            self._health_checks.pop(check_id, None)
+
     def _send(self, message: dict[str, Any]) -> None:
         if self._writer is None or self._writer.is_closing():
             raise ReplicaUnavailable(f"replica {self.id} is not connected")
@@ -312,6 +336,10 @@ class LocalReplica(Replica):
                     id=handle.id, status="failed", error=message.get("reason"), never_started=True
                 ),
             )
+        elif event == protocol.EV_HEALTH:
+            answer = self._health_checks.get(str(prediction_id))
+            if answer is not None and not answer.done():
+                answer.set_result(message.get("error"))
         elif event == protocol.EV_DONE and handle is not None:
             self._complete(
                 handle,
@@ -419,6 +447,9 @@ class LocalReplica(Replica):
             self.state = ReplicaState.STOPPED
         for handle in list(self._handles.values()):
             self._complete(handle, self._lost(handle))
+        for answer in self._health_checks.values():
+            if not answer.done():
+                answer.set_result(f"Healthcheck error: replica {self.id} stopped")
         self._started.set()
         self._exited.set()
 

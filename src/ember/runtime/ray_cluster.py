@@ -272,6 +272,14 @@ class RayReplica(Replica):
         if prediction_id in self._handles:
             self.agent.cancel.remote(self.id, prediction_id)
 
+    async def healthcheck(self) -> str | None:
+        if self.state != ReplicaState.READY:
+            return None
+        try:
+            return await self.agent.healthcheck.remote(self.id)
+        except RayActorError:
+            return "Healthcheck error: the replica's node went away (Ray lost it)"
+
     async def stop(self, drain: bool = True, timeout: float | None = None) -> None:
         if self.state in (ReplicaState.READY, ReplicaState.STARTING):
             if drain:

@@ -174,6 +174,10 @@ class NodeAgent:
         if replica is not None:
             replica.cancel(prediction_id)
 
+    async def healthcheck(self, replica_id: str) -> str | None:
+        replica = self.replicas.get(replica_id)
+        return None if replica is None else await replica.healthcheck()
+
     async def stop(self, replica_id: str, drain: bool, timeout: float | None) -> None:
         replica = self.replicas.get(replica_id)
         if replica is not None:

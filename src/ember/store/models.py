@@ -114,6 +114,8 @@ class Prediction(Base):
     streams_output: Mapped[bool] = mapped_column(Boolean, default=False)
     webhook: Mapped[str | None] = mapped_column(Text, nullable=True)
     webhook_events_filter: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    # The request's context for the predictor (Cog's `context`): sealed, it may hold keys.
+    context: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime.datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True

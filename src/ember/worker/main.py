@@ -35,6 +35,7 @@ from ember.packages.predictor import Predictor
 from ember.packages.schema import openapi_schema
 from ember.packages.spec import PackageSpec
 from ember.worker import protocol
+from ember.worker.healthcheck import run_healthcheck
 from ember.worker.logs import LogCapture
 from ember.worker.runner import RETURNED, Job, JobQueue, Runner, interruptible
 
@@ -114,6 +115,10 @@ class Worker:
             self._cancel(str(message["id"]))
         elif op == protocol.OP_SHUTDOWN:
             self._shutdown()
+        elif op == protocol.OP_HEALTHCHECK:
+            threading.Thread(
+                target=self._healthcheck, args=(message.get("id"),), daemon=True
+            ).start()
 
     def _submit(self, job: Job) -> None:
         with self._submit_lock:
@@ -132,6 +137,15 @@ class Worker:
             return
         elif self._loop is not None:
             self._loop.call_soon_threadsafe(self._cancel_waiting, job_id)
+
+    def _healthcheck(self, check_id: Any) -> None:
+        """Answer a healthcheck from a thread of its own: the reader must keep reading."""
+        predictor = self.runner.predictor if self.runner is not None else None
+        error = None
+        if predictor is not None and predictor.healthcheck is not None and self.state == READY:
+            error = run_healthcheck(predictor.healthcheck, self._loop)
+        with contextlib.suppress(OSError):
+            self.send({"ev": protocol.EV_HEALTH, "id": check_id, "error": error})
 
     def _shutdown(self) -> None:
         self._draining = True
@@ -220,7 +234,7 @@ class Worker:
             except BaseException:
                 return self._setup_failed()
             timings["setup_time"] = round(time.perf_counter() - loaded, 6)
-        if not self._ready(predictor, timings):
+        if not self._ready(predictor, timings, self._check_at_start(predictor, None)):
             return 1
         with interruptible(self.runner):
             while (job := self.inbox.get()) is not None:
@@ -259,7 +273,11 @@ class Worker:
             except BaseException:
                 return self._setup_failed()
             timings["setup_time"] = round(time.perf_counter() - loaded, 6)
-        if not self._ready(predictor, timings):
+        # In a thread: an async healthcheck runs on this loop, which must stay free for it.
+        unhealthy = await asyncio.to_thread(
+            self._check_at_start, predictor, asyncio.get_running_loop()
+        )
+        if not self._ready(predictor, timings, unhealthy):
             return 1
         self._slots = asyncio.Semaphore(predictor.max_concurrency)
         self._pool = ThreadPoolExecutor(predictor.max_concurrency, thread_name_prefix="predict")
@@ -302,7 +320,21 @@ class Worker:
         job.interrupt = job.interrupt or "canceled"  # never handed back once canceled
         task.cancel()
 
-    def _ready(self, predictor: Predictor, timings: dict[str, float]) -> bool:
+    def _check_at_start(
+        self, predictor: Predictor, loop: asyncio.AbstractEventLoop | None
+    ) -> str | None:
+        """The model's own healthcheck once set up: a replica is ready only when it says so
+        (Truss's `is_healthy()` gates readiness the same way)."""
+        if predictor.healthcheck is None:
+            return None
+        return run_healthcheck(predictor.healthcheck, loop)
+
+    def _ready(
+        self, predictor: Predictor, timings: dict[str, float], unhealthy: str | None = None
+    ) -> bool:
+        if unhealthy is not None:
+            self._setup_failed(f"setup() finished but the model's healthcheck failed: {unhealthy}")
+            return False
         try:
             schema = openapi_schema(predictor)
         except BaseException:  # an unsupported signature is a setup failure
@@ -320,8 +352,8 @@ class Worker:
         )
         return True
 
-    def _setup_failed(self) -> int:
-        error = traceback.format_exc()
+    def _setup_failed(self, error: str | None = None) -> int:
+        error = error or traceback.format_exc()
         print(error, file=sys.stderr, end="")
         self.state = SETUP_FAILED
         self.send(

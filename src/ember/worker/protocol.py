@@ -10,6 +10,8 @@ Runtime → worker ("op"):
                                               an OpenAI route the predictor serves itself)
   cancel   {id}                               stop it (CancelationException / CancelledError)
   shutdown {}                                 drain: finish in-flight predictions, then exit
+  healthcheck {id}                            run the predictor's own healthcheck() (Cog's,
+                                              Truss's is_healthy()) beside any prediction
 Worker → runtime ("ev"):
   state    {state, error?, schema?, max_concurrency?}   STARTING, READY, SETUP_FAILED,
                                               DRAINING (sent SIGTERM: finishing what runs),
@@ -23,6 +25,8 @@ Worker → runtime ("ev"):
   started  {id}
   output   {id, value}                        one item of a streamed output
   done     {id, status, output?, error?, metrics, validation?}
+  health   {id, error}                        a healthcheck's answer: error None when healthy
+                                              (or when the predictor has no healthcheck)
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ OP_PREDICT = "predict"
 PREDICT = "predict"
 OP_CANCEL = "cancel"
 OP_SHUTDOWN = "shutdown"
+OP_HEALTHCHECK = "healthcheck"
 
 # Events sent by the worker.
 EV_STATE = "state"
@@ -51,6 +56,7 @@ EV_OUTPUT = "output"
 EV_DONE = "done"
 EV_HEARTBEAT = "heartbeat"
 EV_RETURNED = "returned"
+EV_HEALTH = "health"
 
 # How often a worker sends its heartbeat (seconds), as the runtime sets it in its environment:
 # a fraction of how long the runtime waits for one before declaring the replica hung.

@@ -75,8 +75,8 @@ class Job:
     task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
-        # As in Cog, the context carries the prediction's id, which no caller can override.
-        self.scope = scope.Scope(self.id, {**self.context, "id": self.id})
+        # Exactly the caller's context, as coglet gives it (empty when none was sent).
+        self.scope = scope.Scope(self.id, dict(self.context))
 
 
 def _validation_errors(exc: pydantic.ValidationError) -> list[dict[str, Any]]:

@@ -47,6 +47,8 @@ DEPLOY = {
     "canary": ("cog", "canary"),
     "faults": ("faults", "sync"),
     "squares": ("ember", "image-out"),
+    "checked": ("cog", "healthcheck"),
+    "context": ("cog", "hello-context"),
 }
 ASYNC = {"Prefer": "respond-async"}
 
@@ -358,6 +360,43 @@ def test_health_check_follows_the_deployments_replicas(world: World) -> None:
     ready = _wait_status(world, path, "READY")
     assert ready["setup"]["status"] == "succeeded"
     assert {"started_at", "completed_at", "logs", "status"} <= set(ready["setup"])
+
+
+def test_health_check_runs_the_models_own_healthcheck(world: World) -> None:
+    path = "/cog/ember/checked/health-check"
+    cog = "/cog/ember/checked/predictions"
+    assert world.admin.post(cog, json={"input": {"mode": "ok"}}).json()["status"] == "succeeded"
+    healthy = world.admin.get(path).json()
+    assert healthy["status"] == "READY" and "user_healthcheck_error" not in healthy
+    for mode, error in (
+        ("false", "Healthcheck failed: user-defined healthcheck returned False"),
+        ("raise", "Healthcheck failed: RuntimeError: the GPU fell off the bus"),
+    ):
+        assert world.admin.post(cog, json={"input": {"mode": mode}}).status_code == 200
+        sick = world.admin.get(path).json()
+        assert (sick["status"], sick["user_healthcheck_error"]) == ("UNHEALTHY", error)
+        # Ember's own status says which replica fails and why
+        deployment = world.admin.get("/v1/deployments/ember/checked").json()
+        unhealthy = deployment["status"]["unhealthy"]
+        assert [entry["error"] for entry in unhealthy.values()] == [error], unhealthy
+    assert world.admin.post(cog, json={"input": {"mode": "ok"}}).status_code == 200
+    assert world.admin.get(path).json()["status"] == "READY"
+
+
+def test_the_request_context_reaches_the_predictor_and_is_never_shown(world: World) -> None:
+    path = "/cog/ember/context/predictions"
+    context = {"api_token": "secret123", "region": "us-east-1"}
+    answer = world.admin.post(path, json={"input": {"text": "hi"}, "context": context})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["output"] == {"text": "hi", "context": context}
+    stored = world.admin.get(f"/v1/predictions/{body['id']}").json()
+    assert "secret123" not in str({k: v for k, v in stored.items() if k != "output"})
+    # none sent: an empty context, as coglet gives it (nothing of Ember's own in it)
+    plain = world.admin.post(path, json={"input": {"text": "again"}}).json()
+    assert plain["output"] == {"text": "again", "context": {}}
+    refused = world.admin.post(path, json={"input": {"text": "x"}, "context": {"n": 1}})
+    assert _detail(refused, 422)[0]["loc"] == ["body", "context", "n"]
 
 
 def test_openapi_json_is_the_versions_cog_schema(world: World) -> None:

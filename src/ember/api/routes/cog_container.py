@@ -63,9 +63,9 @@ ACCEPTED = {
 
 
 class CogPredictionRequest(BaseModel):
-    """Cog's `PredictionRequest`. `output_file_prefix` and `context` are accepted as Cog
-    accepts them; output files come back as data URIs or Ember's links whatever the prefix,
-    and the context does not reach the predictor (Ember's predictions carry none yet)."""
+    """Cog's `PredictionRequest`. `output_file_prefix` is accepted as Cog accepts it; output
+    files come back as data URIs or Ember's links whatever the prefix. `context` reaches the
+    predictor as `current_scope().context` (stored sealed, never shown)."""
 
     model_config = ConfigDict(strict=True)  # `false` is not 0, nor "5" a number
 
@@ -138,6 +138,7 @@ async def _predict(
         webhook=body.webhook,
         webhook_events_filter=body.webhook_events_filter,
         id=prediction_id,
+        context=body.context,
     )
     if prediction_id is None:
         accepted = await platform.intake.submit(target, submission, caller)
@@ -240,10 +241,12 @@ async def index(request: Request, owner: str, name: str, caller: Caller) -> Resp
 
 @router.get("/health-check")
 async def health_check(request: Request, owner: str, name: str, caller: Caller) -> Response:
-    """Cog's health-check, read from the deployment's replicas (see `cog_shapes.health`)."""
+    """Cog's health-check, read from the deployment's replicas and its model's own
+    healthcheck (see `cog_shapes.health`)."""
     platform: Platform = request.app.state.platform
     target = guards.deployment_target(platform, caller, owner, name)
-    return json_response(cog_shapes.health(target.runner))
+    user_error = await target.runner.healthcheck()
+    return json_response(cog_shapes.health(target.runner, user_error))
 
 
 @router.get("/openapi.json")
