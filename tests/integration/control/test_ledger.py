@@ -12,6 +12,7 @@ import pytest
 
 from ember.control.errors import BudgetExceeded
 from ember.control.platform import Platform
+from ember.control.policies.billing import IDLE
 from ember.control.prices import DEFAULT_PRICES
 from tests.support.paths import model_path
 from tests.support.replicas import submit
@@ -102,6 +103,10 @@ def test_a_min_instances_replica_is_charged_as_idle_while_warm(tmp_path: Path) -
         await platform.deployments.update("ember", "forkable", "ember", min_instances=1)
         runner = platform.deployments.for_deployment("ember", "forkable").runner
         await eventually(lambda: runner.status()["replicas"]["ready"] == 1)
+        # Its meter moves to idle just after the replica says READY (the runner's start task
+        # runs next): only then is the hour below idle time.
+        [replica] = runner.replicas
+        await eventually(lambda: runner.meters.get(replica.id).state == IDLE)
         clock.advance(3600.0)
         [row, total] = await platform.insights.costs("deployment")
         cpu = DEFAULT_PRICES["cpu"].per_second
