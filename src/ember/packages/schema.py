@@ -148,10 +148,14 @@ def openapi_schema(predictor: Predictor) -> dict[str, Any]:
     if predictor.openai:
         # Which OpenAI routes the model serves: the gateway reads this from the version.
         info["x-ember-openai"] = sorted(predictor.openai)
+    paths = copy.deepcopy(_PATHS)
+    if getattr(predictor.predict, "__cog_streaming__", False):
+        # Cog's mark of a model whose container API serves server-sent events (@streaming).
+        paths["/predictions"]["post"]["x-cog-streaming"] = True
     return {
         "openapi": "3.0.2",
         "info": info,
-        "paths": copy.deepcopy(_PATHS),
+        "paths": paths,
         "components": {"schemas": components},
     }
 

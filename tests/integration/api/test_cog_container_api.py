@@ -11,6 +11,7 @@ rules: 401 without a token, 404 for another owner's deployment. On SQLite and Po
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -49,6 +50,8 @@ DEPLOY = {
     "squares": ("ember", "image-out"),
     "checked": ("cog", "healthcheck"),
     "context": ("cog", "hello-context"),
+    "sse": ("cog", "streaming-sse"),
+    "iterator": ("cog", "iterator-output"),
 }
 ASYNC = {"Prefer": "respond-async"}
 
@@ -397,6 +400,68 @@ def test_the_request_context_reaches_the_predictor_and_is_never_shown(world: Wor
     assert plain["output"] == {"text": "again", "context": {}}
     refused = world.admin.post(path, json={"input": {"text": "x"}, "context": {"n": 1}})
     assert _detail(refused, 422)[0]["loc"] == ["body", "context", "n"]
+
+
+def _sse(response: httpx.Response) -> list[tuple[str, Any]]:
+    """(event, data) of a whole server-sent event stream."""
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = []
+    for block in response.text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+SSE = {"Accept": "text/event-stream"}
+
+
+def test_server_sent_events_for_a_model_marked_streaming(world: World) -> None:
+    prediction_id = _unique("sse")
+    answer = world.admin.put(
+        f"/cog/ember/sse/predictions/{prediction_id}", json={"input": {}}, headers=SSE
+    )
+    events = _sse(answer)
+    names = [name for name, _ in events]
+    assert names[0] == "start" and names[-1] == "completed"
+    assert events[0][1] == {"id": prediction_id, "status": "starting"}
+    outputs = [data for name, data in events if name == "output"]
+    assert outputs == [{"chunk": "chunk-0", "index": 0}, {"chunk": "chunk-1", "index": 1}]
+    logs = "".join(data["data"] for name, data in events if name == "log")
+    assert "making chunk 0" in logs and "making chunk 1" in logs
+    completed = events[-1][1]
+    assert set(completed) == COG_FIELDS
+    assert (completed["status"], completed["output"]) == ("succeeded", ["chunk-0", "chunk-1"])
+    # the schema says so, as Cog's does
+    schema = world.admin.get("/cog/ember/sse/openapi.json").json()
+    assert schema["paths"]["/predictions"]["post"]["x-cog-streaming"] is True
+
+
+def test_a_late_subscriber_past_the_history_gets_an_error_not_a_gap(world: World) -> None:
+    prediction_id = _unique("late")
+    path = f"/cog/ember/sse/predictions/{prediction_id}"
+    body = {"input": {"count": 4, "sleep_after": 30}}
+    assert world.admin.put(path, json=body, headers=ASYNC).status_code == 202
+    deadline = time.monotonic() + 30
+    while len(world.admin.get(f"/v1/predictions/{prediction_id}").json()["output"] or []) < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    # start, its logs and 4 outputs happened; the model keeps 2 (COG_STREAM_HISTORY_CAPACITY)
+    [(name, data)] = _sse(world.admin.put(path, json=body, headers=SSE))
+    assert name == "error"
+    assert data == {"error": "SSE stream replay truncated; events were dropped", "skipped": 4}
+    world.admin.post(f"{path}/cancel")
+
+
+def test_server_sent_events_need_the_models_opt_in(world: World) -> None:
+    answer = world.admin.post(
+        "/cog/ember/iterator/predictions", json={"input": {"count": 2}}, headers=SSE
+    )
+    assert answer.status_code == 406, answer.text
+    assert "Add @cog.streaming to predict() to enable SSE" in answer.json()["error"]
+    # the same request without the header streams as JSON, as before
+    plain = world.admin.post("/cog/ember/iterator/predictions", json={"input": {"count": 2}})
+    assert plain.json()["output"] == [0, 1]
 
 
 def test_openapi_json_is_the_versions_cog_schema(world: World) -> None:

@@ -12,6 +12,8 @@ bearer token, as everywhere in Ember), answered as Cog's server (`cog.server.htt
   that prediction's state instead of running another (202 while it runs, as Cog; 200 with
   its end once it has ended, where Cog would have forgotten it and run it again). Ember keeps
   predictions, so a PUT retried after a lost connection, or after a restart, finds its own;
+- `Accept: text/event-stream` (a model marked `@cog.streaming`) answers with Cog's
+  server-sent events instead (`cog_sse.py`); 406 for a model that did not opt in;
 - cancel answers `{}`, or 404 when no running prediction of this deployment has the id;
 - input is validated against the version's schema (422 with Cog's `detail` list).
 
@@ -28,9 +30,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
-from ember.api import cog_shapes, guards
+from ember.api import cog_shapes, cog_sse, guards
 from ember.api.auth import principal
 from ember.api.responses import json_response
 from ember.control.access import Principal, sees
@@ -133,6 +135,9 @@ async def _predict(
     target = guards.deployment_target(platform, caller, owner, name)
     body = body or CogPredictionRequest()
     respond_async = _respond_async(request.headers.get("prefer"))
+    sse = cog_sse.wants_events(request.headers.get("accept"))
+    if sse and not cog_sse.streams(target.version.openapi_schema):
+        return json_response({"error": cog_sse.NOT_STREAMING}, 406)
     submission = Submission(
         body.input or {},
         webhook=body.webhook,
@@ -145,16 +150,29 @@ async def _predict(
     else:
         async with _claimed(prediction_id):
             state = await _existing(platform, caller, target, prediction_id)
+            if state is not None and sse:
+                return _event_stream(platform, target, state)
             if state is not None and state.terminal:
                 return json_response(cog_shapes.prediction(platform, state, inline_files=True))
             if state is not None:
                 return json_response(cog_shapes.prediction(platform, state), 202)
             accepted = await platform.intake.submit(target, submission, caller)
     state = accepted.state
+    if sse:
+        return _event_stream(platform, target, state)
     if respond_async:
         return json_response(cog_shapes.prediction(platform, state), 202)
     await state.done.wait()
     return json_response(cog_shapes.prediction(platform, state, inline_files=True))
+
+
+def _event_stream(platform: Platform, target: Target, state: PredictionState) -> Response:
+    capacity = cog_sse.history_capacity(target.runner.spec.environment)
+    return StreamingResponse(
+        cog_sse.events(platform, state, capacity),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.post("/predictions", openapi_extra=PREFER_PARAMETER, responses=ACCEPTED)

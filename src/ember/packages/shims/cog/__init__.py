@@ -156,9 +156,16 @@ def concurrent(max: int = 1) -> Callable[[F], F]:
     return mark
 
 
-def streaming(fn: F) -> F:
-    """Cog 0.17+ marker for streaming predictors; streaming already follows the return type."""
-    return fn
+def streaming(fn: F | None = None) -> Any:
+    """Cog's `@streaming` (or `@streaming()`) on predict(): callers of the container API may
+    then ask for server-sent events (`Accept: text/event-stream`); the schema says so with
+    `x-cog-streaming`. Streaming the output itself follows the return type, as always."""
+
+    def mark(inner: F) -> F:
+        inner.__cog_streaming__ = True  # type: ignore[attr-defined]
+        return inner
+
+    return mark if fn is None else mark(fn)
 
 
 __all__ = [
