@@ -103,6 +103,8 @@ class FakeReplica(Replica):
     def submit(
         self, request: PredictionRequest, listener: Listener | None = None
     ) -> PredictionHandle:
+        if request.input.get("text") == "\ud800":  # as the worker's frame encoder refuses it
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
         handle = PredictionHandle(request, self.canceled.append, listener)
         self.handles[request.id] = handle
         return handle
@@ -371,6 +373,26 @@ async def test_a_failed_fork_from_the_warm_host_falls_back_to_full_starts() -> N
     assert "start in full" in cold_start["detail"]
     runtime.started[1].succeed("p1")
     assert state.status == "succeeded"
+    await runner.close()
+
+
+@in_event_loop
+async def test_a_prediction_that_cannot_be_sent_fails_and_does_not_block_the_queue() -> None:
+    runtime, clock = FakeRuntime(), Clock()
+    runner, events = make_runner(runtime, clock, min_instances=1)
+    runner.tick(clock.now)
+    await settle()
+    (replica,) = runtime.started
+    poison, after = prediction(1), prediction(2)
+    poison.input = {"text": "\ud800"}
+    runner.submit(poison)
+    runner.submit(after)
+    assert poison.status == "failed"
+    assert "could not hand this prediction to a replica" in (poison.error or "")
+    assert "p2" in replica.handles  # the next one runs at once
+    replica.succeed("p2")
+    await settle()
+    assert after.status == "succeeded"
     await runner.close()
 
 

@@ -122,11 +122,21 @@ def openai_response(
     )
 
 
+def _message(error: dict[str, Any]) -> str:
+    """A validation error's message, with the parser's reason where the body is not JSON
+    (FastAPI's own says only "JSON decode error")."""
+    message = error.get("msg", "invalid request body")
+    reason = (error.get("ctx") or {}).get("error")
+    if error.get("type") == "json_invalid" and reason:
+        return f"{message}: {reason}"
+    return message
+
+
 def _openai_validation(exc: RequestValidationError) -> Response:
     """OpenAI names the top-level field (`param`); the message says where inside it."""
     first = exc.errors()[0] if exc.errors() else {}
     location = list(first.get("loc", ()))[1:]  # after "body"
-    message = first.get("msg", "invalid request body")
+    message = _message(first)
     if not location or not isinstance(location[0], str):  # not a field: unreadable JSON
         return openai_response(400, f"the request body is not valid JSON: {message}")
     return openai_response(400, f"{'.'.join(map(str, location))}: {message}", location[0])
@@ -134,7 +144,7 @@ def _openai_validation(exc: RequestValidationError) -> Response:
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     return [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        {"loc": list(e.get("loc", ())), "msg": _message(e), "type": e.get("type", "")}
         for e in exc.errors()
     ]
 

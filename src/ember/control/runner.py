@@ -235,12 +235,19 @@ class DeploymentRunner:
                     ),
                     self._listener(state, replica),
                 )
-            except Exception as exc:  # the replica is going away: keep the prediction
-                if not isinstance(exc, ReplicaUnavailable):
-                    logger.exception("%s: submitting to replica %s failed", self.name, replica.id)
+            except ReplicaUnavailable:  # the replica is going away: keep the prediction
                 self.queue.appendleft(state)
                 self.wake()
                 return
+            except Exception as exc:  # it cannot be sent at all: never let it block the queue
+                logger.exception("%s: handing %s to a replica failed", self.name, state.id)
+                self._finish(
+                    state,
+                    "failed",
+                    error=f"Ember could not hand this prediction to a replica, so it never ran "
+                    f"({type(exc).__name__}: {exc})",
+                )
+                continue
             self.running[state.id] = (state, handle)
 
     def _listener(self, state: PredictionState, replica: Replica) -> Listener:

@@ -136,6 +136,49 @@ def test_malformed_json_and_wrong_types_are_4xx(
 
 
 @pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b'{"input": {"file": "data:,x", "name": "\\ud800"}}', "lone UTF-16 surrogate"),
+        (b'{"input": {"file": "data:,x\\udfff"}}', "lone UTF-16 surrogate"),
+        (b'{"input": {"\\ud800": "data:,x"}}', "lone UTF-16 surrogate"),  # in a key
+        (b'{"input": {"lines": NaN, "file": "data:,x"}}', "NaN is not a JSON number"),
+        (b'{"input": {"lines": -Infinity, "file": "data:,x"}}', "-Infinity is not a JSON"),
+    ],
+)
+def test_lone_surrogates_and_non_finite_numbers_are_refused_at_the_gateway(
+    server: EmberServer, body: bytes, words: str
+) -> None:
+    """One such character used to be stored, answer 500, and then jam the deployment's queue
+    (the worker's frame could not encode it): every later prediction waited forever."""
+    with server.client() as api:
+        answer = _predict(api, content=body, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 422, answer.text
+        assert words in answer.text
+        chat = api.post(
+            "/v1/chat/completions",
+            content=b'{"model": "x", "messages": [{"role": "user", "content": "\\ud800"}]}',
+            headers={"Content-Type": "application/json"},
+        )
+        assert 400 <= chat.status_code < 500 and "surrogate" in chat.text, chat.text
+        upload = api.post(
+            "/v1/files",
+            files={"content": ("a.txt", b"hi", "text/plain")},
+            data={"metadata": '{"note": "\\ud800"}'},
+        )
+        assert upload.status_code == 422 and "surrogate" in upload.text, upload.text
+        assert api.get("/v1/files").status_code == 200
+        assert api.get("/v1/predictions", params={"status": "starting"}).status_code == 200
+        # a surrogate pair is an ordinary character (an emoji here)
+        paired = _predict(
+            api,
+            content=b'{"input": {"file": "data:,\\ud83d\\ude00"}}',
+            headers={"Content-Type": "application/json", "Prefer": "wait=60"},
+        )
+        assert paired.status_code == 201 and paired.json()["status"] == "succeeded", paired.text
+    _still_healthy(server)
+
+
+@pytest.mark.parametrize(
     ("value", "words"),
     [
         ("data:text/plain;base64,@@@not base64@@@", "base64"),

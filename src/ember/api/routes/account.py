@@ -10,11 +10,12 @@ from starlette.responses import Response
 from ember.api import serialize
 from ember.api.auth import principal
 from ember.api.responses import json_response
+from ember.api.strict_json import StrictJSONRoute
 from ember.control.access import Principal
 from ember.control.hardware import hardware_list
 from ember.control.platform import Platform
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=StrictJSONRoute)
 Caller = Annotated[Principal, Depends(principal)]
 
 

@@ -35,6 +35,7 @@ from starlette.responses import Response, StreamingResponse
 from ember.api import cog_shapes, cog_sse, guards
 from ember.api.auth import principal
 from ember.api.responses import json_response
+from ember.api.strict_json import StrictJSONRoute
 from ember.control.access import Principal, sees
 from ember.control.deployments import Target
 from ember.control.errors import Conflict, InvalidRequest, NotFound
@@ -42,7 +43,7 @@ from ember.control.intake import Submission
 from ember.control.platform import Platform
 from ember.control.predictions import PredictionState
 
-router = APIRouter(prefix="/cog/{owner}/{name}", tags=["cog"])
+router = APIRouter(prefix="/cog/{owner}/{name}", tags=["cog"], route_class=StrictJSONRoute)
 Caller = Annotated[Principal, Depends(principal)]
 WebhookEvent = Literal["start", "output", "logs", "completed"]
 PREFER_PARAMETER = {

@@ -15,13 +15,14 @@ from ember.api import guards
 from ember.api.auth import principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
+from ember.api.strict_json import StrictJSONRoute
 from ember.control.access import Principal
 from ember.control.platform import Platform
 from ember.control.policies.budgets import Budget
 from ember.control.prices import TOKEN_PRICES
 from ember.control.reports import GROUPINGS, Grouping
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=StrictJSONRoute)
 Caller = Annotated[Principal, Depends(principal)]
 _RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

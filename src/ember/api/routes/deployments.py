@@ -14,12 +14,13 @@ from ember.api.auth import principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
 from ember.api.routes.costs import parse_since
+from ember.api.strict_json import StrictJSONRoute
 from ember.control.access import Principal, require, sees
 from ember.control.hardware import DEFAULT_HARDWARE
 from ember.control.platform import Platform
 from ember.control.scaling import ColdStartTier
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=StrictJSONRoute)
 MOST_BUCKETS_ASKED = 10_000  # an explicit step may not ask for more than this
 Caller = Annotated[Principal, Depends(principal)]
 

@@ -15,10 +15,11 @@ from ember.api import guards, serialize
 from ember.api.auth import link_or_principal, principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
+from ember.api.strict_json import StrictJSONRoute, strict_loads
 from ember.control.access import Principal
 from ember.control.platform import Platform
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=StrictJSONRoute)
 Caller = Annotated[Principal, Depends(principal)]
 MAX_METADATA = 64 * 1024  # a file's JSON metadata, in bytes
 
@@ -40,9 +41,9 @@ async def upload_file(
     if metadata and len(metadata) > MAX_METADATA:
         raise ApiError(422, f"metadata is larger than {MAX_METADATA} bytes")
     try:
-        meta = json.loads(metadata) if metadata else {}
-    except json.JSONDecodeError:
-        raise ApiError(422, "metadata must be a JSON object") from None
+        meta = strict_loads(metadata) if metadata else {}
+    except json.JSONDecodeError as exc:
+        raise ApiError(422, f"metadata must be a JSON object ({exc.msg})") from None
     if not isinstance(meta, dict):
         raise ApiError(422, "metadata must be a JSON object")
     handle, name = tempfile.mkstemp(prefix="ember-file-")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -25,12 +24,13 @@ from ember.api.auth import principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
 from ember.api.routes import openai
+from ember.api.strict_json import StrictJSONRoute, strict_loads
 from ember.control.access import Principal, acts_for, sees
 from ember.control.errors import EmberError, NotFound
 from ember.control.hardware import DEFAULT_HARDWARE
 from ember.control.platform import Platform
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=StrictJSONRoute)
 logger = logging.getLogger("ember.api")
 Caller = Annotated[Principal, Depends(principal)]
 
@@ -88,7 +88,7 @@ async def search_models(request: Request, caller: Caller) -> Response:
         raise ApiError(400, "the search query is longer than 1000 bytes")
     query = body.decode("utf-8", "replace")
     with contextlib.suppress(ValueError):  # the JavaScript client JSON-encodes the text
-        decoded = json.loads(query)
+        decoded = strict_loads(query)
         query = decoded if isinstance(decoded, str) else query
     words = query.lower().split()
     if not words:

@@ -30,12 +30,13 @@ from ember.api.routes.openai_relay import (
     outputs,
     relay,
 )
+from ember.api.strict_json import StrictJSONRoute
 from ember.control.access import Principal
 from ember.control.deployments import Target
 from ember.control.platform import Platform
 from ember.control.predictions import PredictionState
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=StrictJSONRoute)
 Caller = Annotated[Principal, Depends(principal)]
 DONE = b"data: [DONE]\n\n"
 

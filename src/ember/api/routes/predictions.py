@@ -24,13 +24,14 @@ from ember.api import guards, serialize
 from ember.api.auth import link_or_principal, principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
+from ember.api.strict_json import StrictJSONRoute
 from ember.control.access import Principal
 from ember.control.deployments import Target
 from ember.control.intake import Submission
 from ember.control.platform import Platform
 from ember.control.predictions import PredictionState
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=StrictJSONRoute)
 Caller = Annotated[Principal, Depends(principal)]
 PAGE_SIZE = 100
 MAX_WAIT = 60

@@ -40,11 +40,12 @@ from ember.api.routes.openai_relay import (
     relay,
 )
 from ember.api.routes.responses_input import translate
+from ember.api.strict_json import StrictJSONRoute
 from ember.control.access import Principal, sees
 from ember.control.platform import Platform
 from ember.control.predictions import PredictionState
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=StrictJSONRoute)
 Caller = Annotated[Principal, Depends(principal)]
 ROUTE = "chat.completions"
 KEPT_PER_ACCOUNT = 1000

@@ -13,11 +13,12 @@ from ember.api import guards, serialize
 from ember.api.auth import principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
+from ember.api.strict_json import StrictJSONRoute
 from ember.control.access import Principal
 from ember.control.platform import Platform
 from ember.control.policies.ratelimit import RateLimit
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=StrictJSONRoute)
 Caller = Annotated[Principal, Depends(principal)]
 
 
