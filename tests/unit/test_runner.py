@@ -379,7 +379,7 @@ async def test_a_failed_fork_from_the_warm_host_falls_back_to_full_starts() -> N
 @in_event_loop
 async def test_a_prediction_that_cannot_be_sent_fails_and_does_not_block_the_queue() -> None:
     runtime, clock = FakeRuntime(), Clock()
-    runner, events = make_runner(runtime, clock, min_instances=1)
+    runner, _ = make_runner(runtime, clock, min_instances=1)
     runner.tick(clock.now)
     await settle()
     (replica,) = runtime.started
