@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Query, Request, UploadFile
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 
 from ember.api import guards, serialize
 from ember.api.auth import link_or_principal, principal
 from ember.api.errors import ApiError
 from ember.api.responses import json_response
+from ember.api.served_files import served_file
 from ember.api.strict_json import StrictJSONRoute, strict_loads
 from ember.control.access import Principal
 from ember.control.platform import Platform
@@ -97,7 +98,7 @@ async def download_file(
         record = await platform.files.get(file_id)
     else:
         record = await guards.readable_file(platform, caller, file_id)
-    return FileResponse(record.path, media_type=record.content_type, filename=record.name)
+    return served_file(Path(record.path), record.content_type, record.name)
 
 
 @router.get("/outputs/{prediction_id}/{name}")
@@ -116,4 +117,4 @@ async def download_output(
     path = platform.files.output_file(prediction_id, name)
     if path is None:
         raise ApiError(404, f"prediction {prediction_id} has no output file {name!r}")
-    return FileResponse(path)
+    return served_file(path)
