@@ -34,7 +34,7 @@ from ember.types import (
 )
 
 
-class OutputKind(enum.StrEnum):
+class OutputKind(str, enum.Enum):  # noqa: UP042 - StrEnum is 3.11+, model envs may be 3.10
     """How a prediction's output comes back."""
 
     VALUE = "value"  # one JSON value

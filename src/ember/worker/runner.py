@@ -390,10 +390,11 @@ class Runner:
             output, error = None, None
             try:
                 if self.is_async(job):
-                    async with asyncio.timeout(job.timeout):
-                        output = await self.encode_result_async(
-                            job, self.call(job, values), encoder
-                        )
+                    # wait_for, not asyncio.timeout: model environments may run Python 3.10.
+                    output = await asyncio.wait_for(
+                        self.encode_result_async(job, self.call(job, values), encoder),
+                        job.timeout,
+                    )
                 else:
                     # Timed by a timer that interrupts the thread itself: an asyncio timeout
                     # would only stop waiting, and report a result while the thread runs on.
@@ -405,7 +406,7 @@ class Runner:
                     finally:
                         if timer:
                             timer.cancel()
-            except TimeoutError as exc:
+            except (TimeoutError, asyncio.TimeoutError) as exc:  # noqa: UP041 - two until 3.11
                 job.interrupt = job.interrupt or "timeout"
                 error = exc
             except BaseException as exc:  # every failure is reported
