@@ -441,6 +441,7 @@ async def test_a_replica_failing_its_healthcheck_is_drained_and_replaced() -> No
     await settle()
     (sick,) = runtime.started
     sick.health = "Healthcheck failed: user-defined healthcheck returned False"
+    assert runner.status()["unhealthy"] == {}  # it passed once set up (startup_health None)
     for round_number in range(1, 3):
         clock.now += 10
         runner.tick(clock.now)
@@ -455,4 +456,22 @@ async def test_a_replica_failing_its_healthcheck_is_drained_and_replaced() -> No
     replacement = runtime.started[-1]
     assert replacement is not sick and runner.replicas == [replacement]
     assert runner.status()["unhealthy"] == {}
+    await runner.close()
+
+
+@in_event_loop
+async def test_a_failed_check_once_set_up_counts_as_the_first_failure() -> None:
+    def unwell(replica: FakeReplica) -> None:
+        replica.startup_health = "Healthcheck failed: RuntimeError: no GPU"
+        replica.ready()
+
+    runtime, clock = FakeRuntime(setup=unwell), Clock()
+    runner, _ = make_runner(runtime, clock, healthcheck_seconds=10, min_instances=1)
+    runner.tick(clock.now)
+    await settle()
+    (replica,) = runtime.started
+    assert replica.state == ReplicaState.READY  # served, as Cog serves it
+    assert runner.status()["unhealthy"] == {
+        replica.id: {"failures": 1, "error": "Healthcheck failed: RuntimeError: no GPU"}
+    }
     await runner.close()

@@ -44,6 +44,11 @@ class HealthWatch:
         self.streaks.started_round(now)
         self._round = asyncio.create_task(self._check_all(ready))
 
+    def started(self, replica: Replica) -> None:
+        """Count the check its worker ran once setup ended, as the first of its streak."""
+        if replica.startup_health is not None:
+            self.streaks.record(replica.id, replica.startup_health)
+
     async def _check_all(self, replicas: list[Replica]) -> None:
         await asyncio.gather(*(self.check(replica) for replica in replicas))
 

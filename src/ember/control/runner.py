@@ -495,6 +495,7 @@ class DeploymentRunner:
                 seconds = phases["ready"] - phases.get("host_wait", 0.0)
                 self.start_times.record(replica.tier.value, max(0.0, seconds))
                 self._unproven.add(replica.id)
+                self.health.started(replica)
                 self.last_setup_error = None
                 self.restarts.succeeded()
             elif self._closed or state == ReplicaState.DRAINING:

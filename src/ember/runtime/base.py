@@ -201,6 +201,8 @@ class Replica(abc.ABC):
     tier: Tier = Tier.COLD  # what it started from
     # Its machine went away (a cluster node lost): whatever it ended in, not the model's doing.
     lost: bool = False
+    # Why its model's healthcheck failed once set up (None: passed, or it has none).
+    startup_health: str | None = None
     # Told each chunk of the setup's output as it comes (e.g. an engine's load progress).
     on_setup_log: Callable[[str], None] | None = None
 

@@ -360,6 +360,7 @@ class LocalReplica(Replica):
             self.schema = message.get("schema")
             self.max_concurrency = message.get("max_concurrency", self.max_concurrency)
             self.timings = message.get("timings", {})
+            self.startup_health = message.get("healthcheck_error")
             if self.state == ReplicaState.STARTING:
                 self.state = ReplicaState.READY
             if self._heartbeat_check is None:

@@ -323,8 +323,9 @@ class Worker:
     def _check_at_start(
         self, predictor: Predictor, loop: asyncio.AbstractEventLoop | None
     ) -> str | None:
-        """The model's own healthcheck once set up: a replica is ready only when it says so
-        (Truss's `is_healthy()` gates readiness the same way)."""
+        """The model's own healthcheck once set up, reported with READY: the first of its
+        checks (Cog serves a model whose check fails and says UNHEALTHY; the control plane
+        replaces a replica that keeps failing)."""
         if predictor.healthcheck is None:
             return None
         return run_healthcheck(predictor.healthcheck, loop)
@@ -333,8 +334,7 @@ class Worker:
         self, predictor: Predictor, timings: dict[str, float], unhealthy: str | None = None
     ) -> bool:
         if unhealthy is not None:
-            self._setup_failed(f"setup() finished but the model's healthcheck failed: {unhealthy}")
-            return False
+            print(f"setup() finished but the model's healthcheck failed: {unhealthy}")
         try:
             schema = openapi_schema(predictor)
         except BaseException:  # an unsupported signature is a setup failure
@@ -348,6 +348,7 @@ class Worker:
                 "schema": schema,
                 "max_concurrency": predictor.max_concurrency,
                 "timings": timings,
+                "healthcheck_error": unhealthy,
             }
         )
         return True
