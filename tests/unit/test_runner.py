@@ -419,9 +419,9 @@ async def test_a_prediction_goes_to_the_least_busy_ready_replica() -> None:
 
 def test_three_failed_checks_in_a_row_replace_a_replica_and_one_good_resets() -> None:
     streaks = HealthStreaks(interval=30, failures_to_replace=3)
-    assert streaks.due(0.0)
-    streaks.started_round(0.0)
-    assert not streaks.due(29.9) and streaks.due(30.0)
+    assert not streaks.round_due(0.0)  # the clock starts: the worker just checked once
+    assert not streaks.round_due(29.9)
+    assert streaks.round_due(30.0) and not streaks.round_due(31.0)
     assert not streaks.record("r1", "returned False")
     assert not streaks.record("r1", "returned False")
     assert streaks.report() == {"r1": {"failures": 2, "error": "returned False"}}
@@ -430,7 +430,8 @@ def test_three_failed_checks_in_a_row_replace_a_replica_and_one_good_resets() ->
     assert [streaks.record("r1", "timed out") for _ in range(3)] == [False, False, True]
     streaks.forget(alive={"r2"})
     assert streaks.report() == {}
-    assert not HealthStreaks(interval=0).due(1e9)  # 0: never checked periodically
+    never = HealthStreaks(interval=0)  # 0: never checked periodically
+    assert not never.round_due(0.0) and not never.round_due(1e9)
 
 
 @in_event_loop
@@ -442,13 +443,17 @@ async def test_a_replica_failing_its_healthcheck_is_drained_and_replaced() -> No
     (sick,) = runtime.started
     sick.health = "Healthcheck failed: user-defined healthcheck returned False"
     assert runner.status()["unhealthy"] == {}  # it passed once set up (startup_health None)
+    for _ in range(5):  # asked for (Cog's health-check, polled): answered, never counted
+        assert await runner.healthcheck() == sick.health
+    assert runner.status()["unhealthy"] == {}
     for round_number in range(1, 3):
         clock.now += 10
         runner.tick(clock.now)
         await settle()
         assert runner.status()["unhealthy"][sick.id]["failures"] == round_number
     assert sick.state == ReplicaState.READY  # two failures are not yet enough
-    assert await runner.healthcheck() == sick.health  # an asked-for check counts too
+    clock.now += 10
+    runner.tick(clock.now)
     await settle()
     assert sick.state == ReplicaState.STOPPED
     runner.tick(clock.now)

@@ -1,9 +1,10 @@
 """Asks a deployment's ready replicas whether their model is well, and replaces the unwell.
 
 The I/O half of `policies/health.py`: a round of checks runs in the background when due (one
-at a time, never blocking a scaling tick), and the on-demand check behind Cog's
-`GET /health-check` counts toward the same streaks. The runner is told which replica to
-replace; it knows how to drain one and start another.
+at a time, never blocking a scaling tick). The on-demand check behind Cog's
+`GET /health-check` does not count toward the streaks: a caller polling it must not be able
+to get replicas replaced. The runner is told which replica to replace; it knows how to drain
+one and start another.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ class HealthWatch:
         """Start a round of checks on the ready replicas when one is due."""
         self.streaks.forget({r.id for r in replicas})
         ready = [r for r in replicas if r.state == ReplicaState.READY]
-        if not ready or not self.streaks.due(now) or (self._round and not self._round.done()):
+        if (self._round and not self._round.done()) or not self.streaks.round_due(now):
             return
-        self.streaks.started_round(now)
+        if not ready:
+            return
         self._round = asyncio.create_task(self._check_all(ready))
 
     def started(self, replica: Replica) -> None:

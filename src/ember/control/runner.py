@@ -543,11 +543,11 @@ class DeploymentRunner:
 
     async def healthcheck(self) -> str | None:
         """The model's own healthcheck on the least busy ready replica (None: healthy, or no
-        replica is ready to ask)."""
+        replica is ready to ask); asked for, it does not count toward replacing one."""
         ready = [r for r in self.replicas if r.state == ReplicaState.READY]
         if not ready:
             return None
-        return await self.health.check(min(ready, key=lambda r: r.in_flight))
+        return await min(ready, key=lambda r: r.in_flight).healthcheck()
 
     def _retire(self, replica: Replica) -> None:
         """Bill the replica as draining and stop it once its in-flight predictions finish

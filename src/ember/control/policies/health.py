@@ -9,7 +9,6 @@ a row; one good answer resets its count. Replacing drains it: what it runs finis
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 CHECK_INTERVAL_SECONDS = 30.0
@@ -22,15 +21,23 @@ class HealthStreaks:
 
     interval: float = CHECK_INTERVAL_SECONDS
     failures_to_replace: int = FAILURES_TO_REPLACE
-    last_round: float = -math.inf
+    last_round: float | None = None  # None: the clock starts at the first tick
     failures: dict[str, int] = field(default_factory=dict)
     last_error: dict[str, str] = field(default_factory=dict)
 
-    def due(self, now: float) -> bool:
-        return self.interval > 0 and now - self.last_round >= self.interval
-
-    def started_round(self, now: float) -> None:
+    def round_due(self, now: float) -> bool:
+        """Whether a round of checks starts now (then the next is `interval` away). The
+        first comes one interval after the first tick: a replica's worker has just run the
+        check once set up, and that answer counts already."""
+        if self.interval <= 0:
+            return False
+        if self.last_round is None:
+            self.last_round = now
+            return False
+        if now - self.last_round < self.interval:
+            return False
         self.last_round = now
+        return True
 
     def record(self, replica_id: str, error: str | None) -> bool:
         """Note one check's answer; True when the replica should now be replaced."""
