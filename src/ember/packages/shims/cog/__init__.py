@@ -6,7 +6,6 @@ lets one worker, one validator and one schema generator serve Cog models unchang
 the 0.16 names and the 0.17+ ones (`BaseRunner`, `run`, `@concurrent`, `self.record_metric`).
 """
 
-import dataclasses
 import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -24,10 +23,9 @@ from ember.types import (
     Path,
     Secret,
 )
-from ember.types import Input as _ember_input
 
 from . import coder, types
-from .types import URLFile, URLPath
+from .types import Input, URLFile, URLPath
 
 __version__ = "0.16.12+ember"
 
@@ -38,47 +36,6 @@ ExperimentalFeatureWarning = types.ExperimentalFeatureWarning
 
 # Cog's record of what `Input(...)` was given; here it is Ember's own record of the same.
 FieldInfo = InputSpec
-
-_MISSING: Any = ...
-
-
-def Input(
-    default: Any = _MISSING,
-    description: str | None = None,
-    ge: float | None = None,
-    le: float | None = None,
-    min_length: int | None = None,
-    max_length: int | None = None,
-    regex: str | None = None,
-    choices: list[str | int] | None = None,
-    deprecated: bool | None = None,
-    accept: str | None = None,
-    default_factory: Callable[[], Any] | None = None,
-) -> Any:
-    """Cog's `Input(...)`: Ember's, plus `accept` and `default_factory`.
-
-    `accept` (MIME types or extensions, as in HTML) only annotates the schema as
-    `x-cog-accept`; the loader rejects it on inputs that are not files, as Cog's build does.
-    `default_factory` is called once here because Cog, too, fixes the default at load.
-    """
-    if default_factory is not None:
-        if default is not _MISSING:
-            raise ValueError("cannot give both default and default_factory")
-        default = default_factory()
-    spec: InputSpec = _ember_input(
-        default=default,
-        description=description,
-        ge=ge,
-        le=le,
-        min_length=min_length,
-        max_length=max_length,
-        regex=regex,
-        choices=choices,
-        deprecated=deprecated,
-    )
-    if accept is not None:
-        spec = dataclasses.replace(spec, extra={**spec.extra, "x-cog-accept": accept})
-    return spec
 
 
 class _OpaqueMarker:

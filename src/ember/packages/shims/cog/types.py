@@ -8,6 +8,7 @@ Cog's URL-backed variants, which an Ember model sees already fetched by the work
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import pathlib
@@ -16,19 +17,45 @@ import sys
 import tempfile
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from ember.types import (
     AsyncConcatenateIterator,
     ConcatenateIterator,
     File,
-    Input,
+    InputSpec,
     Path,
     Secret,
 )
+from ember.types import Input as _ember_input
 
 FILENAME_ILLEGAL_CHARS = set("\u0000/")
 FILENAME_MAX_LENGTH = 200
+
+
+def Input(
+    default: Any = ...,
+    *,
+    accept: str | None = None,
+    default_factory: Callable[[], Any] | None = None,
+    **constraints: Any,
+) -> Any:
+    """Cog's `Input(...)`: Ember's (`description`, `ge`, `le`, `min_length`, `max_length`,
+    `regex`, `choices`, `deprecated`), plus `accept` and `default_factory`.
+
+    `accept` (MIME types or extensions, as in HTML) only annotates the schema as
+    `x-cog-accept`; the loader rejects it on inputs that are not files, as Cog's build does.
+    `default_factory` is called once here because Cog, too, fixes the default at load.
+    """
+    if default_factory is not None:
+        if default is not ...:
+            raise ValueError("cannot give both default and default_factory")
+        default = default_factory()
+    spec: InputSpec = _ember_input(default, **constraints)
+    if accept is not None:
+        spec = dataclasses.replace(spec, extra={**spec.extra, "x-cog-accept": accept})
+    return spec
 
 
 class ExperimentalFeatureWarning(Warning):
