@@ -140,10 +140,9 @@ class Worker:
 
     def _healthcheck(self, check_id: Any) -> None:
         """Answer a healthcheck from a thread of its own: the reader must keep reading."""
-        predictor = self.runner.predictor if self.runner is not None else None
         error = None
-        if predictor is not None and predictor.healthcheck is not None and self.state == READY:
-            error = run_healthcheck(predictor.healthcheck, self._loop)
+        if self.runner is not None and self.state == READY:
+            error = self._model_health(self.runner.predictor, self._loop)
         with contextlib.suppress(OSError):
             self.send({"ev": protocol.EV_HEALTH, "id": check_id, "error": error})
 
@@ -234,7 +233,7 @@ class Worker:
             except BaseException:
                 return self._setup_failed()
             timings["setup_time"] = round(time.perf_counter() - loaded, 6)
-        if not self._ready(predictor, timings, self._check_at_start(predictor, None)):
+        if not self._ready(predictor, timings, self._model_health(predictor, None)):
             return 1
         with interruptible(self.runner):
             while (job := self.inbox.get()) is not None:
@@ -275,7 +274,7 @@ class Worker:
             timings["setup_time"] = round(time.perf_counter() - loaded, 6)
         # In a thread: an async healthcheck runs on this loop, which must stay free for it.
         unhealthy = await asyncio.to_thread(
-            self._check_at_start, predictor, asyncio.get_running_loop()
+            self._model_health, predictor, asyncio.get_running_loop()
         )
         if not self._ready(predictor, timings, unhealthy):
             return 1
@@ -320,18 +319,17 @@ class Worker:
         job.interrupt = job.interrupt or "canceled"  # never handed back once canceled
         task.cancel()
 
-    def _check_at_start(
-        self, predictor: Predictor, loop: asyncio.AbstractEventLoop | None
-    ) -> str | None:
-        """The model's own healthcheck once set up, reported with READY: the first of its
-        checks (Cog serves a model whose check fails and says UNHEALTHY; the control plane
-        replaces a replica that keeps failing)."""
+    @staticmethod
+    def _model_health(predictor: Predictor, loop: asyncio.AbstractEventLoop | None) -> str | None:
+        """The model's own healthcheck (None: healthy, or it has none). Run once set up, its
+        answer goes with READY as the first of its checks (Cog serves a model whose check
+        fails and says UNHEALTHY; the control plane replaces a replica that keeps failing)."""
         if predictor.healthcheck is None:
             return None
         return run_healthcheck(predictor.healthcheck, loop)
 
     def _ready(
-        self, predictor: Predictor, timings: dict[str, float], unhealthy: str | None = None
+        self, predictor: Predictor, timings: dict[str, float], unhealthy: str | None
     ) -> bool:
         if unhealthy is not None:
             print(f"setup() finished but the model's healthcheck failed: {unhealthy}")
@@ -353,8 +351,8 @@ class Worker:
         )
         return True
 
-    def _setup_failed(self, error: str | None = None) -> int:
-        error = error or traceback.format_exc()
+    def _setup_failed(self) -> int:
+        error = traceback.format_exc()
         print(error, file=sys.stderr, end="")
         self.state = SETUP_FAILED
         self.send(
