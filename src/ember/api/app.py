@@ -84,8 +84,18 @@ def create_app(platform: Platform, *, started: bool = False) -> FastAPI:
     app.state.platform = platform
     app.add_middleware(BodyLimit)
     errors.install(app)
-    routes = (predictions, models, deployments, files, account, tokens, costs, openai, responses)
-    for module in (*routes, cog_container):
+    for module in (
+        predictions,
+        models,
+        deployments,
+        files,
+        account,
+        tokens,
+        costs,
+        openai,
+        responses,
+        cog_container,
+    ):
         app.include_router(module.router)
 
     dashboard.install(app)

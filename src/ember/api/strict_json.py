@@ -30,19 +30,23 @@ def _refuse_constant(name: str) -> Any:
 def strict_loads(body: bytes | str) -> Any:
     """Parse JSON, refusing non-finite numbers and lone surrogates (JSONDecodeError)."""
     raw = body.encode() if isinstance(body, str) else body
-    text = body if isinstance(body, str) else body.decode("utf-8", errors="surrogateescape")
     try:
         value = json.loads(raw, parse_constant=_refuse_constant)
     except ValueError as exc:
         if isinstance(exc, json.JSONDecodeError):
             raise
-        raise json.JSONDecodeError(str(exc), text, 0) from None
+        raise json.JSONDecodeError(str(exc), _text(body), 0) from None
     if _SURROGATE_ESCAPE.search(raw):
-        _check_strings(value, text)
+        _check_strings(value, body)
     return value
 
 
-def _check_strings(value: Any, doc: str) -> None:
+def _text(body: bytes | str) -> str:
+    """The body as the error's `doc` (decoded only when there is an error to report)."""
+    return body if isinstance(body, str) else body.decode("utf-8", errors="surrogateescape")
+
+
+def _check_strings(value: Any, body: bytes | str) -> None:
     """A paired surrogate decodes to one character; a lone one cannot be encoded as UTF-8."""
     pending = [value]
     while pending:
@@ -54,7 +58,7 @@ def _check_strings(value: Any, doc: str) -> None:
                 raise json.JSONDecodeError(
                     "a string holds a lone UTF-16 surrogate (\\ud800-\\udfff without its pair), "
                     "which is not text: send valid Unicode",
-                    doc,
+                    _text(body),
                     0,
                 ) from None
         elif isinstance(item, dict):

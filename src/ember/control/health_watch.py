@@ -39,12 +39,10 @@ class HealthWatch:
     def tick(self, now: float, replicas: list[Replica]) -> None:
         """Start a round of checks on the ready replicas when one is due."""
         self.streaks.forget({r.id for r in replicas})
-        ready = [r for r in replicas if r.state == ReplicaState.READY]
         if (self._round and not self._round.done()) or not self.streaks.round_due(now):
             return
-        if not ready:
-            return
-        self._round = asyncio.create_task(self._check_all(ready))
+        if ready := [r for r in replicas if r.state == ReplicaState.READY]:
+            self._round = asyncio.create_task(self._check_all(ready))
 
     def started(self, replica: Replica) -> None:
         """Count the check its worker ran once setup ended, as the first of its streak."""
