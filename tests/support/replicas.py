@@ -61,6 +61,21 @@ async def predict(replica: LocalReplica, prediction_id: str = "p1", **request: A
     return Run(await handle.result(), events, replica)
 
 
+def with_replica(
+    runtime: LocalRuntime, path: str | Path, body: Callable[[LocalReplica], Awaitable[Any]]
+) -> Any:
+    """Start one replica of `path`, run the async `body(replica)`, always stop the replica."""
+
+    async def go() -> Any:
+        replica = await start(runtime, path)
+        try:
+            return await body(replica)
+        finally:
+            await replica.stop()
+
+    return asyncio.run(go())
+
+
 def run_once(runtime: LocalRuntime, path: str | Path, **request: Any) -> Run:
     """Start a replica of `path`, run one prediction, stop the replica."""
 

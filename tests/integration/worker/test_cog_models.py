@@ -17,7 +17,6 @@ import struct
 import sys
 import uuid
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from ember.runtime.base import PredictionRequest, replace_files
 from ember.runtime.local import LocalRuntime
 from ember.runtime.local_replica import LocalReplica
 from tests.support.paths import MODELS, model_path
-from tests.support.replicas import Run, predict, start
+from tests.support.replicas import Run, predict, with_replica
 
 COG_MODELS = MODELS / "cog"
 GOLDEN = "schema.cog-0.16.12.json"
@@ -52,21 +51,6 @@ def data_uri(data: bytes, mime: str = "application/octet-stream") -> str:
 
 def golden(name: str) -> dict[str, Any]:
     return json.loads((COG_MODELS / name / GOLDEN).read_text())
-
-
-def with_replica(
-    runtime: LocalRuntime, path: str | Path, body: Callable[[LocalReplica], Any]
-) -> Any:
-    """Start one replica of `path`, run the async `body(replica)`, always stop the replica."""
-
-    async def go() -> Any:
-        replica = await start(runtime, path)
-        try:
-            return await body(replica)
-        finally:
-            await replica.stop()
-
-    return asyncio.run(go())
 
 
 def run_many(runtime: LocalRuntime, path: str | Path, inputs: list[dict[str, Any]]) -> list[Run]:
