@@ -26,7 +26,6 @@ EMBER_PATH_DIR = "ember-path"
 #: pins 2.11.9) must still install, and the worker uses only pydantic 2's stable API
 #: (``BaseModel``, ``TypeAdapter``, ``model_dump``/``model_validate``) and ``yaml.safe_load``.
 WORKER_RUNTIME_REQUIREMENTS = {"pydantic": ">=2.7,<3", "pyyaml": ">=5.4,<7"}
-WORKER_RUNTIME_DISTRIBUTIONS = tuple(WORKER_RUNTIME_REQUIREMENTS)
 
 # Bumped whenever the layout or build recipe changes, so old environments are not reused.
 _KEY_FORMAT = 2
