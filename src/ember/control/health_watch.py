@@ -41,7 +41,7 @@ class HealthWatch:
         self.streaks.forget({r.id for r in replicas})
         if (self._round and not self._round.done()) or not self.streaks.round_due(now):
             return
-        if ready := [r for r in replicas if r.state == ReplicaState.READY]:
+        if ready := [r for r in replicas if r.state == ReplicaState.READY and r.has_healthcheck]:
             self._round = asyncio.create_task(self._check_all(ready))
 
     def started(self, replica: Replica) -> None:

@@ -201,7 +201,9 @@ class Replica(abc.ABC):
     tier: Tier = Tier.COLD  # what it started from
     # Its machine went away (a cluster node lost): whatever it ended in, not the model's doing.
     lost: bool = False
-    # Why its model's healthcheck failed once set up (None: passed, or it has none).
+    # Whether its model has a healthcheck to ask (False once the replica says it has none:
+    # then nobody sends it one), and why that check failed once set up (None: it passed).
+    has_healthcheck: bool = True
     startup_health: str | None = None
     # Told each chunk of the setup's output as it comes (e.g. an engine's load progress).
     on_setup_log: Callable[[str], None] | None = None

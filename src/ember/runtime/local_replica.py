@@ -270,7 +270,7 @@ class LocalReplica(Replica):
                 self._send({"op": protocol.OP_CANCEL, "id": prediction_id})
 
     async def healthcheck(self) -> str | None:
-        if self.state != ReplicaState.READY:
+        if self.state != ReplicaState.READY or not self.has_healthcheck:
             return None  # Cog checks only a ready predictor; starting is not unhealthy
         check_id = f"hc_{uuid.uuid4().hex[:12]}"
         answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
@@ -360,6 +360,7 @@ class LocalReplica(Replica):
             self.schema = message.get("schema")
             self.max_concurrency = message.get("max_concurrency", self.max_concurrency)
             self.timings = message.get("timings", {})
+            self.has_healthcheck = bool(message.get("healthcheck", True))
             self.startup_health = message.get("healthcheck_error")
             if self.state == ReplicaState.STARTING:
                 self.state = ReplicaState.READY

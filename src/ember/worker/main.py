@@ -346,6 +346,7 @@ class Worker:
                 "schema": schema,
                 "max_concurrency": predictor.max_concurrency,
                 "timings": timings,
+                "healthcheck": predictor.healthcheck is not None,
                 "healthcheck_error": unhealthy,
             }
         )

@@ -13,9 +13,9 @@ Runtime → worker ("op"):
   healthcheck {id}                            run the predictor's own healthcheck() (Cog's,
                                               Truss's is_healthy()) beside any prediction
 Worker → runtime ("ev"):
-  state    {state, error?, schema?, max_concurrency?, healthcheck_error?}
-                                              STARTING, READY (with its model's first
-                                              healthcheck's answer), SETUP_FAILED,
+  state    {state, error?, schema?, max_concurrency?, healthcheck?, healthcheck_error?}
+                                              STARTING, READY (with whether its model has a
+                                              healthcheck, and its first answer), SETUP_FAILED,
                                               DRAINING (sent SIGTERM: finishing what runs),
                                               STOPPED
   heartbeat {}                                alive: every EMBER_HEARTBEAT_SECONDS, from a

@@ -71,3 +71,12 @@ def test_a_model_unwell_after_setup_is_served_and_says_so(runtime: LocalRuntime)
         assert await replica.healthcheck() == replica.startup_health
 
     with_replica(runtime, model_path("cog", "healthcheck-fails-at-start"), body)
+
+
+def test_a_model_without_a_healthcheck_is_never_sent_one(runtime: LocalRuntime) -> None:
+    async def body(replica: LocalReplica) -> None:
+        assert replica.has_healthcheck is False  # said with READY: no round trips for it
+        assert replica.startup_health is None
+        assert await replica.healthcheck() is None
+
+    with_replica(runtime, model_path("cog", "hello-world"), body)
