@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,16 +72,39 @@ class Files:
         Path(record.path).unlink(missing_ok=True)
 
     def resolve_input(self, value: Any) -> Any:
-        """Turn links to files uploaded to Ember into signed URLs a replica can download."""
+        """Turn links to files uploaded to Ember into signed URLs a replica can download.
+        Every string is looked at, not only file inputs (a model may echo a string back);
+        `linked_files` lets intake check, before this runs, that the caller may read each."""
         if isinstance(value, dict):
             return {k: self.resolve_input(v) for k, v in value.items()}
         if isinstance(value, list):
             return [self.resolve_input(v) for v in value]
-        prefix = f"{self.public_url}/v1/files/"
-        if isinstance(value, str) and value.startswith(prefix):
-            file_id = value[len(prefix) :].split("/", 1)[0].split("?", 1)[0]
+        file_id = self._linked_id(value)
+        if file_id is not None:
             return self.public_url + self.signer.sign(f"/v1/files/{file_id}/download")
         return value
+
+    def linked_files(
+        self, value: Any, where: tuple[str | int, ...] = ()
+    ) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        """(location, file id) of each link to an uploaded file in an input, as
+        `resolve_input` will sign them."""
+        if isinstance(value, dict):
+            for key, item in value.items():
+                yield from self.linked_files(item, (*where, key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                yield from self.linked_files(item, (*where, index))
+        else:
+            file_id = self._linked_id(value)
+            if file_id is not None:
+                yield where, file_id
+
+    def _linked_id(self, value: Any) -> str | None:
+        prefix = f"{self.public_url}/v1/files/"
+        if isinstance(value, str) and value.startswith(prefix):
+            return value[len(prefix) :].split("/", 1)[0].split("?", 1)[0]
+        return None
 
     # -- outputs ----------------------------------------------------------------------------
 

@@ -30,12 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ember.control.access import Principal
+from ember.control.access import Principal, sees
 from ember.control.accounts import Accounts
 from ember.control.budget_guard import BudgetGuard
 from ember.control.catalogue import Catalogue
 from ember.control.deployments import Deployments, Target
 from ember.control.errors import EgressDenied, InvalidRequest
+from ember.control.files import Files
 from ember.control.prediction_book import PredictionBook
 from ember.control.predictions import PredictionState, StreamEvent, new_prediction_id, utcnow
 from ember.control.sealing import Sealer
@@ -87,6 +88,7 @@ class Intake:
         budgets: BudgetGuard,
         egress: EgressPolicy,
         sealer: Sealer,
+        files: Files,
         wall: Callable[[], datetime.datetime] = utcnow,
     ) -> None:
         self.catalogue = catalogue
@@ -96,12 +98,14 @@ class Intake:
         self.budgets = budgets
         self.egress = egress
         self.sealer = sealer
+        self.files = files
         self.wall = wall
 
     async def submit(self, target: Target, submission: Submission, caller: Principal) -> Accepted:
         """Validate, check egress and budgets, accept and make durable, in that order (see
         the module's docstring); returns the accepted prediction or raises an EmberError."""
         state = self.describe(target, submission, caller)
+        await self._check_file_links(state, caller)
         await self._check_egress(target, state)
         await self.budgets.check(caller.token_id, target.deployment)
         events = state.subscribe() if state.streams_output and not submission.durable else None
@@ -184,6 +188,27 @@ class Intake:
                 await self.egress.check_url(url)
             except EgressRefused as exc:
                 details.append({"loc": where, "msg": str(exc), "type": "egress"})
+        if details:
+            raise InvalidRequest("Input validation failed", details)
+
+    async def _check_file_links(self, state: PredictionState, caller: Principal) -> None:
+        """Refuse links to uploaded files the caller may not read: the runner signs every
+        such link for the replica, so without this check a tenant could have another's
+        upload fetched (and echoed back) by naming its URL."""
+        if state.method != PREDICT:
+            return
+        details = []
+        for where, file_id in self.files.linked_files(state.input):
+            record = await asyncio.to_thread(self.files.store.file, file_id)
+            if record is None or not sees(caller, record.owner):
+                details.append(
+                    {
+                        "loc": ["body", "input", *where],
+                        "msg": f"file {file_id} not found: upload it with POST /v1/files "
+                        "using this token and pass the URL that answer gives",
+                        "type": "value_error",
+                    }
+                )
         if details:
             raise InvalidRequest("Input validation failed", details)
 

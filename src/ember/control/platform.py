@@ -128,6 +128,7 @@ class Platform:
             self.budgets,
             egress,
             sealer,
+            self.files,
             wall,
         )
         self.insights = Insights(
