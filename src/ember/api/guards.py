@@ -79,7 +79,7 @@ async def version_target(platform: Platform, caller: Principal, reference: str) 
 
 def openai_target(platform: Platform, caller: Principal, model: str, route: str) -> Target:
     """The deployment an OpenAI request names, among the caller's (admins: any)."""
-    return platform.deployments.for_openai(model, route, visible_owner(caller))
+    return platform.deployments.for_openai(model, route, visible_owner(caller), caller.owner)
 
 
 def visible_owner(caller: Principal) -> str | None:

@@ -323,11 +323,14 @@ class Deployments:
             self._changed()
         return target
 
-    def openai_models(self, owner: str | None = None) -> dict[str, Target]:
+    def openai_models(self, owner: str | None = None, home: str | None = None) -> dict[str, Target]:
         """Every name the OpenAI API's `model` field accepts → its deployment: `owner/name`,
         and the bare name and the package's aliases where no other deployment claims them
         (a shared one would route by whichever was deployed last: ask by owner/name).
-        With `owner`, only that owner's deployments (what its tokens may call)."""
+        With `owner`, only that owner's deployments (what its tokens may call). A bare name
+        or alias that one deployment of `home` (the caller's own account) claims is the
+        caller's, whoever else claims it: otherwise a tenant could take an admin's bare name
+        away by deploying one of the same name."""
         names: dict[str, Target] = {}
         claims: dict[str, dict[str, Target]] = {}
         for key, target in self.targets.items():
@@ -339,14 +342,22 @@ class Deployments:
             for other in (key.partition("/")[2], *target.runner.spec.aliases):
                 claims.setdefault(other, {})[key] = target
         for name, claimants in claims.items():
-            if len(claimants) == 1 and name not in names:
+            own = [t for key, t in claimants.items() if key.partition("/")[0] == home]
+            if name in names:
+                continue
+            if len(own) == 1:
+                names[name] = own[0]
+            elif len(claimants) == 1:
                 names[name] = next(iter(claimants.values()))
         return names
 
-    def for_openai(self, model: str, route: str, owner: str | None = None) -> Target:
-        """The deployment an OpenAI request's `model` names (among `owner`'s, if given);
-        NotFound in OpenAI's words, or InvalidRequest when it does not serve that route."""
-        target = self.openai_models(owner).get(model)
+    def for_openai(
+        self, model: str, route: str, owner: str | None = None, home: str | None = None
+    ) -> Target:
+        """The deployment an OpenAI request's `model` names (among `owner`'s, if given;
+        bare names first within `home`'s); NotFound in OpenAI's words, or InvalidRequest
+        when it does not serve that route."""
+        target = self.openai_models(owner, home).get(model)
         if target is None:
             raise NotFound(f"The model `{model}` does not exist or you do not have access to it.")
         routes = serves_openai(target.version)

@@ -300,6 +300,35 @@ def test_second_deployment_names(server: EmberServer, client: openai.OpenAI) -> 
             assert http.delete("/v1/deployments/ember/chatbot").status_code == 204
 
 
+def test_a_tenant_cannot_take_the_admins_bare_name(server: EmberServer) -> None:
+    """Issue 18: Bob deploying `bob/echo` (the same package, so also the alias `echo-chat`)
+    used to make the admin's `model: "echo"` answer 404: a bare name two deployments claim
+    belonged to neither. Bare names resolve within the caller's own account first."""
+    with server.client() as admin:
+        made = admin.post("/v1/tokens", json={"name": "bob", "owner": "bob", "scope": "deploy"})
+        assert made.status_code == 201, made.text
+    bob_token = made.json()["token"]
+    version = server.deploy(MODELS / "ember" / "openai-echo", "bob", "echo")
+    with server.client(bob_token) as bob:
+        response = bob.post(
+            "/v1/deployments",
+            json={"name": "echo", "model": "bob/echo", "version": version["id"]},
+        )
+        assert response.status_code == 201, response.text
+    try:
+        for token, owner in ((TOKEN, "ember"), (bob_token, "bob")):
+            client = openai.OpenAI(api_key=token, base_url=f"{server.url}/v1", max_retries=0)
+            for name in ("echo", "echo-chat"):
+                answer = client.chat.completions.create(
+                    model=name, messages=[{"role": "user", "content": "x"}]
+                )
+                assert answer.choices[0].message.content == "x"
+                assert client.models.retrieve(name).owned_by == owner, (owner, name)
+    finally:
+        with server.client() as http:
+            assert http.delete("/v1/deployments/bob/echo").status_code == 204
+
+
 def test_truss_model_with_openai_hook(server: EmberServer, client: openai.OpenAI) -> None:
     """An unchanged Truss model that defines `chat_completions(model_input, request)`."""
     version = server.deploy(MODELS / "truss" / "openai-chat", "ember", "truss-chat")["id"]

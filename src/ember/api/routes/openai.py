@@ -129,7 +129,9 @@ async def retrieve_model(request: Request, model_id: str, caller: Caller) -> Res
     """An OpenAI model object for an alias or a bare deployment name (`owner/name` is
     answered by the Replicate route, with the same OpenAI fields added)."""
     platform: Platform = request.app.state.platform
-    target = platform.deployments.openai_models(guards.visible_owner(caller)).get(model_id)
+    target = platform.deployments.openai_models(guards.visible_owner(caller), caller.owner).get(
+        model_id
+    )
     if target is None:
         raise ApiError(
             404, f"The model `{model_id}` does not exist or you do not have access to it."
@@ -150,7 +152,7 @@ def model_object(name: str, target: Target) -> dict[str, Any]:
 
 def model_list(platform: Platform, caller: Principal) -> list[dict[str, Any]]:
     """Every name the caller's OpenAI clients may use, deployments first, then aliases."""
-    names = platform.deployments.openai_models(guards.visible_owner(caller))
+    names = platform.deployments.openai_models(guards.visible_owner(caller), caller.owner)
     ordered = sorted(names, key=lambda name: ("/" not in name, name))
     return [model_object(name, names[name]) for name in ordered]
 
