@@ -143,6 +143,20 @@ class PredictionState:
         values = [self.input.get(name) for name in self.secret_fields]
         return scrub(text, [v for v in values if isinstance(v, str)])
 
+    def scrubbed_output(self, value: Any) -> Any:
+        """An output (or streamed item) with every string in it scrubbed like the logs: a
+        model that echoes its key in its answer must not show it to whoever reads the
+        prediction (outputs are kept, listed and sent to webhooks)."""
+        if not self.secret_fields:
+            return value
+        if isinstance(value, str):
+            return self.scrubbed(value)
+        if isinstance(value, list):
+            return [self.scrubbed_output(item) for item in value]
+        if isinstance(value, dict):
+            return {key: self.scrubbed_output(item) for key, item in value.items()}
+        return value
+
     # -- what happens to it -----------------------------------------------------------
 
     def mark_started(self) -> None:
@@ -151,6 +165,7 @@ class PredictionState:
             self.started_at = self.wall()
 
     def add_output(self, item: Any) -> None:
+        item = self.scrubbed_output(item)
         self.last_item = item
         if self.method == PREDICT:  # an OpenAI stream's chunks only pass through
             if not isinstance(self.output, list):
@@ -188,7 +203,7 @@ class PredictionState:
             return
         self.status = status
         if status == "succeeded":
-            self.output = output
+            self.output = self.scrubbed_output(output)
         self.error = self.scrubbed(error) if error else error
         if metrics:
             self.metrics.update(metrics)

@@ -211,6 +211,32 @@ def test_a_predict_token_runs_and_reads_but_cannot_change(world: World) -> None:
             assert "scope 'deploy'" in answer.json()["detail"]
 
 
+def test_another_owners_upload_cannot_be_fetched_through_an_input_url(world: World) -> None:
+    """Issue 18: Ember signs every link to an uploaded file in an input for the replica, so
+    Bob could name Alice's file URL in a text input of his own echo model and read her file
+    through the signed link it echoed back."""
+    with world.client("bob") as bob:
+        _deploy(bob, "bob", "echo", "openai-echo")
+        alices = f"{world.server.url}/v1/files/{world.file}"
+        refused = bob.post(
+            "/v1/deployments/bob/echo/predictions",
+            json={"input": {"text": alices}},
+            headers={"Prefer": "wait=60"},
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["detail"][0]["loc"] == ["body", "input", "text"]
+        assert f"file {world.file} not found" in refused.text
+        own = bob.post("/v1/files", files={"content": ("mine.txt", b"bob's")}).json()
+        echoed = bob.post(
+            "/v1/deployments/bob/echo/predictions",
+            json={"input": {"text": own["urls"]["get"]}},
+            headers={"Prefer": "wait=60"},
+        )
+        assert echoed.status_code == 201 and echoed.json()["status"] == "succeeded", echoed.text
+        signed = "".join(echoed.json()["output"]).strip()
+        assert httpx.get(signed).content == b"bob's"  # his own file still goes through
+
+
 def test_a_deploy_token_cannot_create_for_another_owner(world: World) -> None:
     with world.client("bob") as bob:
         answer = bob.post("/v1/models", json={"owner": "alice", "name": "planted"})
@@ -260,11 +286,18 @@ def test_secret_inputs_are_sealed_in_the_database_and_redacted_everywhere(world:
             json={"input": {"api_key": SECRET, "fail": True}},
             headers={"Prefer": "wait=60"},
         ).json()
+        echoed = alice.post(
+            "/v1/deployments/alice/careless/predictions",
+            json={"input": {"api_key": SECRET, "echo": True}},
+            headers={"Prefer": "wait=60"},
+        ).json()
         fetched = alice.get(f"/v1/predictions/{ran['id']}").json()
         listed = alice.get("/v1/predictions").text
     assert ran["status"] == "succeeded" and failed["status"] == "failed"
+    # Issue 18: outputs are scrubbed like logs and errors (a model may echo its key).
+    assert echoed["output"] == "the key was **********", echoed
     assert ran["output"].startswith("hello: key sha256 ")  # the model got the real key
-    for shown in (ran, failed, fetched):
+    for shown in (ran, failed, echoed, fetched):
         assert shown["input"]["api_key"] == "**********"
         assert SECRET not in str(shown)
     assert "calling the upstream API with key **********" in ran["logs"]
