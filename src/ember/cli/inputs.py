@@ -64,6 +64,17 @@ def _convert(raw: str, kind: str | None, name: str) -> Any:
     return raw
 
 
+def _check_known(schema: dict[str, Any] | None, name: str) -> None:
+    """Refuse an input the model does not take, as `cog predict` does: a misspelt name would
+    otherwise be dropped and the model run with its default."""
+    if not schema:
+        return
+    known = schema.get("components", {}).get("schemas", {}).get("Input", {}).get("properties")
+    if known is not None and name not in known:
+        takes = ", ".join(sorted(known)) or "no inputs"
+        raise InputSyntaxError(f'unknown input "{name}": this model takes {takes}')
+
+
 def parse_inputs(pairs: list[str], schema: dict[str, Any] | None) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for pair in pairs:
@@ -72,6 +83,7 @@ def parse_inputs(pairs: list[str], schema: dict[str, Any] | None) -> dict[str, A
             raise InputSyntaxError(
                 f"{pair!r} is not key=value: write e.g. -i prompt='a cat' or -i image=@cat.png"
             )
+        _check_known(schema, name)
         kind, item_kind = _property_type(schema, name)
         if kind == "array" and not raw.startswith("["):
             values.setdefault(name, []).append(_convert(raw, item_kind, name))

@@ -100,6 +100,15 @@ def test_predict_prints_the_output(server: EmberServer) -> None:
     assert result.stdout.strip() == "hello world"
 
 
+def test_predict_refuses_an_input_the_model_does_not_take(server: EmberServer) -> None:
+    """As `cog predict` does (Cog's `string_predictor` test): a misspelt input is an error
+    naming it and the inputs there are, not a run with the default."""
+    deployed(server, HELLO, "hello-world")
+    result = ember(server, "predict", "ember/hello-world", "-i", "txet=world")
+    assert result.returncode != 0
+    assert 'unknown input "txet": this model takes text' in result.stderr
+
+
 def test_redeploy_updates_scaling_and_keeps_the_version(
     server: EmberServer, api: httpx.Client
 ) -> None:
