@@ -129,9 +129,15 @@ class Catalogue:
         try:
             return await self._create_version(model, archive, progress)
         except (ArchiveError, UnreadablePackage, MissingSystemPackages) as exc:
-            raise PackageError(str(exc)) from exc
+            raise PackageError(self._without_server_paths(str(exc))) from exc
         except EnvironmentBuildError as exc:
-            raise PackageError(f"{exc}\n{exc.log_tail}") from exc
+            raise PackageError(self._without_server_paths(f"{exc}\n{exc.log_tail}")) from exc
+
+    def _without_server_paths(self, message: str) -> str:
+        """A package's error as its uploader may see it: the folder it was unpacked in is
+        "the package", not a path that tells a tenant where the operator keeps Ember's data."""
+        unpacked = re.escape(str(self.packages_dir)) + r"/[0-9a-f]+"
+        return re.sub(unpacked, "the package", message).replace(str(self.packages_dir), "")
 
     async def _create_version(
         self, model: records.Model, archive: Path, progress: Progress

@@ -24,7 +24,6 @@ import socket
 import sys
 import threading
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from ember.worker import protocol
 from ember.worker.healthcheck import run_healthcheck
 from ember.worker.logs import LogCapture
 from ember.worker.runner import RETURNED, Job, JobQueue, Runner, interruptible
+from ember.worker.tracebacks import model_traceback
 
 STARTING, READY, SETUP_FAILED, STOPPED = "STARTING", "READY", "SETUP_FAILED", "STOPPED"
 DRAINING = "DRAINING"
@@ -221,7 +221,9 @@ class Worker:
             setup_done = False
         else:
             predictor, setup_done = preloaded.predictor, preloaded.setup_done
-        self.runner = Runner(predictor, self.send, self.outputs_dir, self.logs.wait_drained)
+        self.runner = Runner(
+            predictor, self.send, self.outputs_dir, self.logs.wait_drained, self.spec.root
+        )
         if predictor.is_async or predictor.max_concurrency > 1:
             return asyncio.run(self._serve_concurrent(predictor, timings, setup_done))
         if not setup_done:
@@ -353,7 +355,9 @@ class Worker:
         return True
 
     def _setup_failed(self) -> int:
-        error = traceback.format_exc()
+        failure = sys.exc_info()[1]
+        assert failure is not None  # called in an except block
+        error = model_traceback(failure, self.spec.root)
         print(error, file=sys.stderr, end="")
         self.state = SETUP_FAILED
         self.send(

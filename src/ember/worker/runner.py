@@ -20,10 +20,10 @@ import ctypes
 import inspect
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +40,7 @@ from ember.worker import protocol
 from ember.worker.inputs import InputFileError, materialize
 from ember.worker.outputs import OutputEncoder
 from ember.worker.protocol import PREDICT
+from ember.worker.tracebacks import model_traceback
 
 Send = Callable[[dict[str, Any]], None]
 SIGNAL_RETRY_SECONDS = 0.1
@@ -96,11 +97,13 @@ class Runner:
         send: Send,
         outputs_dir: Path,
         drain_logs: Callable[[], None] = lambda: None,
+        package_root: str = ".",
     ) -> None:
         self.predictor = predictor
         self.send = send
         self.outputs_dir = outputs_dir
         self.drain_logs = drain_logs
+        self.package_root = package_root  # shortened in the tracebacks it logs
         self.active: dict[str, Job] = {}
         self._lock = threading.Lock()
         scope.set_fallback(self._sole_active_scope)
@@ -177,7 +180,7 @@ class Runner:
     def _log_traceback(self, job: Job, error: BaseException) -> None:
         token = scope.enter(job.scope)
         try:
-            traceback.print_exception(error)
+            print(model_traceback(error, self.package_root), file=sys.stderr, end="")
         finally:
             scope.leave(token)
 

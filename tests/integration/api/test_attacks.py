@@ -5,12 +5,14 @@ lookup in flight: `tests/integration/control/test_tokens.py`.)"""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+import ember
 from tests.support.paths import model_path
-from tests.support.server import EmberServer, running
+from tests.support.server import EmberServer, package_archive, running
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -77,3 +79,36 @@ def test_an_uploaded_page_cannot_run_on_embers_origin(server: EmberServer) -> No
         download = api.get(f"/v1/files/{made.json()['id']}/download")
     _assert_cannot_run(download)
     assert 'filename="page.html"' in download.headers["content-disposition"]
+
+
+def test_a_broken_package_is_explained_without_the_servers_paths(
+    server: EmberServer, tmp_path: Path
+) -> None:
+    """Deploy errors showed where the operator keeps Ember's data (`.../packages/<id>`) and
+    its source, in tracebacks full of Ember's own frames. The uploader now sees paths
+    relative to the package and only the frames of the package's code."""
+    missing = tmp_path / "missing"
+    missing.mkdir()
+    (missing / "ember.yaml").write_text("name: broken\npredictor: nothere.py:Predictor\n")
+    crashing = tmp_path / "crashing"
+    crashing.mkdir()
+    (crashing / "ember.yaml").write_text("name: broken\npredictor: predict.py:Predictor\n")
+    (crashing / "predict.py").write_text("import no_such_module_here\n")
+    with server.client() as api:
+        api.post("/v1/models", json={"owner": "ember", "name": "broken"})
+        answers = [
+            api.post(
+                "/v1/models/ember/broken/versions",
+                files={"package": ("p.tar.gz", package_archive(folder))},
+                timeout=300,
+            )
+            for folder in (missing, crashing)
+        ]
+    assert [answer.status_code for answer in answers] == [422, 422]
+    assert answers[0].json()["detail"] == "predictor file 'nothere.py' not found in the package"
+    crash = answers[1].json()["detail"]
+    assert 'File "predict.py", line 1, in <module>' in crash
+    assert "ModuleNotFoundError: No module named 'no_such_module_here'" in crash
+    ember_source = str(Path(ember.__file__).parent)
+    for answer in answers:
+        assert str(server.data_dir) not in answer.text and ember_source not in answer.text
