@@ -50,6 +50,10 @@ logger = logging.getLogger("ember.runtime")
 
 # How long past its timeout a prediction may run before its replica is presumed hung.
 HANG_GRACE_SECONDS = 5.0
+# How long a worker that said it stopped may take to exit: what is left is the interpreter's
+# teardown, which waits for the model's non-daemon `multiprocessing` children (and threads)
+# forever. Cog's container ends them with the container; Ember ends the process group.
+EXIT_GRACE_SECONDS = 5.0
 _STDERR_LIMIT = 64 * 1024
 # A replica silent this long is presumed frozen and killed (EMBER_HEARTBEAT_TIMEOUT overrides it
 # for `ember serve`: `local.py`). Generous: a predictor holding the GIL in one C call blocks
@@ -380,6 +384,21 @@ class LocalReplica(Replica):
             self.state = ReplicaState.DRAINING
         elif state == ReplicaState.STOPPED and self.state != ReplicaState.SETUP_FAILED:
             self.state = ReplicaState.STOPPED
+            self._tasks.append(asyncio.create_task(self._end_lingering_exit()))
+
+    async def _end_lingering_exit(self) -> None:
+        """Kill a worker that stopped but does not exit (see EXIT_GRACE_SECONDS)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(EXIT_GRACE_SECONDS):
+                await self._exited.wait()
+                return
+        logger.warning(
+            "replica %s stopped but did not exit within %gs (a process its model started "
+            "keeps it waiting): killing it",
+            self.id,
+            EXIT_GRACE_SECONDS,
+        )
+        self.kill("it stopped but did not exit")
 
     def _watch_heartbeat(self) -> None:
         """Kill the replica once it has been silent for `heartbeat_timeout` seconds, watched
@@ -430,6 +449,9 @@ class LocalReplica(Replica):
         assert self._process is not None
         self.exit_code = await self._process.wait()
         self._kill_group()
+        # Read stderr to its end (its last writer was just killed, if it lingered) so that a
+        # setup error below quotes all of it and the pipe is closed when the replica says so.
+        await asyncio.wait(self._tasks[:1], timeout=1)
         if self._heartbeat_check is not None:
             self._heartbeat_check.cancel()
         await asyncio.to_thread(shutil.rmtree, self.scratch_dir, True)

@@ -60,3 +60,22 @@ def test_a_forked_replica_leaves_no_process_setup_started(runtime: LocalRuntime)
         await again.stop()
 
     hosted(runtime, scenario, read_package(SETUP_CHILD))
+
+
+def test_a_stopped_replica_whose_setup_started_a_multiprocessing_child_exits(
+    runtime: LocalRuntime,
+) -> None:
+    """A worker that drained and stopped used to hang in Python's exit, joining a non-daemon
+    `multiprocessing` child of setup() forever, and with it the `stop()` of the replica that
+    `ember deploy` starts to check setup: the deploy never answered."""
+
+    async def go() -> int:
+        replica = await start(runtime, model_path("faults", "setup-multiprocessing"))
+        run = await predict(replica, input={})
+        assert run.result.status == "succeeded", run.result.error
+        async with asyncio.timeout(60):
+            await replica.stop()
+        return run.result.output
+
+    helper = asyncio.run(go())
+    assert wait_gone([helper]) == []
