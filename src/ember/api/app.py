@@ -5,13 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from ember import __version__
-from ember.api import dashboard, errors, serialize
+from ember.api import dashboard, errors, guards, serialize
+from ember.api.auth import principal
 from ember.api.limits import BodyLimit
 from ember.api.openapi import document_errors
 from ember.api.routes import (
@@ -26,6 +31,7 @@ from ember.api.routes import (
     responses,
     tokens,
 )
+from ember.control.access import Principal
 from ember.control.platform import Platform
 from ember.control.predictions import PredictionState
 from ember.control.webhooks import WebhookSender
@@ -49,6 +55,22 @@ def webhook_listener(platform: Platform, sender: WebhookSender):  # type: ignore
             )
 
     return on_event
+
+
+def metrics_response(platform: Platform) -> Response:
+    """Prometheus metrics (text format): predictions, latencies, replicas, scaling."""
+    return Response(generate_latest(platform.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def metrics_app(platform: Platform) -> Starlette:
+    """`GET /metrics` alone and without a token, for a port that only the Prometheus scraper
+    reaches (`ember serve --metrics-port`). Async, so that the scrape reads the platform's
+    state on its event loop, not from a thread."""
+
+    async def metrics(request: Request) -> Response:
+        return metrics_response(platform)
+
+    return Starlette(routes=[Route("/metrics", metrics)])
 
 
 def create_app(platform: Platform, *, started: bool = False) -> FastAPI:
@@ -106,8 +128,10 @@ def create_app(platform: Platform, *, started: bool = False) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        """Prometheus metrics (text format): predictions, latencies, replicas, scaling."""
-        return Response(generate_latest(platform.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(caller: Annotated[Principal, Depends(principal)]) -> Response:
+        """Prometheus metrics, for admins only: they name every tenant's deployments and
+        traffic. (`ember serve --metrics-port` serves them without a token on another port.)"""
+        guards.admin(caller, "read metrics")
+        return metrics_response(platform)
 
     return app

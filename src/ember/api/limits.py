@@ -7,10 +7,18 @@ large; every other body is JSON, where a huge one is a mistake or an attack (a d
 video belongs in `/v1/files`). A body over 64 KiB must come with a valid token, checked before
 it is read: FastAPI reads (and spools) a body before the route's authentication runs, so
 without this anyone could fill the disk with uploads that end in a 401.
+
+A body must also arrive in time, else 408 and the connection is closed: uvicorn waits for
+a body as long as its client trickles it, so a few slow clients could hold the server's
+connections and tasks indefinitely. Within EMBER_BODY_TIMEOUT seconds of the request's start
+(its headers read) the body must be whole, unless the request carries a valid token
+(checked only then): a known caller's upload may take longer, as long as no gap between
+its chunks exceeds EMBER_BODY_TIMEOUT.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 
@@ -23,6 +31,7 @@ from ember.api.errors import error_response, is_openai_path, openai_response
 MAX_REQUEST_BYTES = 100 * 2**20  # EMBER_MAX_REQUEST_BYTES
 MAX_UPLOAD_BYTES = 20 * 2**30  # EMBER_MAX_UPLOAD_BYTES
 ANONYMOUS_BYTES = 64 * 1024  # more than this needs a valid token first
+BODY_TIMEOUT = 30.0  # EMBER_BODY_TIMEOUT, seconds
 _UPLOADS = re.compile(r"^/v1/(files|models/[^/]+/[^/]+/versions)/?$")
 
 
@@ -32,6 +41,7 @@ class BodyLimit:
         app: ASGIApp,
         max_request: int | None = None,
         max_upload: int | None = None,
+        body_timeout: float | None = None,
     ) -> None:
         self.app = app
         self.max_request = max_request or int(
@@ -39,6 +49,9 @@ class BodyLimit:
         )
         self.max_upload = max_upload or int(
             os.environ.get("EMBER_MAX_UPLOAD_BYTES", MAX_UPLOAD_BYTES)
+        )
+        self.body_timeout = body_timeout or float(
+            os.environ.get("EMBER_BODY_TIMEOUT", BODY_TIMEOUT)
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -56,10 +69,38 @@ class BodyLimit:
             return
         received = 0
         vouched = declared is not None  # a declared length was checked above
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout
+        known = False  # whether the caller is known, and then only gaps count (see above)
+        whole = declared == 0 or (declared is None and not _chunked(scope))  # nothing to wait for
+
+        async def timed() -> Message:
+            """The next message, or 408 once the body is late (see the module's docstring)."""
+            nonlocal deadline, known, whole
+            while not whole:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        message = await receive()
+                except TimeoutError:
+                    if known or not await _authenticated(scope):
+                        raise HTTPException(
+                            408,
+                            f"the request body did not arrive within {self.body_timeout:g} s "
+                            "(EMBER_BODY_TIMEOUT on the server)",
+                            headers={"Connection": "close"},
+                        ) from None
+                    known = True
+                    deadline = loop.time() + self.body_timeout
+                    continue
+                whole = message["type"] != "http.request" or not message.get("more_body")
+                if known:
+                    deadline = loop.time() + self.body_timeout
+                return message
+            return await receive()  # past the body: the disconnect, whenever it comes
 
         async def counting() -> Message:
             nonlocal received, vouched
-            message = await receive()
+            message = await timed()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
@@ -84,6 +125,11 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def _chunked(scope: Scope) -> bool:
+    """Whether a body without a Content-Length comes (chunked); else there is none."""
+    return any(name == b"transfer-encoding" for name, _ in scope["headers"])
 
 
 def _message(limit: int, upload: bool) -> str:

@@ -29,6 +29,7 @@ class RuntimeKind(enum.StrEnum):
         "ember serve --runtime ray --ray-address auto  # replicas on this Ray cluster's nodes",
         "ember serve --allow-egress 10.0.0.0/8 --allow-egress minio.internal:9000"
         "  # let webhooks and input URLs reach these",
+        "ember serve --metrics-port 9100  # /metrics without a token there, for Prometheus",
     )
 )
 def serve(
@@ -80,6 +81,19 @@ def serve(
             "is always allowed.",
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            envvar="EMBER_METRICS_PORT",
+            show_envvar=True,
+            min=1,
+            max=65535,
+            help="Also serve /metrics (Prometheus) on this port of the same host, without a "
+            "token: for a scraper that cannot send one. Expose the port to it alone: the "
+            "metrics name every tenant's deployments. On --port, /metrics needs an admin "
+            "token.",
+        ),
+    ] = None,
 ) -> None:
     """Start the platform: Replicate-compatible API, control plane and replicas.
 
@@ -102,6 +116,8 @@ def serve(
             )
         err.print(f"[green]Ember is serving at {url}[/green]  (Ctrl-C drains and stops)")
         err.print(f"  dashboard: {url}/  (log in with an API token)", soft_wrap=True)
+        if metrics_port is not None:
+            err.print(f"  metrics: GET /metrics on {host}:{metrics_port}  (no token)")
         for folder in deploy or []:
             name = read_package(folder).name
             err.print(
@@ -124,4 +140,5 @@ def serve(
         runtime=runtime.value,
         ray_address=ray_address,
         allow_egress=allow_egress or [],
+        metrics_port=metrics_port,
     )

@@ -9,20 +9,45 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+from collections.abc import Sequence
 from typing import Any
 
 from ember.control import timeseries
 from ember.control.advisor import Advice, Traffic, advise
 from ember.control.deployments import Deployments
+from ember.control.errors import BadRequest
 from ember.control.ledger import Ledger
 from ember.control.prediction_book import PredictionBook
 from ember.control.prices import PriceTable
 from ember.control.replay import ReplayParams, Request
-from ember.control.reports import CostRow, Grouping, PredictionCharge, summarize
-from ember.control.timeline import Timeline
+from ember.control.reports import CostRow, Grouping, PredictionCharge, ReplicaAccount, summarize
+from ember.control.timeline import Sample, StartRecord, Timeline
 from ember.control.tokens import Tokens
 from ember.runtime.base import Tier
 from ember.store.db import aware
+from ember.store.models import Prediction
+
+
+def _series(
+    start: float,
+    end: float,
+    step: int,
+    rows: Sequence[Prediction],
+    accounts: Sequence[ReplicaAccount],
+    samples: Sequence[Sample],
+    starts: Sequence[StartRecord],
+) -> dict[str, Any]:
+    """timeseries.build on the stored predictions (run in a thread: it is pure)."""
+    finished = [
+        timeseries.FinishedPrediction(
+            aware(row.completed_at).timestamp(),
+            row.status,
+            (row.metrics or {}).get("total_time"),
+            float((row.metrics or {}).get("cost") or 0.0),
+        )
+        for row in rows
+    ]
+    return timeseries.build(start, end, step, finished, accounts, samples, starts)
 
 
 class Insights:
@@ -85,32 +110,29 @@ class Insights:
         self, owner: str, name: str, since: datetime.datetime, step: int | None = None
     ) -> dict[str, Any]:
         """The deployment's requests, latency, queue, replicas, starts and cost from `since`
-        until now, in buckets of `step` seconds (chosen from the span when not given)."""
+        until now, in buckets of `step` seconds (chosen from the span when not given).
+
+        `since` is moved up to at most a year ago (timeseries.MAX_SPAN), and a given `step`
+        may not make more than MOST_BUCKETS_ASKED buckets (BadRequest): whatever a caller
+        asks, a request reads and computes a bounded amount. The buckets are filled in a
+        thread, so that a long history does not hold every other request up."""
         await self.deployments.get(owner, name)  # 404 with what exists if it does not
         key = f"{owner}/{name}"
         now = self.now()
-        start, end = since.timestamp(), now.timestamp()
-        step = step or timeseries.choose_step(end - start)
-        rows = await asyncio.to_thread(self.store.finished_predictions_since, since, key)
-        finished = [
-            timeseries.FinishedPrediction(
-                aware(row.completed_at).timestamp(),
-                row.status,
-                (row.metrics or {}).get("total_time"),
-                float((row.metrics or {}).get("cost") or 0.0),
+        end = now.timestamp()
+        start = max(since.timestamp(), end - timeseries.MAX_SPAN)
+        if step and (end - start) / step > timeseries.MOST_BUCKETS_ASKED:
+            raise BadRequest(
+                f"step={step} gives over {timeseries.MOST_BUCKETS_ASKED:,} buckets: widen it"
             )
-            for row in rows
-        ]
+        step = step or timeseries.choose_step(end - start)
+        since = datetime.datetime.fromtimestamp(start, datetime.UTC)
+        rows = await asyncio.to_thread(self.store.finished_predictions_since, since, key)
         accounts = await self.ledger.accounts_since(since, key)
-        return timeseries.build(
-            start,
-            end,
-            step,
-            finished,
-            accounts,
-            self.timeline.samples_between(key, start, end),
-            self.timeline.starts_between(key, start, end),
-        )
+        # The timeline's lists are copied here, on the event loop that changes them.
+        samples = self.timeline.samples_between(key, start, end)
+        starts = self.timeline.starts_between(key, start, end)
+        return await asyncio.to_thread(_series, start, end, step, rows, accounts, samples, starts)
 
     async def advice(self, owner: str, name: str, days: float = 7.0) -> Advice:
         """Replay the deployment's last `days` of finished predictions under its settings and

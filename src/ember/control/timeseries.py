@@ -18,6 +18,11 @@ from ember.control.timeline import Sample, StartRecord
 # Bucket widths a person reads at a glance; the chosen one gives at most MAX_BUCKETS buckets.
 STEPS = (5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
 MAX_BUCKETS = 120
+MOST_BUCKETS_ASKED = 10_000  # an explicit step may not ask for more than this
+DAY = 86400
+# The longest history one chart covers (a year): an earlier start is moved up to it, which
+# bounds the rows a request reads and the work it costs, whatever `since` it names.
+MAX_SPAN = 366 * DAY
 
 
 @dataclass(frozen=True)
@@ -32,12 +37,13 @@ class FinishedPrediction:
 
 def choose_step(span: float) -> int:
     """The smallest readable bucket width that keeps the chart within MAX_BUCKETS (the span
-    rounded: "the last hour" asked a moment ago is still an hour)."""
+    rounded: "the last hour" asked a moment ago is still an hour). Past the widest readable
+    width, whole days: however long the span, the buckets stay within MAX_BUCKETS."""
     span = round(span)
     for step in STEPS:
         if span / step <= MAX_BUCKETS:
             return step
-    return STEPS[-1]
+    return math.ceil(span / MAX_BUCKETS / DAY) * DAY
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -130,7 +130,7 @@ def test_metrics_report_predictions_replicas_starts_and_scaling(server: EmberSer
     with server.client() as api:
         create(api, "metered", idle_timeout=30, cold_start_tier="cold")
         assert server.predict("metered", mode="ok")["status"] == "succeeded"
-        text = httpx.get(f"{server.url}/metrics").text
+        text = api.get("/metrics").text
     assert 'ember_predictions_total{deployment="ember/metered",status="succeeded"} 1.0' in text
     assert 'ember_prediction_queue_seconds_count{deployment="ember/metered"} 1.0' in text
     assert 'ember_replicas{deployment="ember/metered",state="ready"} 1.0' in text
@@ -152,7 +152,7 @@ def test_a_start_from_zero_forks_from_the_warm_host_and_the_tier_changes_live(
         assert cold_start["tier"] == "warm-host" and cold_start["requested"] == "auto"
         assert cold_start["setup_in_host"] and cold_start["memory_bytes"] > 0
         assert server.predict("forked", mode="ok")["status"] == "succeeded"
-        text = httpx.get(f"{server.url}/metrics").text
+        text = api.get("/metrics").text
         assert (
             'ember_replica_starts_total{deployment="ember/forked",outcome="ready",'
             'tier="warm-host"} 1.0' in text
@@ -167,7 +167,7 @@ def test_a_start_from_zero_forks_from_the_warm_host_and_the_tier_changes_live(
         wait_for(lambda: status(api, "forked")["cold_start"]["tier"] == "cold")
         wait_for(lambda: status(api, "forked")["replicas"] == {"starting": 0, "ready": 0})
         assert server.predict("forked", mode="ok")["status"] == "succeeded"
-        text = httpx.get(f"{server.url}/metrics").text
+        text = api.get("/metrics").text
         assert (
             'ember_replica_starts_total{deployment="ember/forked",outcome="ready",'
             'tier="cold"} 1.0' in text

@@ -35,6 +35,7 @@ router = APIRouter(prefix="/v1", route_class=StrictJSONRoute)
 Caller = Annotated[Principal, Depends(principal)]
 PAGE_SIZE = 100
 MAX_WAIT = 60
+_WAIT = re.compile(r"wait(?:=([0-9]{1,2}))?", re.IGNORECASE)
 WebhookEvent = Literal["start", "output", "logs", "completed"]
 PREFER_PARAMETER = {
     "parameters": [
@@ -75,19 +76,25 @@ def parse_prefer(header: str | None) -> tuple[float | None, bool | None]:
             key, _, value = item.strip().partition("=")
             key = key.strip().lower()
             if key == "wait":
-                if not value:
-                    wait = MAX_WAIT
-                elif re.fullmatch(r"\d{1,9}", value.strip()) and 1 <= int(value) <= MAX_WAIT:
-                    wait = int(value)
-                else:
-                    raise ApiError(
-                        400,
-                        f"Prefer: wait={value} is invalid: use `wait` or "
-                        f"`wait=N` with N between 1 and {MAX_WAIT} seconds",
-                    )
+                wait = _wait(item.strip())
             elif key == "files":
                 inline = value.strip() == "data-uri"
     return wait, inline
+
+
+def _wait(item: str) -> int:
+    """The seconds `wait` or `wait=N` asks for. Strictly that form: a blank, spaced, signed
+    or out-of-range N is refused (400) rather than read as something the client did not
+    write (`wait=` was once the full 60 s)."""
+    match = _WAIT.fullmatch(item)
+    seconds = int(match[1] or MAX_WAIT) if match else 0
+    if not 1 <= seconds <= MAX_WAIT:
+        raise ApiError(
+            400,
+            f"Prefer: {item} is invalid: use `Prefer: wait` ({MAX_WAIT} s) or "
+            f"`Prefer: wait=N` with N a whole number of seconds between 1 and {MAX_WAIT}",
+        )
+    return seconds
 
 
 async def _create(
