@@ -100,11 +100,12 @@ def test_a_time_series_since_the_year_one_is_a_year_in_at_most_121_buckets(
 @pytest.mark.parametrize(
     "since", ["9999999d", pytest.param("9" * 5000 + "d", id="5000-digit-days")]
 )
-def test_a_time_series_since_before_the_year_one_is_a_422_not_a_500(
-    server: EmberServer, since: str
+@pytest.mark.parametrize("path", ["/v1/deployments/ember/hello/timeseries", "/v1/costs"])
+def test_a_since_before_the_year_one_is_a_422_not_a_500(
+    server: EmberServer, since: str, path: str
 ) -> None:
     with server.client() as api:
-        answer = api.get("/v1/deployments/ember/hello/timeseries", params={"since": since})
+        answer = api.get(path, params={"since": since})
     assert answer.status_code == 422, answer.text
     assert "out of range" in answer.json()["detail"]
 

@@ -32,12 +32,18 @@ SHORTEST_ADVICE_DAYS = 1 / 1440  # a minute: a shorter window rounds to nothing 
 def parse_since(
     value: str | None, now: datetime.datetime | None = None
 ) -> datetime.datetime | None:
-    """'15m', '24h', '7d', '2w' (before now) or an ISO 8601 date/time (UTC if no zone)."""
+    """'15m', '24h', '7d', '2w' (before now) or an ISO 8601 date/time (UTC if no zone); a
+    span reaching before the year 1 (or past int()'s digits) is a 422, not a 500."""
     if not value:
         return None
     now = now or datetime.datetime.now(datetime.UTC)
     if match := _RELATIVE.match(value.strip().lower()):
-        return now - datetime.timedelta(**{_UNITS[match[2]]: int(match[1])})
+        try:
+            return now - datetime.timedelta(**{_UNITS[match[2]]: int(match[1])})
+        except (OverflowError, ValueError):
+            raise ApiError(
+                422, f"since={value!r} is out of range: give a span like 7d or an ISO 8601 date"
+            ) from None
     try:
         moment = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
