@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import ConsoleMessage, Page, Request, expect, sync_playwright
 
 from tests.support.paths import MODELS, ROOT
 from tests.support.server import TOKEN, EmberServer, running
@@ -87,10 +87,22 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def assert_no_script_can_read_the_token(page: Page) -> None:
+    """Issue 18: the token sat in web storage, where any script of the origin (a model's HTML
+    output, once) read it. Now the browser holds an HttpOnly session cookie, scoped to /v1."""
+    held = page.evaluate("() => [localStorage.length, sessionStorage.length, document.cookie]")
+    assert held == [0, 0, ""]
+    [session] = page.context.cookies()
+    assert session["httpOnly"] and session["sameSite"] == "Strict" and session["path"] == "/v1"
+    assert TOKEN not in session["value"]
+
+
 def test_login_refuses_a_wrong_token_then_shows_deployments_as_they_appear(
     page: Page, api: httpx.Client
 ) -> None:
     page.goto("/")
+    page.evaluate("localStorage.setItem('ember.token', 'kept by an older dashboard')")
+    page.reload()
     token = page.get_by_label("API token")
     expect(token).to_be_focused()
     token.fill("r8_not-a-token")
@@ -101,6 +113,9 @@ def test_login_refuses_a_wrong_token_then_shows_deployments_as_they_appear(
     token.fill(TOKEN)
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("heading", name="Deployments")).to_be_visible()
+    expect(page.get_by_text("No deployment yet")).to_be_visible()
+    assert_no_script_can_read_the_token(page)
+    page.reload()  # the session outlives the page
     expect(page.get_by_text("No deployment yet")).to_be_visible()
 
     # Deployed through the API while the page is open: it appears without a reload.
@@ -329,3 +344,59 @@ def test_tokens_are_made_shown_once_and_revoked_and_budgets_set(
     expect(row).to_have_count(0)
     with server.client(secret) as client:
         assert client.get("/v1/account").status_code == 401
+
+
+def test_a_request_the_dashboard_did_not_make_cannot_use_its_session(
+    page: Page, api: httpx.Client
+) -> None:
+    """The cookie goes with every /v1 request of the browser, but acts only with the session's
+    CSRF token, which the dashboard's calls send (and made every other test's actions work)."""
+    page.goto("/#/deployments")
+    expect(page.get_by_role("heading", name="Deployments")).to_be_visible()
+    forged = page.evaluate(
+        """() => fetch('/v1/tokens', {method: 'POST', headers: {'Content-Type':
+            'application/json'}, body: JSON.stringify({name: 'forged', scope: 'admin'})})
+            .then(answer => answer.status)"""
+    )
+    assert forged == 403
+    assert page.evaluate("() => fetch('/v1/account').then(answer => answer.status)") == 401
+    assert "forged" not in api.get("/v1/tokens").text
+
+
+def test_the_api_reference_runs_from_embers_own_files_under_its_csp(
+    page: Page, server: EmberServer
+) -> None:
+    """Issue 18: /docs loaded Swagger UI from a CDN, with no Content-Security-Policy."""
+    requested: list[str] = []
+    console: list[str] = []
+
+    def on_request(request: Request) -> None:
+        requested.append(request.url)
+
+    def on_console(message: ConsoleMessage) -> None:
+        console.append(message.text)
+
+    page.on("request", on_request)
+    page.on("console", on_console)
+    try:
+        page.goto("/docs")
+        operation = page.locator(".opblock", has_text="/v1/predictions").first
+        expect(operation).to_be_visible()
+        operation.locator(".opblock-summary").first.click()  # expands: the scripts run
+        expect(page.get_by_role("button", name="Try it out").first).to_be_visible()
+        shot(page, "11-api-docs")
+    finally:
+        page.remove_listener("request", on_request)
+        page.remove_listener("console", on_console)
+    assert [url for url in requested if not url.startswith((server.url, "data:"))] == []
+    assert not [text for text in console if "Content Security Policy" in text]
+
+
+def test_logging_out_ends_the_session(page: Page) -> None:
+    page.goto("/#/deployments")
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_label("API token")).to_be_visible()
+    assert page.context.cookies() == []
+    assert page.evaluate("() => fetch('/v1/account').then(answer => answer.status)") == 401
+    page.reload()
+    expect(page.get_by_label("API token")).to_be_visible()

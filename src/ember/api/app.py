@@ -17,6 +17,7 @@ from starlette.routing import Route
 from ember import __version__
 from ember.api import dashboard, errors, guards, serialize
 from ember.api.auth import principal
+from ember.api.dashboard.session import DashboardSession
 from ember.api.limits import BodyLimit
 from ember.api.openapi import document_errors
 from ember.api.routes import (
@@ -102,9 +103,13 @@ def create_app(platform: Platform, *, started: bool = False) -> FastAPI:
         description="Serverless inference on your own machines, with Replicate's v1 API and "
         "OpenAI's chat, completions and embeddings API.",
         lifespan=lifespan,
+        docs_url=None,  # /docs is the dashboard's: Swagger UI from the package, under a CSP
+        redoc_url=None,
     )
     app.state.platform = platform
     app.add_middleware(BodyLimit)
+    # Added last, so it runs first: the body limit sees a dashboard session's token too.
+    app.add_middleware(DashboardSession)
     errors.install(app)
     for module in (
         predictions,

@@ -1,8 +1,10 @@
 """The web dashboard: files shipped inside the package and served by the gateway itself at `/`
 (no separate server, no build step at run time).
 
-It is a client of the public API like any other: the browser keeps the token the user logs in
-with and sends it as a bearer token, so the dashboard can do nothing the API would not allow.
+It is a client of the public API like any other: each of its calls acts with the token the
+user logged in with, so the dashboard can do nothing the API would not allow. The browser does
+not keep that token: it holds a session cookie no script can read (`session.py`). The API's
+reference page, `/docs`, is served from here too (`docs.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.responses import FileResponse
 from starlette.staticfiles import StaticFiles
+
+from ember.api.dashboard import docs, session
 
 STATIC = Path(__file__).parent / "static"
 
@@ -28,7 +32,11 @@ SECURITY_HEADERS = {
 
 
 def install(app: FastAPI) -> None:
-    """Serve the dashboard at `/`, its files under `/ui/`."""
+    """Serve the dashboard at `/`, its files under `/ui/`, its login under
+    `/v1/dashboard/session` (the app adds `session.DashboardSession`), and `/docs`."""
+    app.state.dashboard_sessions = session.Sessions()
+    app.include_router(session.router)
+    docs.install(app)
     app.mount("/ui", StaticFiles(directory=STATIC), name="ui")
 
     @app.get("/", include_in_schema=False)

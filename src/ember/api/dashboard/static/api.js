@@ -1,18 +1,31 @@
-// The dashboard's only way to the server: Ember's public API, with the user's bearer token.
+// The dashboard's only way to the server: Ember's public API, acting with the token the user
+// logged in with. The page never keeps that token: it goes once to /v1/dashboard/session, which
+// answers with an HttpOnly session cookie (no script, ours or another same-origin page's, can
+// read it) and the session's CSRF token, held here in memory and sent with every API call.
 
-const TOKEN_KEY = "ember.token";
+const SESSION = "/v1/dashboard/session";
+const CSRF_HEADER = "X-CSRF-Token";
+const UNREACHABLE = "Ember's server cannot be reached: is `ember serve` still running?";
+let csrfToken = null;
 
-export function token() {
-  return sessionStorage.getItem(TOKEN_KEY) || localStorage.getItem(TOKEN_KEY);
+// Older versions kept the token in web storage, where any same-origin page could read it.
+localStorage.removeItem("ember.token");
+sessionStorage.removeItem("ember.token");
+
+export function loggedIn() {
+  return csrfToken !== null;
 }
 
-export function saveToken(value, remember) {
-  (remember ? localStorage : sessionStorage).setItem(TOKEN_KEY, value);
-}
-
-export function forgetToken() {
-  sessionStorage.removeItem(TOKEN_KEY);
-  localStorage.removeItem(TOKEN_KEY);
+// Whether the browser still has a session (after a reload, or another tab's login), and its
+// CSRF token if so (other sites' pages get neither the cookie sent nor the answer to read).
+export async function resumeSession() {
+  try {
+    const response = await fetch(SESSION);
+    csrfToken = response.ok ? (await response.json()).csrf_token : null;
+  } catch {
+    csrfToken = null;
+  }
+  return loggedIn();
 }
 
 export class ApiError extends Error {
@@ -35,20 +48,60 @@ function messageOf(status, body) {
 }
 
 function headers(extra = {}) {
-  const value = token();
-  return value ? { Authorization: `Bearer ${value}`, ...extra } : extra;
+  return csrfToken ? { [CSRF_HEADER]: csrfToken, ...extra } : extra;
 }
 
-// On 401 the token is forgotten and the login page shown, with why.
+async function bodyOf(response) {
+  const text = await response.text();
+  try {
+    return text ? JSON.parse(text) : null;
+  } catch {
+    return text;
+  }
+}
+
+// Log in: the server checks the token and opens the session; the token is not kept here.
+export async function logIn(token, remember) {
+  const response = await fetch(SESSION, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ token, remember }),
+  }).catch(() => {
+    throw new ApiError(0, UNREACHABLE);
+  });
+  const data = await bodyOf(response);
+  if (!response.ok) throw new ApiError(response.status, messageOf(response.status, data), data);
+  csrfToken = data.csrf_token;
+}
+
+export async function logOut() {
+  const sent = headers();
+  csrfToken = null;
+  await fetch(SESSION, { method: "DELETE", headers: sent }).catch(() => null);
+}
+
+// On 401 the session is over (logged out, expired, its token revoked): the login page, with why.
 function unauthorized() {
-  forgetToken();
+  csrfToken = null;
   if (!location.hash.startsWith("#/login")) {
     location.hash = `#/login?next=${encodeURIComponent(location.hash.slice(1) || "/")}`;
   }
 }
 
+// A refusal made with a CSRF token that is no longer the session's (another tab logged in
+// again) is tried once more with the session's current one.
+async function send(path, init) {
+  const sent = csrfToken;
+  const response = await fetch(path, { ...init, headers: headers(init.headers) });
+  const refused = response.status === 401 || response.status === 403;
+  if (refused && (await resumeSession()) && csrfToken !== sent) {
+    return fetch(path, { ...init, headers: headers(init.headers) });
+  }
+  return response;
+}
+
 export async function api(path, { method = "GET", body, form, signal } = {}) {
-  const init = { method, headers: headers(), signal };
+  const init = { method, headers: {}, signal };
   if (form) {
     init.body = form;
   } else if (body !== undefined) {
@@ -57,19 +110,13 @@ export async function api(path, { method = "GET", body, form, signal } = {}) {
   }
   let response;
   try {
-    response = await fetch(path, init);
+    response = await send(path, init);
   } catch (error) {
     if (error.name === "AbortError") throw error;
-    throw new ApiError(0, "Ember's server cannot be reached: is `ember serve` still running?");
+    throw new ApiError(0, UNREACHABLE);
   }
   if (response.status === 204) return null;
-  const text = await response.text();
-  let data = null;
-  try {
-    data = text ? JSON.parse(text) : null;
-  } catch {
-    data = text;
-  }
+  const data = await bodyOf(response);
   if (!response.ok) {
     if (response.status === 401) unauthorized();
     throw new ApiError(response.status, messageOf(response.status, data), data);
@@ -77,18 +124,13 @@ export async function api(path, { method = "GET", body, form, signal } = {}) {
   return data;
 }
 
-// Server-sent events over fetch (EventSource cannot send a bearer token). Calls
+// Server-sent events over fetch (EventSource cannot send the CSRF header). Calls
 // onEvent(kind, data) for each event until the stream ends or `signal` aborts.
 export async function streamEvents(path, onEvent, signal) {
-  const response = await fetch(path, { headers: headers({ Accept: "text/event-stream" }), signal });
+  const response = await send(path, { headers: { Accept: "text/event-stream" }, signal });
   if (!response.ok) {
-    const text = await response.text();
-    let data = null;
-    try {
-      data = JSON.parse(text);
-    } catch {
-      data = text;
-    }
+    const data = await bodyOf(response);
+    if (response.status === 401) unauthorized();
     throw new ApiError(response.status, messageOf(response.status, data), data);
   }
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();

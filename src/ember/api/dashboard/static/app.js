@@ -1,7 +1,7 @@
 // The dashboard's shell: a hash router, the navigation, and the login gate.
 
 import { html, render, useEffect, useState } from "./vendor/preact-htm.js";
-import { api, forgetToken, token } from "./api.js";
+import { api, loggedIn as hasSession, logOut, resumeSession } from "./api.js";
 import { Flame } from "./flame.js";
 import { Login } from "./pages/login.js";
 import { Deployments } from "./pages/deployments.js";
@@ -49,10 +49,9 @@ function useRoute() {
 }
 
 function Header({ path, account }) {
-  const logout = () => {
-    forgetToken();
+  const logout = () => logOut().then(() => {
     location.hash = "#/login";
-  };
+  });
   return html`
     <header class="top">
       <a class="brand" href="#/deployments"><${Flame} /> Ember</a>
@@ -73,7 +72,7 @@ function App() {
   const { path, query } = useRoute();
   const [account, setAccount] = useState(null);
   const [, setLogins] = useState(0);
-  const loggedIn = Boolean(token());
+  const loggedIn = hasSession();
   const onLogin = () => setLogins((n) => n + 1);
 
   useEffect(() => {
@@ -100,5 +99,8 @@ function App() {
 }
 
 const root = document.getElementById("app");
-root.textContent = ""; // the "Loading" note shown until the scripts ran
-render(html`<${App} />`, root);
+// The first page needs to know whether the browser's session cookie still names a session.
+resumeSession().then(() => {
+  root.textContent = ""; // the "Loading" note shown until then
+  render(html`<${App} />`, root);
+});

@@ -1,7 +1,7 @@
-// Log in with an API token: checked against the server before it is kept in the browser.
+// Log in with an API token: the server checks it and opens a session; the page keeps no token.
 
 import { html, useState } from "../vendor/preact-htm.js";
-import { api, forgetToken, saveToken } from "../api.js";
+import { logIn } from "../api.js";
 import { Flame } from "../flame.js";
 
 export function Login({ query, onLogin }) {
@@ -14,14 +14,12 @@ export function Login({ query, onLogin }) {
     event.preventDefault();
     setBusy(true);
     setError(null);
-    saveToken(value.trim(), remember);
     try {
-      await api("/v1/account");
+      await logIn(value.trim(), remember);
       const next = query.get("next");
       location.hash = `#${next && next !== "/login" ? next : "/deployments"}`;
       onLogin();
     } catch (err) {
-      forgetToken();
       setError(err.status === 401 ? "That token is not valid here. `ember serve` printed the admin token when it first started; an admin makes more with `ember token create`." : err.message);
     } finally {
       setBusy(false);
