@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,17 @@ class Catalogue:
             return existing
         target = self.packages_dir / version_id
         await asyncio.to_thread(unpack, archive, target)
+        try:
+            return await self._build_version(model, version_id, target, progress)
+        except BaseException:  # a rejected upload leaves nothing behind; a version keeps it
+            await asyncio.to_thread(shutil.rmtree, target, ignore_errors=True)
+            raise
+
+    async def _build_version(
+        self, model: records.Model, version_id: str, target: Path, progress: Progress
+    ) -> records.Version:
+        """The package unpacked at `target` read, its environment built, a replica started
+        once to check its setup and read its schema, and the version stored."""
         spec = read_package(target)
         if spec.engine is not None:
             progress(f"package: {spec.format}, engine {spec.engine.name} ({spec.engine.model})")

@@ -13,7 +13,8 @@ import os
 import shutil
 import tarfile
 import tempfile
-from pathlib import Path
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
 from typing import IO
 
 SKIPPED = {"__pycache__", ".git", ".venv", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
@@ -76,21 +77,41 @@ def pack_folder(folder: Path) -> Path:
     return Path(path)
 
 
+def _members(bundle: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, PurePosixPath]]:
+    """Each member and its path inside the package, normalised; ArchiveError for a member
+    that is not a plain file or folder, or whose path is absolute or climbs out with `..`.
+
+    Links are refused outright, whatever they point at: whether a link leads outside can
+    only be judged by resolving it, and resolving lies past PATH_MAX (CVE-2025-4517 took
+    tarfile's `data` filter around that, on Pythons before 3.11.13 and 3.12.11); a package
+    that needs a file twice can hold it twice. Devices, FIFOs and the like have no place in a
+    package either.
+    """
+    for member in bundle:
+        if not (member.isreg() or member.isdir()):
+            kind = "a link" if member.issym() or member.islnk() else "not a file or folder"
+            raise ArchiveError(
+                f"the package archive cannot be unpacked: {member.name!r} is {kind}; a package "
+                "holds plain files and folders only (copy the file a link points at instead)"
+            )
+        path = PurePosixPath(member.name)
+        if path.is_absolute() or member.name.startswith("\\") or ".." in path.parts:
+            raise ArchiveError(
+                f"the package archive cannot be unpacked: {member.name!r} points outside the "
+                "package; pack the folder itself (`ember deploy` does)"
+            )
+        yield member, path
+
+
 def check_archive(archive: Path) -> None:
-    """ArchiveError if a member points outside the package, or the archive unpacks to more
-    than MAX_PACKAGE_BYTES or MAX_PACKAGE_FILES; reads only its headers (a small archive can
-    unpack to terabytes)."""
+    """ArchiveError if a member is not a plain file or folder inside the package (see
+    `_members`), or the archive unpacks to more than MAX_PACKAGE_BYTES or MAX_PACKAGE_FILES;
+    reads only its headers (a small archive can unpack to terabytes)."""
     limit = int(os.environ.get("EMBER_MAX_PACKAGE_BYTES", MAX_PACKAGE_BYTES))
     total = count = 0
     try:
         with tarfile.open(archive, "r:*") as bundle:
-            for member in bundle:
-                parts = Path(member.name).parts
-                if member.name.startswith(("/", "\\")) or ".." in parts:
-                    raise ArchiveError(
-                        f"the package archive cannot be unpacked: {member.name!r} points "
-                        "outside the package; pack the folder itself (`ember deploy` does)"
-                    )
+            for member, _ in _members(bundle):
                 total += max(member.size, 0)
                 count += 1
                 if total > limit or count > MAX_PACKAGE_FILES:
@@ -105,8 +126,11 @@ def check_archive(archive: Path) -> None:
 
 def unpack(archive: Path, target: Path) -> None:
     """Extract a .tar.gz package safely into `target` (replaced whole, never half-written):
-    no absolute paths, no `..`, no links or devices that lead outside (tarfile's `data`
-    filter), and within the size and file-count limits of `check_archive`."""
+    plain files and folders only, each inside `target` (`_members`, checked for the whole
+    archive before anything is written, and again as it is written), within the limits of
+    `check_archive`. Extraction is Ember's own, the same on every Python: a folder is made
+    only under folders it made, and a file is created new (O_EXCL) and never through a link
+    (O_NOFOLLOW), so nothing can be written anywhere else."""
     check_archive(archive)
     if target.exists():
         shutil.rmtree(target)
@@ -115,9 +139,34 @@ def unpack(archive: Path, target: Path) -> None:
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     try:
-        with tarfile.open(archive, "r:*") as bundle:
-            bundle.extractall(staging, filter="data")
-    except (tarfile.TarError, OSError) as exc:
+        _extract(archive, staging)
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        raise ArchiveError(f"the package archive cannot be unpacked: {exc}") from exc
+        raise
     staging.rename(target)
+
+
+def _extract(archive: Path, staging: Path) -> None:
+    try:
+        with tarfile.open(archive, "r:*") as bundle:
+            for member, path in _members(bundle):
+                _write(bundle, member, staging.joinpath(*path.parts))
+    except ArchiveError:
+        raise
+    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:  # ValueError: a NUL
+        raise ArchiveError(f"the package archive cannot be unpacked: {exc}") from exc
+
+
+def _write(bundle: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> None:
+    """One member at `path`: a folder (rwxr-xr-x), or a new file (rw-r--r--, and executable
+    if it was) with the member's bytes."""
+    if member.isdir():
+        path.mkdir(mode=0o755, parents=True, exist_ok=True)
+        return
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    mode = 0o755 if member.mode & 0o111 else 0o644
+    source = bundle.extractfile(member)
+    assert source is not None  # a regular file's member always has its data
+    with source, os.fdopen(os.open(path, flags, mode), "wb") as out:
+        shutil.copyfileobj(source, out, 1 << 20)

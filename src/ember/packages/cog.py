@@ -174,7 +174,7 @@ def read_spec(root: Path) -> PackageSpec:
         system_packages=[str(p) for p in build.get("system_packages") or []],
         environment=_parse_environment(root, config.get("environment") or []),
         resources=Resources(gpu=GpuSpec(type="any") if build.get("gpu") else None),
-        max_concurrency=int(concurrency),
+        max_concurrency=concurrency,  # checked by the spec: a whole number, within bounds
         options={"run_commands": [str(c) for c in build.get("run") or []]},
     )
 

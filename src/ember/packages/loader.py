@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from ember.packages import cog, engines, native, truss
 from ember.packages.predictor import Predictor
-from ember.packages.spec import PackageError, PackageSpec, package_file
+from ember.packages.spec import (
+    MAX_SPEC_BYTES,
+    PackageError,
+    PackageSpec,
+    describe_errors,
+    package_file,
+)
 
 _FORMATS = {"ember": native, "cog": cog, "truss": truss}
 
@@ -30,7 +38,17 @@ def read_package(path: str | Path) -> PackageSpec:
     root = Path(path).expanduser().resolve()
     if not root.is_dir():
         raise PackageError(f"{path} is not a folder")
-    spec = _FORMATS[detect_format(root)].read_spec(root)
+    reader = _FORMATS[detect_format(root)]
+    try:
+        spec = reader.read_spec(root)
+    except ValidationError as exc:  # a Cog or Truss value the spec does not accept
+        raise PackageError(f"{root / reader.MANIFEST} is invalid:\n{describe_errors(exc)}") from exc
+    size = len(spec.model_dump_json().encode())
+    if size > MAX_SPEC_BYTES:  # it could not reach a replica
+        raise PackageError(
+            f"{root}'s settings come to {size // 1024} KiB, more than {MAX_SPEC_BYTES // 1024} "
+            "KiB: shorten its requirements, environment or options"
+        )
     if spec.engine is not None:
         return spec
     package_file(root, spec.predictor_parts()[0], "predictor file")

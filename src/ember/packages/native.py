@@ -11,18 +11,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ember.packages.engines import ENGINES, describe_engines, with_engine_requirements
 from ember.packages.importing import load_attribute
+from ember.packages.native_sections import ScalingDefaults, check_engine_options
 from ember.packages.predictor import Predictor, predictor_from_target
 from ember.packages.spec import (
+    MAX_SPEC_BYTES,
+    Concurrency,
     EngineSpec,
     PackageError,
     PackageSpec,
     Resources,
+    Timeout,
+    describe_errors,
     package_file,
     read_manifest,
+    read_small_text,
 )
 
 MANIFEST = "ember.yaml"
@@ -31,7 +45,7 @@ MANIFEST = "ember.yaml"
 class EmberManifest(BaseModel):
     """The fields of ember.yaml. Unknown keys are errors, so typos do not pass silently."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", description="lowercase model name")
     predictor: str | None = Field(default=None, description="'predict.py:Predictor'")
@@ -59,16 +73,21 @@ class EmberManifest(BaseModel):
     system_packages: list[str] = Field(default_factory=list)
     environment: dict[str, str] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
-    concurrency: int | None = Field(
+    concurrency: Concurrency | None = Field(
         default=None,
-        ge=1,
         description="predictions one replica runs at once (default 1, or the engine's own)",
     )
-    timeout: float | None = Field(default=None, gt=0, description="seconds per prediction")
+    timeout: Timeout | None = Field(default=None, description="seconds per prediction")
     setup_in_host: bool = Field(
         default=True, description="set up once in the warm host, then fork replicas (CPU only)"
     )
-    scaling: dict[str, Any] = Field(default_factory=dict)
+    scaling: ScalingDefaults = Field(default_factory=ScalingDefaults)
+
+    @field_validator("engine_options")
+    @classmethod
+    def _engine_options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        engine = info.data.get("engine")  # an unknown engine is refused below
+        return check_engine_options(engine, value) if engine in ENGINES else value
 
     @model_validator(mode="after")
     def _predictor_or_engine(self) -> EmberManifest:
@@ -89,7 +108,8 @@ def read_requirements(root: Path, value: list[str] | str) -> list[str]:
     if isinstance(value, list):
         return [line.strip() for line in value if line.strip()]
     path = package_file(root, value, "requirements file")
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    text = read_small_text(path, MAX_SPEC_BYTES)  # its lines become part of the spec
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
     return [line for line in lines if line]
 
 
@@ -97,7 +117,7 @@ def read_spec(root: Path) -> PackageSpec:
     try:
         manifest = EmberManifest.model_validate(read_manifest(root / MANIFEST))
     except ValidationError as exc:
-        raise PackageError(f"{root / MANIFEST} is invalid:\n{_describe(exc)}") from exc
+        raise PackageError(f"{root / MANIFEST} is invalid:\n{describe_errors(exc)}") from exc
     requirements = read_requirements(root, manifest.requirements)
     engine = None
     concurrency = manifest.concurrency
@@ -121,15 +141,9 @@ def read_spec(root: Path) -> PackageSpec:
         max_concurrency=concurrency or 1,
         timeout=manifest.timeout,
         setup_in_host=manifest.setup_in_host,
-        scaling=manifest.scaling,
+        scaling=manifest.scaling.model_dump(exclude_unset=True),
         engine=engine,
         aliases=manifest.aliases,
-    )
-
-
-def _describe(exc: ValidationError) -> str:
-    return "\n".join(
-        f"  {'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
     )
 
 

@@ -67,7 +67,7 @@ def read_spec(root: Path) -> PackageSpec:
             str(k): str(v) for k, v in (config.get("environment_variables") or {}).items()
         },
         resources=_resources(config.get("resources") or {}),
-        max_concurrency=int(runtime.get("predict_concurrency", 1)),
+        max_concurrency=runtime.get("predict_concurrency", 1),  # the spec checks it
         options={"config": config},
     )
 

@@ -432,7 +432,7 @@ def test_manifest_resources_and_settings_parse(tmp_path):
         "resources: {gpu: 'H100:2', cpu: 500m, memory: 4Gi}\n"
         "concurrency: 4\n"
         "timeout: 120\n"
-        "scaling: {min_replicas: 0, max_replicas: 3}\n",
+        "scaling: {min_instances: 0, max_instances: 3}\n",
     )
     spec = read_package(path)
     assert spec.format == "ember"
@@ -442,7 +442,7 @@ def test_manifest_resources_and_settings_parse(tmp_path):
     assert spec.resources.memory == 4 * 2**30
     assert (spec.max_concurrency, spec.timeout) == (4, 120.0)
     assert spec.environment == {"MODE": "fast"}
-    assert spec.scaling == {"min_replicas": 0, "max_replicas": 3}
+    assert spec.scaling == {"min_instances": 0, "max_instances": 3}
 
 
 def test_manifest_requirements_file_and_invalid_values(tmp_path):
