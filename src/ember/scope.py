@@ -81,6 +81,11 @@ class Scope:
     prediction_id: str
     context: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Told of each metric as it is recorded (name, value, "replace"/"increment"/"append"):
+    # the worker sends it on at once, for Cog's live `metric` events.
+    on_metric: Callable[[str, Any, str], None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def record_metric(self, name: str, value: Any, mode: MetricMode = "replace") -> None:
         """Record a metric on the prediction: replace it, add to it, or append to a list.
@@ -108,6 +113,8 @@ class Scope:
                 current.append(value)
             else:
                 node[leaf] = [current, value]
+        if self.on_metric is not None:
+            self.on_metric(name, value, "increment" if mode == "incr" else mode)
 
     def delete_metric(self, name: str) -> None:
         """Remove a metric (absent is fine) and the nesting it leaves empty. Reserved names are

@@ -91,6 +91,8 @@ async def events(platform: Platform, state: PredictionState, capacity: int) -> A
                 index += 1
             elif event.kind == "logs":
                 yield _event("log", {"source": "stdout", "data": event.data})
+            elif event.kind == "metric":
+                yield _event("metric", event.data)
             elif event.kind == "done":
                 yield _event("completed", cog_shapes.prediction(platform, state))
                 return

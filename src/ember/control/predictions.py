@@ -69,7 +69,8 @@ def utcnow() -> datetime.datetime:
 
 @dataclass
 class StreamEvent:
-    """One SSE-worthy happening: output (an item), logs (text), or done (terminal)."""
+    """One SSE-worthy happening: output (an item), logs (text), metric (one the predictor
+    just recorded), or done (terminal)."""
 
     kind: str
     data: Any = None
@@ -172,6 +173,11 @@ class PredictionState:
                 self.output = []
             self.output.append(item)
         self._publish(StreamEvent("output", item))
+
+    def add_metric(self, metric: dict[str, Any]) -> None:
+        """A metric the predictor just recorded, for live watchers (Cog's `metric` events);
+        the prediction's `metrics` get the totals when it ends."""
+        self._publish(StreamEvent("metric", metric))
 
     def keep_summary(self) -> None:
         """Once an OpenAI answer is delivered, keep only what the history needs of it."""

@@ -315,6 +315,8 @@ class DeploymentRunner:
             elif event.type == "log":
                 state.add_logs(event.data)
                 self.on_event(state, "logs")
+            elif event.type == "metric":
+                state.add_metric(event.data)
 
         return on_event
 

@@ -332,6 +332,9 @@ class LocalReplica(Replica):
             self._arm_watchdog(handle)
         elif event == protocol.EV_OUTPUT and handle is not None:
             handle.publish(PredictionEvent("output", handle.id, message["value"]))
+        elif event == protocol.EV_METRIC and handle is not None:
+            metric = {key: message[key] for key in ("name", "value", "mode")}
+            handle.publish(PredictionEvent("metric", handle.id, metric))
         elif event == protocol.EV_RETURNED and handle is not None:
             # Draining, it will not start this one: safe to run on another replica.
             self._complete(

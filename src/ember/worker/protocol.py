@@ -55,6 +55,7 @@ EV_STATE = "state"
 EV_LOG = "log"
 EV_STARTED = "started"
 EV_OUTPUT = "output"
+EV_METRIC = "metric"  # a metric the predictor recorded, as it recorded it
 EV_DONE = "done"
 EV_HEARTBEAT = "heartbeat"
 EV_RETURNED = "returned"

@@ -212,6 +212,9 @@ class Runner:
         job it cannot reach.
         """
         scratch = self._scratch(job)
+        job.scope.on_metric = lambda name, value, mode: self.send(
+            {"ev": protocol.EV_METRIC, "id": job.id, "name": name, "value": value, "mode": mode}
+        )
         token = scope.enter(job.scope)
         with self._lock:
             self.active[job.id] = job

@@ -428,9 +428,22 @@ def test_server_sent_events_for_a_model_marked_streaming(world: World) -> None:
     assert outputs == [{"chunk": "chunk-0", "index": 0}, {"chunk": "chunk-1", "index": 1}]
     logs = "".join(data["data"] for name, data in events if name == "log")
     assert "making chunk 0" in logs and "making chunk 1" in logs
+    # each metric as it was recorded, between the outputs (Cog's sse_streaming_metrics)
+    metrics = [(name, data) for name, data in events if name in ("metric", "output")]
+    assert [(name, data.get("name")) for name, data in metrics] == [
+        ("metric", "temperature"),
+        ("output", None),
+        ("metric", "token_count"),
+        ("output", None),
+        ("metric", "token_count"),
+    ]
+    assert metrics[0][1] == {"name": "temperature", "value": 0.7, "mode": "replace"}
+    assert metrics[2][1] == {"name": "token_count", "value": 1, "mode": "increment"}
     completed = events[-1][1]
     assert set(completed) == COG_FIELDS
     assert (completed["status"], completed["output"]) == ("succeeded", ["chunk-0", "chunk-1"])
+    assert completed["metrics"]["temperature"] == 0.7
+    assert completed["metrics"]["token_count"] == 2
     # the schema says so, as Cog's does
     schema = world.admin.get("/cog/ember/sse/openapi.json").json()
     assert schema["paths"]["/predictions"]["post"]["x-cog-streaming"] is True
