@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import os
-import shutil
-import tarfile
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import ray
 
+from ember.packages.archive import unpack
 from ember.packages.spec import PackageSpec
 from ember.runtime.base import (
     PredictionEvent,
@@ -275,8 +274,10 @@ def _result_fields(result: PredictionResult) -> dict[str, Any]:
 
 
 def _unpack(archive: bytes, target: Path) -> None:
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)  # left by an agent that died unpacking
-    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as bundle:
-        bundle.extractall(staging, filter="data")
-    staging.rename(target)
+    """Unpack a package the head sent, with the same checks as an upload (links and special
+    files refused, every member inside `target`): the head is trusted, its packages are not."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(suffix=".tar.gz", dir=target.parent) as bundle:
+        bundle.write(archive)
+        bundle.flush()
+        unpack(Path(bundle.name), target)
