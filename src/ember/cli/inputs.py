@@ -89,4 +89,15 @@ def parse_inputs(pairs: list[str], schema: dict[str, Any] | None) -> dict[str, A
             values.setdefault(name, []).append(_convert(raw, item_kind, name))
         else:
             values[name] = _convert(raw, kind, name)
+    _check_required(schema, values)
     return values
+
+
+def _check_required(schema: dict[str, Any] | None, values: dict[str, Any]) -> None:
+    """Refuse before anything runs when a required input is missing (as `cog predict`)."""
+    inputs = (schema or {}).get("components", {}).get("schemas", {}).get("Input", {})
+    missing = [name for name in inputs.get("required", []) if name not in values]
+    if missing:
+        names = ", ".join(f'"{name}"' for name in missing)
+        example = " ".join(f"-i {name}=..." for name in missing)
+        raise InputSyntaxError(f"missing required input {names}: add {example}")

@@ -89,7 +89,7 @@ def _predict(client: Client, ref: str, raw_inputs: list[str], output_dir: Path) 
     try:
         inputs = parse_inputs(raw_inputs, schema)
     except InputSyntaxError as exc:
-        raise CommandFailed(str(exc), 2) from None
+        raise CommandFailed(f"{exc}\n{owner}/{name}: {_inputs_hint(schema)}", 2) from None
 
     try:
         prediction = client.post(create, json={"input": inputs, "stream": True})

@@ -176,7 +176,8 @@ def test_invalid_input_exits_2_and_names_the_inputs(server: EmberServer) -> None
     deployed(server, HELLO, "hello-world")
     result = ember(server, "predict", "ember/hello-world")
     assert result.returncode == 2
-    assert "text: Field required" in result.stderr
+    # refused before a prediction is made, as `cog predict` does
+    assert 'missing required input "text": add -i text=...' in result.stderr
     assert "text (string, required)" in result.stderr
 
 
