@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import (
     BaseModel,
@@ -38,6 +38,8 @@ from pydantic import (
 
 from ember.control.errors import InvalidRequest
 from ember.control.hardware import HARDWARE
+from ember.packages.native_sections import SCALING_BOUNDS as BOUNDS
+from ember.packages.native_sections import ColdStartTier
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _ALIASES = {
@@ -114,33 +116,33 @@ def keep_warm_floor(windows: list[KeepWarmWindow], moment: datetime.datetime) ->
     return max((w.count for w in windows if w.active(moment)), default=0)
 
 
-ColdStartTier = Literal["auto", "warm-host", "disk", "cold"]
-
-
 class ScalingSettings(BaseModel):
     """How one deployment scales. Every field can change while it runs."""
 
     model_config = ConfigDict(extra="forbid")
 
-    min_instances: int = Field(default=0, ge=0, le=100)
-    max_instances: int = Field(default=1, ge=1, le=100)
+    min_instances: int = Field(default=0, **BOUNDS["min_instances"])
+    max_instances: int = Field(default=1, **BOUNDS["max_instances"])
     target_concurrency: int | None = Field(
-        default=None, ge=1, le=10_000, description="predictions per replica; default: its slots"
+        default=None,
+        description="predictions per replica; default: its slots",
+        **BOUNDS["target_concurrency"],
     )
-    scale_up_delay: float = Field(default=0.0, ge=0, le=3600)
-    scale_down_delay: float = Field(default=60.0, ge=0, le=3600)
+    scale_up_delay: float = Field(default=0.0, **BOUNDS["scale_up_delay"])
+    scale_down_delay: float = Field(default=60.0, **BOUNDS["scale_down_delay"])
     idle_timeout: float | None = Field(
-        default=None, ge=0, le=24 * 3600, description="seconds idle before zero; default: learned"
+        default=None,
+        description="seconds idle before zero; default: learned",
+        **BOUNDS["idle_timeout"],
     )
-    queue_limit: int = Field(default=10_000, ge=0, le=1_000_000)
+    queue_limit: int = Field(default=10_000, **BOUNDS["queue_limit"])
     keep_warm: list[str] = Field(default_factory=list)
-    request_timeout: float | None = Field(default=None, gt=0, le=24 * 3600)
+    request_timeout: float | None = Field(default=None, **BOUNDS["request_timeout"])
     cold_start_tier: ColdStartTier = "auto"
     prediction_retries: int = Field(
         default=1,
-        ge=0,
-        le=5,
         description="runs more of a prediction whose replica died before it produced output",
+        **BOUNDS["prediction_retries"],
     )
 
     @field_validator("keep_warm")

@@ -4,9 +4,9 @@ is read rather than taken as any value.
 Both used to be `dict[str, Any]`: a misspelt setting passed silently, and a hostile package
 put whatever it liked there (an alias bomb ended as a 500). Each is now checked against the
 settings something reads, with the ranges that reader accepts, and an unknown name is refused
-with the names that are known. The tables mirror their readers, which this layer cannot
-import (`ember.control.scaling` lies above it; the engines import torch or llama.cpp);
-tests/unit/test_package_bounds.py fails when one drifts from its reader.
+with the names that are known. The scaling ranges are defined here and read by
+`ember.control.scaling` too; the engine tables mirror the engines, which import torch or
+llama.cpp; tests/unit/test_package_bounds.py fails when a name drifts from its reader.
 """
 
 from __future__ import annotations
@@ -43,23 +43,39 @@ class _Section(BaseModel):
         return value
 
 
+# The ranges of a deployment's scaling settings, kept here, below both of their readers:
+# `ember.control.scaling.ScalingSettings` and a package's `scaling:` defaults (ScalingDefaults).
+SCALING_BOUNDS: dict[str, dict[str, float]] = {
+    "min_instances": {"ge": 0, "le": 100},
+    "max_instances": {"ge": 1, "le": 100},
+    "target_concurrency": {"ge": 1, "le": 10_000},
+    "scale_up_delay": {"ge": 0, "le": 3600},
+    "scale_down_delay": {"ge": 0, "le": 3600},
+    "idle_timeout": {"ge": 0, "le": 24 * 3600},
+    "queue_limit": {"ge": 0, "le": 1_000_000},
+    "request_timeout": {"gt": 0, "le": 24 * 3600},
+    "prediction_retries": {"ge": 0, "le": 5},
+}
+ColdStartTier = Literal["auto", "warm-host", "disk", "cold"]
+
+
 class ScalingDefaults(_Section):
     """`scaling:` in ember.yaml: defaults for the package's deployments, by the names and
     within the ranges of `ember.control.scaling.ScalingSettings`. Left out, a setting takes
     the deployment's default."""
 
-    min_instances: int | None = Field(default=None, ge=0, le=100)
-    max_instances: int | None = Field(default=None, ge=1, le=100)
-    target_concurrency: int | None = Field(default=None, ge=1, le=10_000)
-    scale_up_delay: float | None = Field(default=None, ge=0, le=3600)
-    scale_down_delay: float | None = Field(default=None, ge=0, le=3600)
-    idle_timeout: float | None = Field(default=None, ge=0, le=24 * 3600)
-    queue_limit: int | None = Field(default=None, ge=0, le=1_000_000)
+    min_instances: int | None = Field(default=None, **SCALING_BOUNDS["min_instances"])
+    max_instances: int | None = Field(default=None, **SCALING_BOUNDS["max_instances"])
+    target_concurrency: int | None = Field(default=None, **SCALING_BOUNDS["target_concurrency"])
+    scale_up_delay: float | None = Field(default=None, **SCALING_BOUNDS["scale_up_delay"])
+    scale_down_delay: float | None = Field(default=None, **SCALING_BOUNDS["scale_down_delay"])
+    idle_timeout: float | None = Field(default=None, **SCALING_BOUNDS["idle_timeout"])
+    queue_limit: int | None = Field(default=None, **SCALING_BOUNDS["queue_limit"])
     # Windows such as 'mon-fri 08:00-19:00=1', read where a deployment applies them.
     keep_warm: list[str] | None = Field(default=None, max_length=50)
-    request_timeout: float | None = Field(default=None, gt=0, le=24 * 3600)
-    cold_start_tier: Literal["auto", "warm-host", "disk", "cold"] | None = None
-    prediction_retries: int | None = Field(default=None, ge=0, le=5)
+    request_timeout: float | None = Field(default=None, **SCALING_BOUNDS["request_timeout"])
+    cold_start_tier: ColdStartTier | None = None
+    prediction_retries: int | None = Field(default=None, **SCALING_BOUNDS["prediction_retries"])
 
     @field_validator("keep_warm")
     @classmethod
