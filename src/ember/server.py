@@ -212,17 +212,9 @@ async def serve(
         first_token = await platform.start()
         for folder in deploy:
             await platform.deploy_folder(folder, "ember", progress)
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            http=http,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=30,
+        server = uvicorn.Server(
+            _uvicorn_config(app, host, port, http, lifespan="on", timeout_graceful_shutdown=30)
         )
-        server = uvicorn.Server(config)
         announce(first_token, url)
         await server.serve()
     finally:
@@ -236,21 +228,24 @@ async def serve_metrics(
     """Start serving `/metrics` without a token on `port` (for a Prometheus scraper that
     cannot send one); stop it with its `shutdown()`. Started and stopped by hand, not with
     `serve()`: signals are the main server's (uvicorn's `serve()` would take them over)."""
-    config = uvicorn.Config(
-        metrics_app(platform),
-        host=host,
-        port=port,
-        http=http,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=5,
+    config = _uvicorn_config(
+        metrics_app(platform), host, port, http, lifespan="off", timeout_graceful_shutdown=5
     )
     config.load()
     server = uvicorn.Server(config)
     server.lifespan = config.lifespan_class(config)  # what serve() would set before startup()
     await server.startup()
     return server
+
+
+def _uvicorn_config(
+    app: Any, host: str, port: int, http: type[GuardedHttp], **options: Any
+) -> uvicorn.Config:
+    """How each of this server's listeners is served: GuardedHttp, quiet logs (Ember logs
+    what matters itself), and `options` (lifespan, shutdown grace)."""
+    return uvicorn.Config(
+        app, host=host, port=port, http=http, log_level="warning", access_log=False, **options
+    )
 
 
 def run(**options: Any) -> None:
