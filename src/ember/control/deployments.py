@@ -342,9 +342,9 @@ class Deployments:
             for other in (key.partition("/")[2], *target.runner.spec.aliases):
                 claims.setdefault(other, {})[key] = target
         for name, claimants in claims.items():
-            own = [t for key, t in claimants.items() if key.partition("/")[0] == home]
             if name in names:
                 continue
+            own = [t for key, t in claimants.items() if key.partition("/")[0] == home]
             if len(own) == 1:
                 names[name] = own[0]
             elif len(claimants) == 1:
