@@ -6,7 +6,6 @@ through a real server: tests/integration/api/test_attacks_packages.py.)"""
 from __future__ import annotations
 
 import ast
-import time
 from pathlib import Path
 
 import pytest
@@ -56,10 +55,9 @@ def _bomb(levels: int) -> str:
 
 def test_a_billion_laughs_is_refused_without_expanding_it(tmp_path: Path) -> None:
     """Ten levels stand for 3.5 billion strings; measuring them costs as much as the text.
-    Reusing a block within the budget is ordinary YAML, which a Cog or Truss file may use."""
-    began = time.monotonic()
+    (Expanded, it would never return.) Reusing a block within the budget is ordinary YAML,
+    which a Cog or Truss file may use."""
     _refused(tmp_path, _bomb(10), "aliases (*name) written out", "KiB")
-    assert time.monotonic() - began < 5
     truss = "model_name: t\nbase: &b {memory: 1Gi}\nresources: {<<: *b, cpu: 2}\n"
     (tmp_path / "truss").mkdir()
     merged = _read(tmp_path / "truss", truss, "config.yaml", **TRUSS_MODEL)
