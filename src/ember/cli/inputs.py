@@ -25,11 +25,14 @@ def data_uri(path: Path) -> str:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
+def _components(schema: dict[str, Any] | None) -> dict[str, Any]:
+    """The OpenAPI document's schemas (`Input`, its enums), empty when there is none."""
+    return (schema or {}).get("components", {}).get("schemas", {})
+
+
 def _property_type(schema: dict[str, Any] | None, name: str) -> tuple[str | None, str | None]:
     """(type, item type) of an input in the OpenAPI document, resolving enum references."""
-    if not schema:
-        return None, None
-    components = schema.get("components", {}).get("schemas", {})
+    components = _components(schema)
     prop = components.get("Input", {}).get("properties", {}).get(name)
     if prop is None:
         return None, None
@@ -67,9 +70,7 @@ def _convert(raw: str, kind: str | None, name: str) -> Any:
 def _check_known(schema: dict[str, Any] | None, name: str) -> None:
     """Refuse an input the model does not take, as `cog predict` does: a misspelt name would
     otherwise be dropped and the model run with its default."""
-    if not schema:
-        return
-    known = schema.get("components", {}).get("schemas", {}).get("Input", {}).get("properties")
+    known = _components(schema).get("Input", {}).get("properties")
     if known is not None and name not in known:
         takes = ", ".join(sorted(known)) or "no inputs"
         raise InputSyntaxError(f'unknown input "{name}": this model takes {takes}')
@@ -95,8 +96,8 @@ def parse_inputs(pairs: list[str], schema: dict[str, Any] | None) -> dict[str, A
 
 def _check_required(schema: dict[str, Any] | None, values: dict[str, Any]) -> None:
     """Refuse before anything runs when a required input is missing (as `cog predict`)."""
-    inputs = (schema or {}).get("components", {}).get("schemas", {}).get("Input", {})
-    missing = [name for name in inputs.get("required", []) if name not in values]
+    required = _components(schema).get("Input", {}).get("required", [])
+    missing = [name for name in required if name not in values]
     if missing:
         names = ", ".join(f'"{name}"' for name in missing)
         example = " ".join(f"-i {name}=..." for name in missing)
