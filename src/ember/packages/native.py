@@ -29,6 +29,7 @@ from ember.packages.spec import (
     MAX_SPEC_BYTES,
     Concurrency,
     EngineSpec,
+    Network,
     PackageError,
     PackageSpec,
     Resources,
@@ -82,6 +83,10 @@ class EmberManifest(BaseModel):
         default=True, description="set up once in the warm host, then fork replicas (CPU only)"
     )
     scaling: ScalingDefaults = Field(default_factory=ScalingDefaults)
+    network: Network = Field(
+        default="egress",
+        description="egress (outgoing connections under the server's egress rules) or none",
+    )
 
     @field_validator("engine_options")
     @classmethod
@@ -141,6 +146,7 @@ def read_spec(root: Path) -> PackageSpec:
         max_concurrency=concurrency or 1,
         timeout=manifest.timeout,
         setup_in_host=manifest.setup_in_host,
+        network=manifest.network,
         scaling=manifest.scaling.model_dump(exclude_unset=True),
         engine=engine,
         aliases=manifest.aliases,

@@ -205,6 +205,10 @@ class EngineSpec(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict, description="the engine's settings")
 
 
+# What network a replica's sandbox has (`ember.runtime.sandbox`).
+Network = Literal["egress", "none"]
+
+
 class PackageSpec(BaseModel):
     """One model package, whatever format it was written in."""
 
@@ -231,6 +235,11 @@ class PackageSpec(BaseModel):
         "packages); turn off when setup() opens connections or files replicas must not share",
     )
     scaling: dict[str, Any] = Field(default_factory=dict)
+    network: Network = Field(
+        default="egress",
+        description="egress: outgoing connections under the server's egress rules (never the "
+        "host's loopback or private addresses); none: no network at all",
+    )
     engine: EngineSpec | None = None
     aliases: list[str] = Field(
         default_factory=list, description="other names the OpenAI API's `model` field accepts"

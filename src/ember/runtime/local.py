@@ -24,6 +24,7 @@ from ember.runtime.base import Runtime, Tier, TierStatus
 from ember.runtime.local_replica import HANG_GRACE_SECONDS, HEARTBEAT_TIMEOUT_SECONDS, LocalReplica
 from ember.runtime.page_cache import CachedFiles, find_weight_files, read_ahead
 from ember.runtime.processes import worker_env
+from ember.runtime.sandbox import Sandboxing, sandbox_wanted
 from ember.runtime.warm_host import WarmHost
 from ember.tasks import cancel_and_wait
 
@@ -62,8 +63,12 @@ class LocalRuntime(Runtime):
         data_dir: Path,
         hang_grace: float = HANG_GRACE_SECONDS,
         heartbeat_timeout: float | None = None,
+        sandbox: bool | None = None,
     ) -> None:
+        """`sandbox`: run replicas in sandboxes (None: as EMBER_SANDBOX says, on by default);
+        raises SandboxUnavailable, saying what is missing, where they cannot be."""
         self.data_dir = data_dir
+        self.sandboxing = Sandboxing(data_dir, sandbox_wanted() if sandbox is None else sandbox)
         self.hang_grace = hang_grace
         # None: EMBER_HEARTBEAT_TIMEOUT, else 30 s.
         self.heartbeat_timeout = (
@@ -123,6 +128,7 @@ class LocalRuntime(Runtime):
             host=host if host is not None and host.ready else None,
             tier=Tier.DISK if tier != Tier.COLD and spec.root in self._cached else Tier.COLD,
             env=env,
+            sandboxing=self.sandboxing if self.sandboxing.enabled else None,
         )
         replica.host_wait = waited
         await replica.launch()
@@ -164,7 +170,8 @@ class LocalRuntime(Runtime):
                 ready=True,
                 detail=host.note,
                 setup_in_host=host.setup_done,
-                memory_bytes=host.memory(),
+                # Sandboxed, a host may grow to its limit, and its limit is what it holds.
+                memory_bytes=spec.resources.memory if host.confinement else host.memory(),
             )
         if tier == Tier.DISK:
             cached = self._cached.get(spec.root)
@@ -197,16 +204,23 @@ class LocalRuntime(Runtime):
             logger.exception("no environment for the warm host of %s", spec.name)
             return
         while True:
+            confinement = None
+            if self.sandboxing.enabled:
+                name = f"host-{uuid.uuid4().hex[:10]}"
+                confinement = self.sandboxing.confine(
+                    name, spec, environment, self.data_dir / "scratch" / name, {}
+                )
             host = WarmHost(
                 spec,
                 environment,
                 self.outputs_dir,
-                worker_env(spec, environment, self.outputs_dir),
+                worker_env(spec, environment, self.outputs_dir, confinement),
                 run_setup=(
                     spec.setup_in_host
                     and spec.resources.gpu is None  # CUDA must be initialised after the fork
                     and spec.root not in self._host_setup_unsafe
                 ),
+                confinement=confinement,
             )
             self._hosts[spec.root] = host
             await host.start()
@@ -250,6 +264,7 @@ class LocalRuntime(Runtime):
         for host in hosts:
             host.kill()
         await asyncio.gather(*(h.wait_stopped() for h in hosts), return_exceptions=True)
+        await asyncio.to_thread(self.sandboxing.close)
 
 
 def default_data_dir() -> Path:

@@ -43,6 +43,7 @@ from ember.runtime.base import (
     Tier,
 )
 from ember.runtime.processes import start_module, worker_env
+from ember.runtime.sandbox import Confinement, Sandboxing
 from ember.runtime.warm_host import HostUnavailable, WarmHost
 from ember.worker import protocol
 
@@ -86,8 +87,14 @@ class LocalReplica(Replica):
         tier: Tier = Tier.COLD,
         env: dict[str, str] | None = None,
         heartbeat_timeout: float = HEARTBEAT_TIMEOUT_SECONDS,
+        sandboxing: Sandboxing | None = None,
     ) -> None:
         self.id = replica_id
+        self.sandboxing = sandboxing  # None: unsandboxed
+        self.confinement: Confinement | None = None
+        # Sandboxed, output files are written in the sandbox's scratch folder, from where
+        # they are moved to `outputs_dir` as each is announced.
+        self._files_from: Path | None = None
         self.heartbeat_timeout = heartbeat_timeout
         # Checked (and sent by the worker) a few times per timeout: one late beat is no hang.
         self._heartbeat_every = min(protocol.DEFAULT_HEARTBEAT_SECONDS, heartbeat_timeout / 4)
@@ -131,41 +138,63 @@ class LocalReplica(Replica):
 
     async def launch(self) -> None:
         """Fork the worker from the warm host, or spawn it (also when the host just failed)."""
-        self.scratch_dir.mkdir(parents=True, exist_ok=True)
         began = time.perf_counter()
         parent, child = socket.socketpair()
+        own_scratch = self.scratch_dir
         try:
             if self.host is not None:
                 try:
-                    self._process, self._stderr_stream = await self.host.fork(
-                        self.id, child, self.scratch_dir, self.env
-                    )
+                    await self._fork(child)
                 except HostUnavailable:
                     logger.warning("replica %s: warm host unavailable, spawning", self.id)
                     self.host, self.tier = None, Tier.COLD
+                    self.scratch_dir = own_scratch
                     # The host may have forked on that socket before failing: a new pair.
                     parent.close()
                     child.close()
                     parent, child = socket.socketpair()
             if self._process is None:
+                self.scratch_dir.mkdir(parents=True, exist_ok=True)
                 await self._spawn(child)
         except BaseException:
             parent.close()
             shutil.rmtree(self.scratch_dir, ignore_errors=True)
+            if self.confinement is not None:
+                self.confinement.close()
             raise
         finally:
             child.close()
         self._launch_seconds = time.perf_counter() - began
         assert self._process is not None
-        self.pid = self._process.pid
+        self.pid = self.pid or self._process.pid
         reader, self._writer = await asyncio.open_unix_connection(sock=parent)
         self._tasks = [
             asyncio.create_task(self._read_stderr()),
             asyncio.create_task(self._read_loop(reader)),
         ]
 
+    async def _fork(self, child: socket.socket) -> None:
+        """A worker forked from the warm host; in the host's sandbox, if it has one, with
+        cgroups of its own (its own memory limit, its own list of processes to end)."""
+        assert self.host is not None
+        host_box = self.host.confinement
+        if host_box is not None:
+            self.scratch_dir = host_box.scratch / self.id  # what the host's sandbox can see
+        self.scratch_dir.mkdir(parents=True, exist_ok=True)
+        self._process, self._stderr_stream = await self.host.fork(
+            self.id, child, self.scratch_dir, self.env
+        )
+        if host_box is not None:
+            self.confinement = host_box.adopt(self.id, self._process.pid, self.scratch_dir)
+            self._files_from = host_box.outputs
+
     async def _spawn(self, child: socket.socket) -> None:
-        env = worker_env(self.spec, self.environment, self.outputs_dir)
+        if self.sandboxing is not None:
+            self.confinement = self.sandboxing.confine(
+                self.id, self.spec, self.environment, self.scratch_dir, self.env
+            )
+            self._files_from = self.confinement.outputs
+        env = worker_env(self.spec, self.environment, self.outputs_dir, self.confinement)
         # A private temp folder, removed when the replica exits however it exits.
         env.update(self.env, EMBER_WORKER_FD=str(child.fileno()), TMPDIR=str(self.scratch_dir))
         process = await start_module(
@@ -175,8 +204,12 @@ class LocalReplica(Replica):
             env,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            confinement=self.confinement,
         )
         self._process, self._stderr_stream = process, process.stderr
+        if self.confinement is not None:
+            # The process started is bubblewrap; the worker is the command inside it.
+            self.pid = await self.confinement.wait_for(process)
 
     def start_phases(self) -> dict[str, float]:
         """`host_wait` (for a warm host still starting), `fork` or `spawn` (until the process
@@ -222,6 +255,8 @@ class LocalReplica(Replica):
         self._killed_because = self._killed_because or reason
         for prediction_id in self._handles:
             self._kill_reasons.setdefault(prediction_id, reason)
+        if self.confinement is not None:
+            self.confinement.kill_all()
         if self._process and self._process.returncode is None:
             try:
                 os.killpg(self._process.pid, signal.SIGKILL)
@@ -236,8 +271,11 @@ class LocalReplica(Replica):
         and would otherwise outlive its replica, holding ports, memory or a GPU. The group's
         id stays reserved while any member lives, so this cannot reach another group; one
         that is empty answers ESRCH. Processes that left the group (setsid, a daemon's double
-        fork into a new session) are out of its reach."""
+        fork into a new session) are out of its reach, but not out of its sandbox's cgroup,
+        which is ended whole."""
         assert self._process is not None
+        if self.confinement is not None:
+            self.confinement.kill_all()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._process.pid, signal.SIGKILL)
 
@@ -331,6 +369,7 @@ class LocalReplica(Replica):
             handle.publish(PredictionEvent("started", handle.id))
             self._arm_watchdog(handle)
         elif event == protocol.EV_OUTPUT and handle is not None:
+            self._collect_files(handle.id)
             handle.publish(PredictionEvent("output", handle.id, message["value"]))
         elif event == protocol.EV_METRIC and handle is not None:
             metric = {key: message[key] for key in ("name", "value", "mode")}
@@ -348,6 +387,7 @@ class LocalReplica(Replica):
             if answer is not None and not answer.done():
                 answer.set_result(message.get("error"))
         elif event == protocol.EV_DONE and handle is not None:
+            self._collect_files(handle.id)
             self._complete(
                 handle,
                 PredictionResult(
@@ -448,15 +488,57 @@ class LocalReplica(Replica):
         while chunk := await self._stderr_stream.read(4096):
             self._stderr += chunk[: _STDERR_LIMIT - len(self._stderr)]
 
+    def _collect_files(self, prediction_id: str) -> None:
+        """Move a sandboxed prediction's output files to where they are served. Only regular
+        files move; each is checked again once out of the sandbox's reach, where it can no
+        longer be swapped for a link to a file of the server's."""
+        if self._files_from is None:
+            return
+        target = self.outputs_dir / prediction_id
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+        try:
+            outputs = os.open(self._files_from, flags)
+        except OSError:
+            return  # none written
+        try:
+            folder = os.open(prediction_id, flags, dir_fd=outputs)
+        except OSError:
+            return
+        finally:
+            os.close(outputs)
+        try:
+            with os.scandir(folder) as entries:
+                names = [e.name for e in entries if e.is_file(follow_symlinks=False)]
+            if names:
+                target.mkdir(parents=True, exist_ok=True)
+            for name in names:
+                os.replace(name, target / name, src_dir_fd=folder)
+                if not (target / name).is_file() or (target / name).is_symlink():
+                    (target / name).unlink()
+        except OSError:
+            logger.warning("replica %s: could not collect outputs of %s", self.id, prediction_id)
+        finally:
+            os.close(folder)
+
     async def _on_exit(self) -> None:
         assert self._process is not None
         self.exit_code = await self._process.wait()
+        if self.confinement is not None and self.host is None and self.exit_code > 128:
+            # bubblewrap passes on a death by signal N as 128 + N, as a shell does.
+            self.exit_code = 128 - self.exit_code
+        out_of_memory = self.confinement.out_of_memory() if self.confinement else None
+        if out_of_memory:
+            self._killed_because = out_of_memory
+            for prediction_id in self._handles:
+                self._kill_reasons[prediction_id] = out_of_memory
         self._kill_group()
         # Read stderr to its end (its last writer was just killed, if it lingered) so that a
         # setup error below quotes all of it and the pipe is closed when the replica says so.
         await asyncio.wait(self._tasks[:1], timeout=1)
         if self._heartbeat_check is not None:
             self._heartbeat_check.cancel()
+        if self.confinement is not None:
+            await asyncio.to_thread(self.confinement.close)
         await asyncio.to_thread(shutil.rmtree, self.scratch_dir, True)
         if self._writer:
             self._writer.close()

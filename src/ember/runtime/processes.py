@@ -11,11 +11,23 @@ from pathlib import Path
 import ember
 from ember.packages.environment import Environment
 from ember.packages.spec import PackageSpec
+from ember.runtime.sandbox import Confinement
 
 
-def worker_env(spec: PackageSpec, environment: Environment, outputs_dir: Path) -> dict[str, str]:
-    """The environment of a worker (or of a warm host, whose children inherit it)."""
-    env = dict(os.environ)
+def worker_env(
+    spec: PackageSpec,
+    environment: Environment,
+    outputs_dir: Path,
+    confinement: Confinement | None = None,
+) -> dict[str, str]:
+    """The environment of a worker (or of a warm host, whose children inherit it). A
+    sandboxed one keeps only the server's variables that are no secret of the server's, and
+    writes its output files in its own scratch folder, from where the runtime takes them."""
+    if confinement is not None:
+        env = confinement.environment(dict(os.environ))
+        outputs_dir = confinement.outputs
+    else:
+        env = dict(os.environ)
     env.update(
         EMBER_PACKAGE_SPEC=spec.model_dump_json(),
         EMBER_OUTPUTS_DIR=str(outputs_dir),
@@ -42,13 +54,16 @@ async def start_module(
     env: dict[str, str],
     stdout: int,
     stderr: int,
+    confinement: Confinement | None = None,
 ) -> asyncio.subprocess.Process:
-    """`python -m module` in the environment, inheriting `fd` (its channel to the runtime), in
-    a session of its own: a terminal's Ctrl-C reaches Ember, which drains, not it."""
+    """`python -m module` in the environment (in its sandbox, if given), inheriting `fd` (its
+    channel to the runtime), in a session of its own: a terminal's Ctrl-C reaches Ember, which
+    drains, not it."""
+    argv = [str(environment.python), "-m", module]
+    if confinement is not None:
+        argv = confinement.command(argv)
     return await asyncio.create_subprocess_exec(
-        str(environment.python),
-        "-m",
-        module,
+        *argv,
         pass_fds=(fd,),
         env=env,
         stdin=asyncio.subprocess.DEVNULL,

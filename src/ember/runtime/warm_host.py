@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 from ember.packages.environment import Environment
 from ember.packages.spec import PackageSpec
 from ember.runtime.processes import start_module
+from ember.runtime.sandbox import Confinement
 
 logger = logging.getLogger("ember.runtime")
 
@@ -70,8 +72,11 @@ class WarmHost:
         outputs_dir: Path,
         worker_env: dict[str, str],
         run_setup: bool,
+        confinement: Confinement | None = None,
     ) -> None:
         self.spec = spec
+        # Its sandbox, which its forks share until each is moved to cgroups of its own.
+        self.confinement = confinement
         self.environment = environment
         self.outputs_dir = outputs_dir
         self.worker_env = worker_env
@@ -113,17 +118,26 @@ class WarmHost:
                 env,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
+                confinement=self.confinement,
             )
+            # Sandboxed, the process we started is bubblewrap; the host is its command.
+            inside = (
+                await self.confinement.wait_for(self._process)
+                if self.confinement is not None
+                else None
+            )
+            self.pid = inside or self._process.pid
         except OSError as exc:  # no process (out of fds or processes, no interpreter)
             ours.close()
             self.state, self.error = "failed", f"the warm host could not be started: {exc}"
+            if self.confinement is not None:
+                self.confinement.close()
             self._ready.set()
             return
         finally:
             theirs.close()
         ours.setblocking(False)
         self._sock = ours
-        self.pid = self._process.pid
         self._tasks = [
             asyncio.create_task(self._read_log()),
             asyncio.create_task(self._read_events()),
@@ -204,6 +218,8 @@ class WarmHost:
 
     def kill(self) -> None:
         self.state = "stopped" if self.state != "failed" else self.state
+        if self.confinement is not None:
+            self.confinement.kill_all()
         if self._process and self._process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._process.pid, signal.SIGKILL)
@@ -243,23 +259,31 @@ class WarmHost:
             self.retry_without_setup = bool(message.get("retry_without_setup"))
             self._ready.set()
         elif event == "forked":
-            process = self._children[message["pid"]] = ForkedProcess(message["pid"])
+            pid = message["pid"]  # in the sandbox's PID namespace, if sandboxed
+            outer = self.confinement.find(pid) if self.confinement is not None else pid
+            if outer is None:  # it exited before we could see it
+                self._fork_failed(message["replica"], "the forked replica exited at once")
+                return
+            process = self._children[pid] = ForkedProcess(outer)
             if message["replica"] in self._abandoned:
                 self._abandoned.discard(message["replica"])
                 with contextlib.suppress(OSError):
-                    os.kill(message["pid"], signal.SIGKILL)
+                    os.kill(outer, signal.SIGKILL)
                 return
             future = self._forks.pop(message["replica"], None)
             if future is not None and not future.done():
                 future.set_result(process)
         elif event == "fork_failed":
-            future = self._forks.pop(message["replica"], None)
-            if future is not None and not future.done():
-                future.set_exception(HostUnavailable(message.get("error") or "fork failed"))
+            self._fork_failed(message["replica"], message.get("error") or "fork failed")
         elif event == "exit":
             child = self._children.pop(message["pid"], None)
             if child is not None:
                 child.exited(message["code"])
+
+    def _fork_failed(self, replica: str, error: str) -> None:
+        future = self._forks.pop(replica, None)
+        if future is not None and not future.done():
+            future.set_exception(HostUnavailable(error))
 
     async def _read_log(self) -> None:
         assert self._process and self._process.stdout
@@ -272,19 +296,25 @@ class WarmHost:
         code = await self._process.wait()
         if self.state in ("starting", "ready"):
             self.state = "failed"
+            oom = self.confinement.out_of_memory() if self.confinement is not None else None
             self.error = self.error or f"warm host exited with code {code}" + (
-                f":\n{self.log.decode(errors='replace').strip()}" if self.log else ""
-            )
+                f" ({oom})" if oom else ""
+            ) + (f":\n{self.log.decode(errors='replace').strip()}" if self.log else "")
         if self._sock is not None:
             self._sock.close()
         for future in self._forks.values():
             if not future.done():
                 future.set_exception(HostUnavailable(f"warm host exited with code {code}"))
         self._forks.clear()
-        for pid, child in self._children.items():
+        for child in self._children.values():
             # Orphaned: nobody would reap it or tell us its fate. Stop it for sure.
             with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
+                os.killpg(child.pid, signal.SIGKILL)
             child.exited(-signal.SIGKILL)
         self._children.clear()
+        if self.confinement is not None:
+            # Everything in the host's sandbox ends with it (its forks moved to groups of
+            # their own end with their replicas).
+            await asyncio.to_thread(self.confinement.close)
+            await asyncio.to_thread(shutil.rmtree, self.confinement.scratch, True)
         self._ready.set()

@@ -31,7 +31,7 @@ from ember.packages.loader import read_package
 from ember.runtime.local import HEARTBEAT_TIMEOUT_ENV, LocalRuntime
 from tests.support.api import TERMINAL, poll
 from tests.support.paths import model_path
-from tests.support.processes import wait_gone
+from tests.support.processes import reported_pid, wait_gone
 from tests.support.server import EmberServer, running
 
 pytestmark = pytest.mark.timeout(60)
@@ -68,12 +68,13 @@ def submit(api: httpx.Client, deployment: str, **inputs: object) -> str:
     return response.json()["id"]
 
 
-def pids(body: dict[str, Any]) -> list[int]:
-    """The pids of the replicas that ran the prediction, in order."""
-    return [int(pid) for pid in re.findall(r"^pid (\d+)$", body["logs"] or "", re.MULTILINE)]
+def pids(body: dict[str, Any]) -> list[str]:
+    """The replicas that ran the prediction, in order, as each named itself: its pid in its
+    PID namespace and that namespace (`reported_pid` finds it here while it lives)."""
+    return re.findall(r"^pid (\d+@\S+)$", body["logs"] or "", re.MULTILINE)
 
 
-def replica_of(api: httpx.Client, prediction_id: str, outputs: int = 0) -> int:
+def replica_of(api: httpx.Client, prediction_id: str, outputs: int = 0) -> str:
     """The pid of the replica running the prediction, once it has shown `outputs` items."""
     deadline = time.monotonic() + 20
     while True:
@@ -104,7 +105,7 @@ def test_kill_9_before_any_output_runs_the_prediction_again_on_another_replica(
     first = submit(api, "killed", seconds=1.5)
     behind = submit(api, "killed")  # waits behind it (inside the worker: prefetched)
     victim = replica_of(api, first)
-    os.kill(victim, signal.SIGKILL)
+    os.kill(reported_pid(victim), signal.SIGKILL)
     final = settle(api, [first, behind])
 
     retried = final[first]
@@ -126,12 +127,13 @@ def test_a_canceled_prediction_whose_replica_dies_is_not_run_again(
     create(api, "canceled")
     doomed = submit(api, "canceled", seconds=5)
     victim = replica_of(api, doomed)
-    os.kill(victim, signal.SIGSTOP)
+    stopped = reported_pid(victim)
+    os.kill(stopped, signal.SIGSTOP)
     try:
         canceled = api.post(f"/v1/predictions/{doomed}/cancel")
         assert canceled.status_code == 200, canceled.text
     finally:
-        os.kill(victim, signal.SIGKILL)
+        os.kill(stopped, signal.SIGKILL)
     final = settle(api, [doomed])[doomed]
     assert final["status"] == "canceled", final
     assert "retries" not in final["metrics"] and pids(final) == [victim]
@@ -144,8 +146,8 @@ def test_kill_9_after_output_or_with_retries_off_fails_with_the_reason(
     create(api, "no-retries", prediction_retries=0)
     shown = submit(api, "shown", outputs=1, seconds=30)
     plain = submit(api, "no-retries", seconds=30)
-    os.kill(replica_of(api, shown, outputs=1), signal.SIGKILL)
-    os.kill(replica_of(api, plain), signal.SIGKILL)
+    os.kill(reported_pid(replica_of(api, shown, outputs=1)), signal.SIGKILL)
+    os.kill(reported_pid(replica_of(api, plain)), signal.SIGKILL)
     final = settle(api, [shown, plain])
 
     assert final[shown]["status"] == "failed"
@@ -166,13 +168,14 @@ def test_a_frozen_replica_is_recycled_and_its_prediction_runs_on_another(
     create(api, "frozen")
     frozen = submit(api, "frozen", seconds=1)
     victim = replica_of(api, frozen)
-    os.kill(victim, signal.SIGSTOP)
+    frozen_pid = reported_pid(victim)
+    os.kill(frozen_pid, signal.SIGSTOP)
     try:
         final = settle(api, [frozen])[frozen]
-        assert not wait_gone([victim]), "the frozen replica was not killed"
+        assert not wait_gone([frozen_pid]), "the frozen replica was not killed"
     finally:
-        if wait_gone([victim], timeout=0):
-            os.kill(victim, signal.SIGKILL)  # leave nothing frozen behind a failed test
+        if wait_gone([frozen_pid], timeout=0):
+            os.kill(frozen_pid, signal.SIGKILL)  # leave nothing frozen behind a failed test
 
     assert final["status"] == "succeeded", final
     assert f"replica stopped responding (no heartbeat for {HEARTBEAT_TIMEOUT} s)" in final["logs"]
@@ -191,14 +194,15 @@ def test_a_preempted_replica_finishes_its_prediction_and_the_rest_run_on_a_repla
     create(api, "spot")
     ids = [submit(api, "spot", seconds=1) for _ in range(3)]
     victim = replica_of(api, ids[0])
-    os.kill(victim, signal.SIGTERM)
+    preempted = reported_pid(victim)
+    os.kill(preempted, signal.SIGTERM)
     final = settle(api, ids)
 
     assert [final[i]["status"] for i in ids] == ["succeeded"] * 3, final
     assert pids(final[ids[0]]) == [victim]
     assert all(pids(final[i]) and victim not in pids(final[i]) for i in ids[1:])
     assert all("retries" not in body["metrics"] for body in final.values())
-    assert not wait_gone([victim]), "the preempted replica did not exit once drained"
+    assert not wait_gone([preempted]), "the preempted replica did not exit once drained"
 
 
 # -- a replica that cannot start --------------------------------------------------------------

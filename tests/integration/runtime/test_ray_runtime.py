@@ -19,6 +19,7 @@ import replicate
 
 from tests.support.api import poll
 from tests.support.paths import model_path
+from tests.support.processes import reported_pid
 from tests.support.server import TOKEN, EmberServer, package_archive, ray_cluster, running
 
 pytestmark = pytest.mark.timeout(300)
@@ -182,7 +183,7 @@ def test_a_preempted_replica_on_a_node_drains_and_the_rest_run_on_a_replacement(
         json={"name": "spot", "model": "ember/where", "min_instances": 1, "max_instances": 1},
     )
     assert created.status_code == 201, created.text
-    victim = int(server.predict("spot")["output"][1].removeprefix("pid="))
+    victim = server.predict("spot")["output"][1].removeprefix("pid=")  # "<pid>@<namespace>"
 
     def submit(**inputs: object) -> str:
         response = api.post("/v1/deployments/ember/spot/predictions", json={"input": inputs})
@@ -194,12 +195,12 @@ def test_a_preempted_replica_on_a_node_drains_and_the_rest_run_on_a_replacement(
     while not api.get(f"/v1/predictions/{ids[0]}").json()["output"]:
         assert time.monotonic() < deadline, "the first prediction never started"
         time.sleep(0.05)
-    os.kill(victim, signal.SIGTERM)
+    os.kill(reported_pid(victim), signal.SIGTERM)
     ids += [submit(items=1), submit(items=1)]
     final = {i: poll(api, i, timeout=60) for i in ids}
     assert [final[i]["status"] for i in ids] == ["succeeded"] * 3, final
     assert len(final[ids[0]]["output"]) == 13  # it ran to the end where it was
-    ran_on = [int(final[i]["output"][1].removeprefix("pid=")) for i in ids]
+    ran_on = [final[i]["output"][1].removeprefix("pid=") for i in ids]
     assert ran_on[0] == victim and victim not in ran_on[1:], ran_on
     assert all("retries" not in final[i]["metrics"] for i in ids)
     assert api.delete("/v1/deployments/ember/spot").status_code == 204  # room for the next

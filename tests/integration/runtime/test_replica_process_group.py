@@ -14,7 +14,7 @@ from ember.packages.spec import PackageSpec
 from ember.runtime.base import Tier
 from ember.runtime.local import LocalRuntime
 from tests.support.paths import model_path
-from tests.support.processes import alive, wait_gone
+from tests.support.processes import alive, outside_pid, wait_gone
 from tests.support.replicas import hosted, predict, start
 
 SETUP_CHILD = model_path("faults", "setup-child")
@@ -28,8 +28,9 @@ def test_a_stopped_replica_leaves_no_process_setup_started(
         replica = await start(runtime, SETUP_CHILD)
         run = await predict(replica, input={})
         assert run.result.status == "succeeded", run.result.error
-        helper = run.result.output
-        assert isinstance(helper, int) and alive(helper)
+        assert isinstance(run.result.output, int)
+        helper = outside_pid(run.result.output, beside=replica.pid)
+        assert alive(helper)
         await replica.stop(drain=drain)
         if drain:
             assert replica.exit_code == 0  # the worker ended by itself, not by a kill
@@ -50,7 +51,7 @@ def test_a_forked_replica_leaves_no_process_setup_started(runtime: LocalRuntime)
         assert replica.tier == Tier.WARM_HOST
         run = await predict(replica, input={})
         assert run.result.status == "succeeded", run.result.error
-        helpers.append(run.result.output)
+        helpers.append(outside_pid(run.result.output, beside=replica.pid))
         assert alive(helpers[0])
         await replica.stop()
         assert replica.exit_code == 0
@@ -73,9 +74,10 @@ def test_a_stopped_replica_whose_setup_started_a_multiprocessing_child_exits(
         replica = await start(runtime, model_path("faults", "setup-multiprocessing"))
         run = await predict(replica, input={})
         assert run.result.status == "succeeded", run.result.error
+        helper = outside_pid(run.result.output, beside=replica.pid)
         async with asyncio.timeout(60):
             await replica.stop()
-        return run.result.output
+        return helper
 
     helper = asyncio.run(go())
     assert wait_gone([helper]) == []

@@ -13,7 +13,7 @@ class Predictor:
     def predict(self, items: int = 3, delay: float = 0.05, pause: float = 0) -> Iterator[str]:
         time.sleep(pause)  # before any output: a lost node's prediction may then run again
         yield f"folder={self.folder}"
-        yield f"pid={os.getpid()}"
+        yield f"pid={os.getpid()}@{os.readlink('/proc/self/ns/pid')}"  # sandboxes have their own
         yield f"gpus={os.environ.get('CUDA_VISIBLE_DEVICES', 'not set')}"
         for i in range(items):
             time.sleep(delay)
