@@ -208,6 +208,7 @@ async def serve(
     metrics = (
         None if metrics_port is None else await serve_metrics(platform, host, metrics_port, http)
     )
+    progress(f"replica sandbox: {platform.runtime.sandbox_detail}")
     try:
         first_token = await platform.start()
         for folder in deploy:

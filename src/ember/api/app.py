@@ -130,7 +130,8 @@ def create_app(platform: Platform, *, started: bool = False) -> FastAPI:
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:
-        return {"status": "ok"}
+        """Up, and whether replicas run sandboxed (the dashboard and `ember status` say so)."""
+        return {"status": "ok", "sandbox": platform.runtime.sandbox_mode}
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(caller: Annotated[Principal, Depends(principal)]) -> Response:

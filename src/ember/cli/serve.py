@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -94,6 +95,17 @@ def serve(
             "token.",
         ),
     ] = None,
+    no_sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--no-sandbox",
+            help="Run replicas without a sandbox, with the server's own rights and view of the "
+            "machine (its data directory and secret key included). By default each replica "
+            "runs in bubblewrap namespaces with cgroup limits from its package's `resources`; "
+            "where that cannot be set up, serve stops and says what is missing. Same as "
+            "EMBER_SANDBOX=off.",
+        ),
+    ] = False,
 ) -> None:
     """Start the platform: Replicate-compatible API, control plane and replicas.
 
@@ -101,12 +113,19 @@ def serve(
     base_url="http://127.0.0.1:8000")`, or use `ember deploy` and `ember predict`.
     """
     from ember.egress import EgressPolicy
+    from ember.runtime.sandbox import SANDBOX_ENV, SandboxUnavailable, sandbox_wanted
     from ember.server import run as run_server
 
     try:
         EgressPolicy(tuple(allow_egress or ()))
     except ValueError as exc:
         raise fail(f"--allow-egress: {exc}", 2) from None
+    if no_sandbox:
+        os.environ[SANDBOX_ENV] = "off"  # for this server, and for Ray nodes it starts
+    try:
+        sandbox_wanted()
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
 
     def announce(token: str | None, url: str) -> None:
         if token:
@@ -128,17 +147,20 @@ def serve(
     def progress(line: str) -> None:
         err.print(f"[dim]  {line}[/dim]", highlight=False)
 
-    run_server(
-        host=host,
-        port=port,
-        data_dir=data_dir,
-        database_url=database_url,
-        public_url=public_url,
-        announce=announce,
-        deploy=deploy or [],
-        progress=progress,
-        runtime=runtime.value,
-        ray_address=ray_address,
-        allow_egress=allow_egress or [],
-        metrics_port=metrics_port,
-    )
+    try:
+        run_server(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            database_url=database_url,
+            public_url=public_url,
+            announce=announce,
+            deploy=deploy or [],
+            progress=progress,
+            runtime=runtime.value,
+            ray_address=ray_address,
+            allow_egress=allow_egress or [],
+            metrics_port=metrics_port,
+        )
+    except SandboxUnavailable as exc:
+        raise fail(str(exc), 1) from None

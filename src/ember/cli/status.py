@@ -42,22 +42,27 @@ def status(url: ServerUrl = DEFAULT_URL, token: ApiToken = None) -> None:
 def _status(client: Client) -> None:
     """Each section asks the API for one thing; the first that needs the token says what is
     wrong with it, after the header has shown the server itself is up."""
-    client.get("/health")  # no token needed: "no server" is told apart from "bad token"
+    # No token needed: "no server" is told apart from "bad token".
+    sandbox = client.get("/health").get("sandbox")
     version = client.get("/openapi.json")["info"]["version"]
     account = client.request("GET", "/v1/account", ok=(401,))
     if isinstance(account, httpx.Response):  # the server is up: say so, then what to do
-        _header(client, version, None)
+        _header(client, version, None, sandbox)
         client.check(account)
-    _header(client, version, account["username"])
+    _header(client, version, account["username"], sandbox)
     _deployments(list(client.pages("/v1/deployments")))
     _spend(client)
     page = client.get("/v1/predictions", params={"status": "failed"})
     _failures(page.get("results", []))
 
 
-def _header(client: Client, version: str, account: str | None) -> None:
+def _header(client: Client, version: str, account: str | None, sandbox: str | None) -> None:
     line = Text.assemble(("Ember ", "bold"), (version, "bold"), f" at {client.url}  ")
     line.append("● up", "green")
+    if sandbox == "on":
+        line.append("  replicas sandboxed")
+    elif sandbox == "off":
+        line.append("  replicas NOT sandboxed (--no-sandbox)", "bold red")
     if account:
         line.append(f"  account {account}")
     if version != __version__:

@@ -245,6 +245,9 @@ class Runtime(abc.ABC):
     """Starts replicas of packages."""
 
     outputs_dir: Path  # where replicas' output files are served from
+    # Whether replicas run sandboxed ("on" or "off"), and the longer story for the operator.
+    sandbox_mode: str = "off"
+    sandbox_detail: str = "off"
 
     @abc.abstractmethod
     async def start(self) -> None:

@@ -69,6 +69,8 @@ class LocalRuntime(Runtime):
         raises SandboxUnavailable, saying what is missing, where they cannot be."""
         self.data_dir = data_dir
         self.sandboxing = Sandboxing(data_dir, sandbox_wanted() if sandbox is None else sandbox)
+        self.sandbox_mode = "on" if self.sandboxing.enabled else "off"
+        self.sandbox_detail = self.sandboxing.detail
         self.hang_grace = hang_grace
         # None: EMBER_HEARTBEAT_TIMEOUT, else 30 s.
         self.heartbeat_timeout = (

@@ -56,6 +56,7 @@ from ember.runtime.base import (
     TierStatus,
 )
 from ember.runtime.ray_node import AGENT_NAME, NodeAgent
+from ember.runtime.sandbox import SANDBOX_ENV, sandbox_wanted
 from ember.tasks import cancel_and_wait
 
 logger = logging.getLogger("ember.runtime")
@@ -290,7 +291,7 @@ class RayReplica(Replica):
 
 
 # The server's settings that replicas read from their environment: nodes get them too.
-NODE_SETTINGS = (ALLOW_ENV, "EMBER_HEARTBEAT_TIMEOUT", "EMBER_MAX_DATA_URI_BYTES")
+NODE_SETTINGS = (ALLOW_ENV, "EMBER_HEARTBEAT_TIMEOUT", "EMBER_MAX_DATA_URI_BYTES", SANDBOX_ENV)
 
 
 def _node_settings() -> dict[str, str]:
@@ -315,6 +316,9 @@ class RayRuntime(Runtime):
         place_timeout: float = PLACE_TIMEOUT_SECONDS,
     ) -> None:
         self.data_dir = data_dir
+        # Each node sandboxes its replicas as EMBER_SANDBOX, passed on to it, says.
+        self.sandbox_mode = "on" if sandbox_wanted() else "off"
+        self.sandbox_detail = f"{self.sandbox_mode} (on each node, as {SANDBOX_ENV} says)"
         self.outputs_dir = data_dir / "outputs"
         self.address = address
         # Where each node keeps environments and packages (on that node's disk).

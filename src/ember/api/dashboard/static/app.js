@@ -48,7 +48,7 @@ function useRoute() {
   return route;
 }
 
-function Header({ path, account }) {
+function Header({ path, account, sandbox }) {
   const logout = () => logOut().then(() => {
     location.hash = "#/login";
   });
@@ -62,6 +62,8 @@ function Header({ path, account }) {
         </ul>
       </nav>
       <div class="account">
+        ${sandbox === "off" ? html`<span class="badge warn" title="the server was started with --no-sandbox: models run with the server's rights">replicas not sandboxed</span>` : null}
+        ${sandbox === "on" ? html`<span class="muted" title="each replica runs in its own bubblewrap sandbox with cgroup limits">sandboxed</span>` : null}
         ${account ? html`<span title="the token's owner and scope">${account.username} · ${account.scope}</span>` : null}
         <button type="button" class="link" onClick=${logout}>Log out</button>
       </div>
@@ -71,6 +73,10 @@ function Header({ path, account }) {
 function App() {
   const { path, query } = useRoute();
   const [account, setAccount] = useState(null);
+  const [sandbox, setSandbox] = useState(null);
+  useEffect(() => {
+    fetch("/health").then((r) => r.json()).then((h) => setSandbox(h.sandbox)).catch(() => {});
+  }, []);
   const [, setLogins] = useState(0);
   const loggedIn = hasSession();
   const onLogin = () => setLogins((n) => n + 1);
@@ -90,7 +96,7 @@ function App() {
     if (Page === Login) return html`<${Login} query=${query} onLogin=${onLogin} />`;
     return html`
       <a class="skip" href="#main" onClick=${(e) => { e.preventDefault(); document.getElementById("main").focus(); }}>Skip to content</a>
-      <${Header} path=${path} account=${account} />
+      <${Header} path=${path} account=${account} sandbox=${sandbox} />
       <main id="main" tabindex="-1">
         <${Page} params=${match.slice(1).map(decodeURIComponent)} query=${query} key=${path} />
       </main>`;
