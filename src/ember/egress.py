@@ -37,9 +37,23 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ALLOW_ENV", "EgressPolicy", "EgressRefused", "origin_entry", "refusal_reason"]
+__all__ = [
+    "ALLOW_ENV",
+    "SANDBOX_PROXY_ENV",
+    "SANDBOX_PROXY_SOCKET",
+    "SANDBOX_RELAY_PORT",
+    "EgressPolicy",
+    "EgressRefused",
+    "origin_entry",
+    "refusal_reason",
+]
 
 ALLOW_ENV = "EMBER_EGRESS_ALLOW"
+# Inside a replica's sandbox: where its egress proxy's socket is bound, and the port of the
+# relay to it on the sandbox's own loopback (`ember.worker.egress_relay`).
+SANDBOX_PROXY_ENV = "EMBER_EGRESS_SOCKET"
+SANDBOX_PROXY_SOCKET = "/run/ember/egress.sock"
+SANDBOX_RELAY_PORT = 3128
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

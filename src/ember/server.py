@@ -23,6 +23,7 @@ from ember.control.platform import Platform
 from ember.egress import ALLOW_ENV, EgressPolicy, origin_entry
 from ember.runtime.base import Runtime
 from ember.runtime.local import LocalRuntime
+from ember.runtime.sandbox.confinement import PUBLIC_URL_ENV
 
 HEADER_TIMEOUT = 10.0  # EMBER_HEADER_TIMEOUT, seconds
 MAX_HEADER_BYTES = 64 * 1024  # EMBER_MAX_HEADER_BYTES: the request line and headers together
@@ -171,6 +172,7 @@ def export_egress_policy(allow_egress: Sequence[str], public_url: str) -> None:
     ValueError before anything starts."""
     policy = EgressPolicy((*allow_egress, origin_entry(public_url)))
     os.environ[ALLOW_ENV] = ",".join(policy.allow)
+    os.environ[PUBLIC_URL_ENV] = public_url  # all a `network: none` replica may reach
 
 
 async def serve(

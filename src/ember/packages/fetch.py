@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ember.egress import EgressPolicy, EgressRefused
+from ember.egress import SANDBOX_PROXY_ENV, SANDBOX_RELAY_PORT, EgressPolicy, EgressRefused
 
 DOWNLOAD_TIMEOUT = 60.0
 MAX_DATA_URI_ENV = "EMBER_MAX_DATA_URI_BYTES"
@@ -136,11 +136,19 @@ class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
 def _opener() -> urllib.request.OpenerDirector:
     """http(s) through checked connections, redirects and errors as usual, and nothing else:
     no proxy (it would connect where we did not check), no ftp: or file: for a redirect to
-    lead to (they fail as unknown URL types)."""
+    lead to (they fail as unknown URL types). In a sandbox, whose network is its own loopback,
+    through the sandbox's egress proxy, which makes the same checks outside."""
     opener = urllib.request.OpenerDirector()
+    direct: tuple[urllib.request.BaseHandler, ...] = (_CheckedHTTPHandler(), _CheckedHTTPSHandler())
+    if os.environ.get(SANDBOX_PROXY_ENV):
+        relay = f"http://127.0.0.1:{SANDBOX_RELAY_PORT}"
+        direct = (
+            urllib.request.ProxyHandler({"http": relay, "https": relay}),
+            urllib.request.HTTPHandler(),
+            urllib.request.HTTPSHandler(),
+        )
     for handler in (
-        _CheckedHTTPHandler(),
-        _CheckedHTTPSHandler(),
+        *direct,
         urllib.request.HTTPDefaultErrorHandler(),
         urllib.request.HTTPRedirectHandler(),
         urllib.request.HTTPErrorProcessor(),

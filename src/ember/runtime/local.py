@@ -209,7 +209,7 @@ class LocalRuntime(Runtime):
             confinement = None
             if self.sandboxing.enabled:
                 name = f"host-{uuid.uuid4().hex[:10]}"
-                confinement = self.sandboxing.confine(
+                confinement = await self.sandboxing.confine(
                     name, spec, environment, self.data_dir / "scratch" / name, {}
                 )
             host = WarmHost(
@@ -266,6 +266,7 @@ class LocalRuntime(Runtime):
         for host in hosts:
             host.kill()
         await asyncio.gather(*(h.wait_stopped() for h in hosts), return_exceptions=True)
+        await self.sandboxing.close_proxies()
         await asyncio.to_thread(self.sandboxing.close)
 
 

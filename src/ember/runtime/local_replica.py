@@ -190,7 +190,7 @@ class LocalReplica(Replica):
 
     async def _spawn(self, child: socket.socket) -> None:
         if self.sandboxing is not None:
-            self.confinement = self.sandboxing.confine(
+            self.confinement = await self.sandboxing.confine(
                 self.id, self.spec, self.environment, self.scratch_dir, self.env
             )
             self._files_from = self.confinement.outputs

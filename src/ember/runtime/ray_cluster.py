@@ -57,6 +57,7 @@ from ember.runtime.base import (
 )
 from ember.runtime.ray_node import AGENT_NAME, NodeAgent
 from ember.runtime.sandbox import SANDBOX_ENV, sandbox_wanted
+from ember.runtime.sandbox.confinement import PUBLIC_URL_ENV
 from ember.tasks import cancel_and_wait
 
 logger = logging.getLogger("ember.runtime")
@@ -291,7 +292,13 @@ class RayReplica(Replica):
 
 
 # The server's settings that replicas read from their environment: nodes get them too.
-NODE_SETTINGS = (ALLOW_ENV, "EMBER_HEARTBEAT_TIMEOUT", "EMBER_MAX_DATA_URI_BYTES", SANDBOX_ENV)
+NODE_SETTINGS = (
+    ALLOW_ENV,
+    "EMBER_HEARTBEAT_TIMEOUT",
+    "EMBER_MAX_DATA_URI_BYTES",
+    SANDBOX_ENV,
+    PUBLIC_URL_ENV,
+)
 
 
 def _node_settings() -> dict[str, str]:

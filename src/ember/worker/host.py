@@ -50,6 +50,7 @@ from typing import Any
 from ember.packages.loader import load_predictor
 from ember.packages.predictor import Predictor
 from ember.packages.spec import PackageSpec
+from ember.worker import egress_relay
 from ember.worker.main import Preloaded, Worker
 
 MAX_PACKET = 64 * 1024
@@ -327,6 +328,7 @@ def reseed_after_fork() -> None:
 
 
 def main() -> int:
+    egress_relay.start()  # for the replicas it forks too: they share its network
     sock = socket.socket(fileno=int(os.environ["EMBER_HOST_FD"]))
     spec = PackageSpec.model_validate_json(os.environ["EMBER_PACKAGE_SPEC"])
     host = Host(

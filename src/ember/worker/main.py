@@ -33,7 +33,7 @@ from ember.packages.loader import load_predictor
 from ember.packages.predictor import Predictor
 from ember.packages.schema import openapi_schema
 from ember.packages.spec import PackageSpec
-from ember.worker import protocol
+from ember.worker import egress_relay, protocol
 from ember.worker.healthcheck import run_healthcheck
 from ember.worker.logs import LogCapture
 from ember.worker.runner import RETURNED, Job, JobQueue, Runner, interruptible
@@ -391,6 +391,7 @@ async def _awaited(awaitable: Any) -> Any:
 
 
 def main() -> int:
+    egress_relay.start()
     sock = socket.socket(fileno=int(os.environ["EMBER_WORKER_FD"]))
     spec = PackageSpec.model_validate_json(os.environ["EMBER_PACKAGE_SPEC"])
     outputs_dir = Path(os.environ["EMBER_OUTPUTS_DIR"])

@@ -22,10 +22,12 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Protocol
 
 import ember
+from ember.egress import EgressPolicy
 from ember.packages.environment import Environment
 from ember.packages.spec import PackageSpec
 from ember.runtime.sandbox.cgroups import (
@@ -35,11 +37,14 @@ from ember.runtime.sandbox.cgroups import (
     Limits,
     process_start_time,
 )
+from ember.runtime.sandbox.egress_proxy import EgressProxy
 from ember.runtime.sandbox.layout import Layout, bwrap_arguments, confined_environment
 
 logger = logging.getLogger("ember.runtime")
 
 SANDBOX_ENV = "EMBER_SANDBOX"
+# Ember's public URL, exported by the server: a `network: none` sandbox reaches it alone.
+PUBLIC_URL_ENV = "EMBER_PUBLIC_URL"
 # Inside bubblewrap's PID namespace its own init is 1 and the command it starts is 2.
 COMMAND_PID_INSIDE = 2
 _JOIN_CGROUPS = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"'  # noqa: E501
@@ -123,7 +128,8 @@ class Confinement:
         ]
 
     def environment(self, env: dict[str, str]) -> dict[str, str]:
-        return confined_environment(env, self.scratch)
+        assert self.layout is not None
+        return confined_environment(env, self.layout)
 
     def find(self, inner_pid: int) -> int | None:
         """The pid outside of the member that is `inner_pid` in its own namespace."""
@@ -182,6 +188,7 @@ class Sandboxing:
         self.enabled = enabled
         self.strays_ended = 0
         self.bwrap = ""
+        self._proxies: dict[str, EgressProxy] = {}  # by network setting
         if not enabled:
             self.detail = (
                 "off (--no-sandbox or EMBER_SANDBOX=off): replicas run as the server's user "
@@ -252,7 +259,26 @@ class Sandboxing:
         version = subprocess.run([found, "--version"], capture_output=True, text=True)
         return version.stdout.strip() or "bubblewrap"
 
-    def confine(
+    async def _proxy(self, network: str) -> EgressProxy:
+        """The egress proxy for sandboxes with `network` (started on first use)."""
+        proxy = self._proxies.get(network)
+        if proxy is None:
+            only = None
+            if network == "none":  # Ember's own files alone (or nothing, without a server)
+                public = urllib.parse.urlsplit(os.environ.get(PUBLIC_URL_ENV, ""))
+                default = 443 if public.scheme == "https" else 80
+                only = ((public.hostname or "").lower(), public.port or default)
+            proxy = EgressProxy(EgressPolicy.from_env(), only)
+            await proxy.start()
+            self._proxies[network] = proxy
+        return proxy
+
+    async def close_proxies(self) -> None:
+        proxies, self._proxies = list(self._proxies.values()), {}
+        for proxy in proxies:
+            await proxy.close()
+
+    async def confine(
         self,
         name: str,
         spec: PackageSpec,
@@ -266,11 +292,13 @@ class Sandboxing:
         if spec.resources.gpu is not None:
             visible = env.get("CUDA_VISIBLE_DEVICES", "")
             gpus = tuple(index for index in visible.split(",") if index.strip().isdigit())
+        proxy = await self._proxy(spec.network)
         layout = Layout(
             read_only=tuple(self._readable(spec, environment)),
             scratch=scratch,
             network=spec.network,
             gpus=gpus,
+            egress_socket=proxy.path,
         )
         limits = Limits(memory=spec.resources.memory, cpu=spec.resources.cpu)
         return Confinement(self, name, limits, scratch, layout)

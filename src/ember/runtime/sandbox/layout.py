@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ember.egress import SANDBOX_PROXY_ENV, SANDBOX_PROXY_SOCKET, SANDBOX_RELAY_PORT
 from ember.packages.spec import Network
 
 # The system's programs and libraries, read-only. Where one is a link (a merged /usr), the
@@ -70,6 +71,7 @@ class Layout:
     network: Network = "egress"
     gpus: tuple[str, ...] = ()  # the GPU indices it may use
     read_write: tuple[Path, ...] = field(default=())
+    egress_socket: Path | None = None  # its egress proxy's socket (`egress_proxy.py`)
 
 
 def _system_binds(root: Path = Path("/")) -> list[str]:
@@ -123,8 +125,11 @@ def bwrap_arguments(layout: Layout) -> list[str]:
         "--tmpfs",
         "/sys/fs/cgroup",
     ]
-    if layout.network == "none":
-        args.append("--unshare-net")
+    # A network of its own, always: its loopback is not the host's. What it may reach goes
+    # through its egress proxy, whose socket is bound in.
+    args.append("--unshare-net")
+    if layout.egress_socket is not None:
+        args += ["--bind", str(layout.egress_socket), SANDBOX_PROXY_SOCKET]
     # /tmp first: what is bound below it later (a package in a data directory under /tmp)
     # must not be hidden by it.
     args += ["--bind", str(layout.scratch), "/tmp"]
@@ -159,12 +164,19 @@ KEPT_PREFIXES = (
 )
 
 
-def confined_environment(env: dict[str, str], scratch: Path) -> dict[str, str]:
-    """`env` less what is the server's own; HOME and TMPDIR point at the scratch folder."""
+def confined_environment(env: dict[str, str], layout: Layout) -> dict[str, str]:
+    """`env` less what is the server's own; HOME and TMPDIR point at the scratch folder, and
+    HTTP clients at the relay to the sandbox's egress proxy."""
     kept = {
         name: value
         for name, value in env.items()
         if name in KEPT_VARIABLES or name.startswith(KEPT_PREFIXES)
     }
-    kept.update(HOME="/tmp", TMPDIR=str(scratch))
+    kept.update(HOME="/tmp", TMPDIR=str(layout.scratch))
+    if layout.egress_socket is not None:
+        relay = f"http://127.0.0.1:{SANDBOX_RELAY_PORT}"
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            kept[name] = relay
+        kept["NO_PROXY"] = kept["no_proxy"] = "localhost,127.0.0.1,::1"
+        kept[SANDBOX_PROXY_ENV] = SANDBOX_PROXY_SOCKET
     return kept
