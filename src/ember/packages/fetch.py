@@ -133,6 +133,20 @@ class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
         return self.do_open(_CheckedHTTPSConnection, req)
 
 
+class _ThroughRelay(urllib.request.BaseHandler):
+    """Every request, each redirect included, through the sandbox's egress relay: loopback
+    URLs too (NO_PROXY, which a ProxyHandler obeys, names the sandbox's own loopback, while
+    Ember's URL is the host's)."""
+
+    handler_order = 100  # before the handlers that open connections
+
+    def http_request(self, req: urllib.request.Request) -> urllib.request.Request:
+        req.set_proxy(f"127.0.0.1:{SANDBOX_RELAY_PORT}", "http")
+        return req
+
+    https_request = http_request
+
+
 def _opener() -> urllib.request.OpenerDirector:
     """http(s) through checked connections, redirects and errors as usual, and nothing else:
     no proxy (it would connect where we did not check), no ftp: or file: for a redirect to
@@ -141,12 +155,7 @@ def _opener() -> urllib.request.OpenerDirector:
     opener = urllib.request.OpenerDirector()
     direct: tuple[urllib.request.BaseHandler, ...] = (_CheckedHTTPHandler(), _CheckedHTTPSHandler())
     if os.environ.get(SANDBOX_PROXY_ENV):
-        relay = f"http://127.0.0.1:{SANDBOX_RELAY_PORT}"
-        direct = (
-            urllib.request.ProxyHandler({"http": relay, "https": relay}),
-            urllib.request.HTTPHandler(),
-            urllib.request.HTTPSHandler(),
-        )
+        direct = (_ThroughRelay(), urllib.request.HTTPHandler(), urllib.request.HTTPSHandler())
     for handler in (
         *direct,
         urllib.request.HTTPDefaultErrorHandler(),

@@ -181,12 +181,16 @@ class LocalReplica(Replica):
         if host_box is not None:
             self.scratch_dir = host_box.scratch / self.id  # what the host's sandbox can see
         self.scratch_dir.mkdir(parents=True, exist_ok=True)
-        self._process, self._stderr_stream = await self.host.fork(
+        forked, self._stderr_stream = await self.host.fork(
             self.id, child, self.scratch_dir, self.env
         )
-        if host_box is not None:
-            self.confinement = host_box.adopt(self.id, self._process.pid, self.scratch_dir)
-            self._files_from = host_box.outputs
+        self._process = forked
+        try:
+            if host_box is not None:
+                self.confinement = host_box.adopt(self.id, forked.pid, self.scratch_dir)
+                self._files_from = host_box.outputs
+        finally:
+            forked.start()  # it waited for the move into its own cgroups
 
     async def _spawn(self, child: socket.socket) -> None:
         if self.sandboxing is not None:

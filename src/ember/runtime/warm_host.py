@@ -51,6 +51,7 @@ class ForkedProcess:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.returncode: int | None = None
+        self.release = -1  # sandboxed: the pipe end whose closing lets it start (`release`)
         self._exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
     def exited(self, code: int) -> None:
@@ -60,6 +61,12 @@ class ForkedProcess:
 
     async def wait(self) -> int:
         return await asyncio.shield(self._exited)
+
+    def start(self) -> None:
+        """Let a forked replica that waits (sandboxed: until moved to its cgroups) go on."""
+        if self.release >= 0:
+            os.close(self.release)
+            self.release = -1
 
 
 class WarmHost:
@@ -175,26 +182,36 @@ class WarmHost:
         if not self.ready or self._sock is None:
             raise HostUnavailable(f"warm host for {self.spec.name} is {self.state}")
         read_fd, write_fd = os.pipe()
+        # Sandboxed, the child waits for `release` to close: see `release_fork`.
+        hold, release = os.pipe() if self.confinement is not None else (-1, -1)
         future: asyncio.Future[ForkedProcess] = asyncio.get_running_loop().create_future()
         self._forks[replica_id] = future
         try:
             message = json.dumps(
                 {"op": "fork", "replica": replica_id, "tmpdir": str(tmpdir), "env": env or {}}
             )
-            await self._send(message.encode(), [worker_sock.fileno(), write_fd])
+            fds = [worker_sock.fileno(), write_fd] + ([hold] if hold >= 0 else [])
+            await self._send(message.encode(), fds)
         except OSError as exc:
             self._forks.pop(replica_id, None)
             os.close(read_fd)
+            if release >= 0:
+                os.close(release)
             raise HostUnavailable(f"warm host for {self.spec.name} is gone: {exc}") from exc
         finally:
             os.close(write_fd)
+            if hold >= 0:
+                os.close(hold)
         try:
             process = await future
         except BaseException:  # the host failed, or the start was cancelled
             os.close(read_fd)
+            if release >= 0:
+                os.close(release)
             if self._forks.pop(replica_id, None) is not None:
                 self._abandoned.add(replica_id)  # if it is forked after all, kill it
             raise
+        process.release = release
         loop = asyncio.get_running_loop()
         stderr = asyncio.StreamReader(limit=_LOG_LIMIT)
         await loop.connect_read_pipe(lambda: _PipeReader(stderr), os.fdopen(read_fd, "rb", 0))

@@ -191,14 +191,14 @@ class Host:
     def _on_control(self) -> bool:
         """Handle one request; False when the runtime has gone away."""
         try:
-            data, fds, _, _ = socket.recv_fds(self.sock, MAX_PACKET, 2)
+            data, fds, _, _ = socket.recv_fds(self.sock, MAX_PACKET, 3)
         except OSError:
             return False
         if not data:
             return False
         message = json.loads(data)
-        if message.get("op") == "fork" and len(fds) == 2 and not self.retiring:
-            self._fork(message, fds[0], fds[1])
+        if message.get("op") == "fork" and len(fds) in (2, 3) and not self.retiring:
+            self._fork(message, *fds)
             return True
         for fd in fds:
             os.close(fd)
@@ -210,7 +210,13 @@ class Host:
             )
         return True
 
-    def _fork(self, message: dict[str, Any], worker_fd: int, stderr_fd: int) -> None:
+    def _fork(
+        self, message: dict[str, Any], worker_fd: int, stderr_fd: int, hold_fd: int = -1
+    ) -> None:
+        """Fork a replica. With `hold_fd` (a sandboxed host's), the child waits until the
+        runtime closes that pipe's other end, which it does once it has moved the child into
+        cgroups of the replica's own: whatever the child starts from then on (setup() may
+        daemonize a helper) is counted, limited and ended with the replica, not the host."""
         sys.stdout.flush()
         sys.stderr.flush()
         try:
@@ -218,11 +224,16 @@ class Host:
         except OSError as exc:
             os.close(worker_fd)
             os.close(stderr_fd)
+            if hold_fd >= 0:
+                os.close(hold_fd)
             self.send({"ev": "fork_failed", "replica": message["replica"], "error": str(exc)})
             return
         if pid == 0:
             code = 1
             try:
+                if hold_fd >= 0:
+                    os.read(hold_fd, 1)  # EOF: moved (or the runtime is gone)
+                    os.close(hold_fd)
                 code = self._become_worker(message, worker_fd, stderr_fd)
             except BaseException:
                 with contextlib.suppress(BaseException):
@@ -234,6 +245,8 @@ class Host:
                 os._exit(code)  # never back into the host's loop
         os.close(worker_fd)
         os.close(stderr_fd)
+        if hold_fd >= 0:
+            os.close(hold_fd)
         self.children.add(pid)
         self.send({"ev": "forked", "replica": message["replica"], "pid": pid})
 
