@@ -209,7 +209,10 @@ class LoadServer:
         # While it exists, replicas of the held model cannot finish setup (nor can the upload's
         # check of it, so it is made once both models are in).
         self.setup_hold = work / "setup-hold"
-        self.server = EmberServe(work / "data", work / "server.log")
+        # Unsandboxed: the hold files are this bench's instrument, shared with its models by
+        # path, and a sandbox shows a replica no path of the server's (by design). What is
+        # measured here is the control plane; bench/sandbox_overhead.py measures the sandbox.
+        self.server = EmberServe(work / "data", work / "server.log", args=["--no-sandbox"])
         try:
             self.server.start()
             for name, environment in (
