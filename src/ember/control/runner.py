@@ -130,6 +130,8 @@ class DeploymentRunner:
         )
         self.last_decision = Decision(0, "not started")
         self.last_setup_error: str | None = None
+        # The last replica that ended of its own (out of memory, a crash), for the status.
+        self.last_failure: dict[str, str] | None = None
         self._pending_starts = 0
         self.restarts = RestartBackoff()
         self.health = HealthWatch(
@@ -368,6 +370,13 @@ class DeploymentRunner:
         for replica in self.replicas:
             if replica.state == ReplicaState.DRAINING:  # preempted: it drains by itself
                 self._retire(replica)
+            elif replica.state not in ALIVE and replica.failure:
+                self.last_failure = {
+                    "replica": replica.id,
+                    "reason": replica.failure,
+                    "at": self.wall().isoformat(),
+                }
+                logger.warning("%s: replica %s ended: %s", self.name, replica.id, replica.failure)
         self.replicas = [r for r in self.replicas if r.state in ALIVE]
         if self._unproven:
             self._unproven.intersection_update(r.id for r in self.replicas)

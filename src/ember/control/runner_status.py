@@ -23,6 +23,7 @@ def report(runner: DeploymentRunner) -> dict[str, Any]:
         "keepalive": _learned(runner),
         "cold_start": _cold_start(runner),
         "setup_error": runner.last_setup_error,  # why the last start failed, until one works
+        "last_failure": runner.last_failure,  # the last replica that ended of its own, and why
         "restart_backoff": runner.restarts.report(runner.clock()),
         "unhealthy": runner.health.report(),  # replicas failing their model's healthcheck
         "placement": runner.runtime.placement(runner.spec),  # what a start waits for, if any

@@ -201,6 +201,9 @@ class Replica(abc.ABC):
     tier: Tier = Tier.COLD  # what it started from
     # Its machine went away (a cluster node lost): whatever it ended in, not the model's doing.
     lost: bool = False
+    # Why it ended, when it ended of its own (out of memory at its sandbox's limit, a crash):
+    # not set for a replica stopped on purpose.
+    failure: str | None = None
     # Whether its model has a healthcheck to ask (False once the replica says it has none:
     # then nobody sends it one), and why that check failed once set up (None: it passed).
     has_healthcheck: bool = True

@@ -532,9 +532,11 @@ class LocalReplica(Replica):
             self.exit_code = 128 - self.exit_code
         out_of_memory = self.confinement.out_of_memory() if self.confinement else None
         if out_of_memory:
-            self._killed_because = out_of_memory
+            self._killed_because = self.failure = out_of_memory
             for prediction_id in self._handles:
                 self._kill_reasons[prediction_id] = out_of_memory
+        elif self.exit_code and self.state == ReplicaState.READY:
+            self.failure = self._killed_because or f"exited with code {self.exit_code}"
         self._kill_group()
         # Read stderr to its end (its last writer was just killed, if it lingered) so that a
         # setup error below quotes all of it and the pipe is closed when the replica says so.

@@ -330,6 +330,10 @@ def test_a_replica_past_its_memory_limit_is_stopped_alone(site: Site) -> None:
         result = _bob(site, hog, mib=1024)
     assert result["status"] == "failed", result
     assert "out of memory: limit 256 MiB" in (result["error"] or ""), result
+    # The deployment's status says why its replica ended.
+    with site.client("bob") as bob:
+        status = bob.get(f"/v1/deployments/{hog}").json()["status"]
+    assert "out of memory: limit 256 MiB" in status["last_failure"]["reason"], status
     assert _succeeded(site, hog, mib=32) == "held 32 MiB"  # a new replica
 
 
