@@ -95,6 +95,7 @@ class LocalReplica(Replica):
         # Sandboxed, output files are written in the sandbox's scratch folder, from where
         # they are moved to `outputs_dir` as each is announced.
         self._files_from: Path | None = None
+        self._moving: asyncio.Task[Confinement] | None = None  # a fork on its way to its cgroups
         self.heartbeat_timeout = heartbeat_timeout
         # Checked (and sent by the worker) a few times per timeout: one late beat is no hang.
         self._heartbeat_every = min(protocol.DEFAULT_HEARTBEAT_SECONDS, heartbeat_timeout / 4)
@@ -181,16 +182,28 @@ class LocalReplica(Replica):
         if host_box is not None:
             self.scratch_dir = host_box.scratch / self.id  # what the host's sandbox can see
         self.scratch_dir.mkdir(parents=True, exist_ok=True)
+        # Where the fork will run setup() (the host did not), it waits until it is in its own
+        # cgroups: a daemon setup() starts is then the replica's. Where the host ran setup,
+        # the move (milliseconds: the kernel waits out an RCU grace period) overlaps the
+        # fork's start instead, and the replica is not ready, so runs nothing, until it is done.
+        hold = host_box is not None and not self.host.setup_done
         forked, self._stderr_stream = await self.host.fork(
-            self.id, child, self.scratch_dir, self.env
+            self.id, child, self.scratch_dir, self.env, hold=hold
         )
         self._process = forked
+        if host_box is None:
+            return
+        self._files_from = host_box.outputs
         try:
-            if host_box is not None:
+            if hold:
                 self.confinement = host_box.adopt(self.id, forked.pid, self.scratch_dir)
-                self._files_from = host_box.outputs
+            else:
+                self._moving = asyncio.create_task(
+                    asyncio.to_thread(host_box.adopt, self.id, forked.pid, self.scratch_dir)
+                )
         finally:
-            forked.start()  # it waited for the move into its own cgroups
+            forked.start()
+        self.host.prepare_next_fork()
 
     async def _spawn(self, child: socket.socket) -> None:
         if self.sandboxing is not None:
@@ -407,6 +420,11 @@ class LocalReplica(Replica):
 
     def _on_state(self, message: dict[str, Any]) -> None:
         state = message["state"]
+        if state == ReplicaState.READY and self._moving is not None:
+            # Ready once in its own cgroups (see `_fork`), not before.
+            moving, self._moving = self._moving, None
+            moving.add_done_callback(lambda _: self._moved(moving, message))
+            return
         if state == ReplicaState.READY:
             self.schema = message.get("schema")
             self.max_concurrency = message.get("max_concurrency", self.max_concurrency)
@@ -432,6 +450,16 @@ class LocalReplica(Replica):
         elif state == ReplicaState.STOPPED and self.state != ReplicaState.SETUP_FAILED:
             self.state = ReplicaState.STOPPED
             self._tasks.append(asyncio.create_task(self._end_lingering_exit()))
+
+    def _moved(self, moving: asyncio.Task[Confinement], ready: dict[str, Any]) -> None:
+        if moving.cancelled() or moving.exception() is not None:
+            self.kill(f"replica {self.id} could not be put in its cgroups: {moving.exception()}")
+            return
+        self.confinement = moving.result()
+        if self._exited.is_set():  # it ended meanwhile: end what it left
+            self.confinement.close()
+            return
+        self._on_state(ready)
 
     async def _end_lingering_exit(self) -> None:
         """Kill a worker that stopped but does not exit (see EXIT_GRACE_SECONDS)."""
@@ -530,6 +558,10 @@ class LocalReplica(Replica):
         if self.confinement is not None and self.host is None and self.exit_code > 128:
             # bubblewrap passes on a death by signal N as 128 + N, as a shell does.
             self.exit_code = 128 - self.exit_code
+        if self._moving is not None:  # it ended before it was ready: its groups all the same
+            with contextlib.suppress(Exception):
+                self.confinement = await self._moving
+            self._moving = None
         out_of_memory = self.confinement.out_of_memory() if self.confinement else None
         if out_of_memory:
             self._killed_because = self.failure = out_of_memory

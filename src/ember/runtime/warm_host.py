@@ -176,21 +176,23 @@ class WarmHost:
         worker_sock: socket.socket,
         tmpdir: Path,
         env: dict[str, str] | None = None,
+        hold: bool = False,
     ) -> tuple[ForkedProcess, asyncio.StreamReader]:
         """Fork a replica speaking on `worker_sock`, with `env` added to its environment; its
-        stderr comes back as a stream."""
+        stderr comes back as a stream. With `hold`, the replica waits to run anything until
+        `ForkedProcess.start()`."""
         if not self.ready or self._sock is None:
             raise HostUnavailable(f"warm host for {self.spec.name} is {self.state}")
         read_fd, write_fd = os.pipe()
         # Sandboxed, the child waits for `release` to close: see `release_fork`.
-        hold, release = os.pipe() if self.confinement is not None else (-1, -1)
+        hold_fd, release = os.pipe() if hold else (-1, -1)
         future: asyncio.Future[ForkedProcess] = asyncio.get_running_loop().create_future()
         self._forks[replica_id] = future
         try:
             message = json.dumps(
                 {"op": "fork", "replica": replica_id, "tmpdir": str(tmpdir), "env": env or {}}
             )
-            fds = [worker_sock.fileno(), write_fd] + ([hold] if hold >= 0 else [])
+            fds = [worker_sock.fileno(), write_fd] + ([hold_fd] if hold_fd >= 0 else [])
             await self._send(message.encode(), fds)
         except OSError as exc:
             self._forks.pop(replica_id, None)
@@ -200,8 +202,8 @@ class WarmHost:
             raise HostUnavailable(f"warm host for {self.spec.name} is gone: {exc}") from exc
         finally:
             os.close(write_fd)
-            if hold >= 0:
-                os.close(hold)
+            if hold_fd >= 0:
+                os.close(hold_fd)
         try:
             process = await future
         except BaseException:  # the host failed, or the start was cancelled
@@ -216,6 +218,11 @@ class WarmHost:
         stderr = asyncio.StreamReader(limit=_LOG_LIMIT)
         await loop.connect_read_pipe(lambda: _PipeReader(stderr), os.fdopen(read_fd, "rb", 0))
         return process, stderr
+
+    def prepare_next_fork(self) -> None:
+        """Sandboxed: make the next fork's cgroups now, while no start waits for them."""
+        if self.confinement is not None and self.state == "ready":
+            self._tasks.append(asyncio.create_task(asyncio.to_thread(self.confinement.make_spare)))
 
     async def _send(self, data: bytes, fds: list[int]) -> None:
         assert self._sock is not None
@@ -265,6 +272,7 @@ class WarmHost:
         if event == "ready":
             if self.state == "starting":
                 self.state = "ready"
+                self.prepare_next_fork()
             self.ever_ready = True
             self.setup_done = bool(message.get("setup_done"))
             self.note = message.get("note")

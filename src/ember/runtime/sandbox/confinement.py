@@ -21,8 +21,10 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 import time
 import urllib.parse
+import uuid
 from pathlib import Path
 from typing import Protocol
 
@@ -97,14 +99,29 @@ class Confinement:
         limits: Limits,
         scratch: Path,
         layout: Layout | None,
+        group: Cgroup | None = None,
     ) -> None:
         self.sandboxing = sandboxing
         self.name = name
         self.limits = limits
         self.scratch = scratch
         self.layout = layout  # None: a fork, inside its host's sandbox
-        self.group = sandboxing.tree.group(name)
-        self.group.create(limits)
+        if group is None:
+            group = sandboxing.tree.group(name)
+            group.create(limits)
+        self.group = group
+        # A warm host's next fork's groups, made ahead (creating memory cgroups takes
+        # milliseconds, which a fork should not wait for): see `adopt`.
+        self._spare: Cgroup | None = None
+        self._spare_lock = threading.Lock()
+
+    def make_spare(self) -> None:
+        """Create the groups the next `adopt` takes (run off the event loop)."""
+        with self._spare_lock:
+            if self._spare is None:
+                spare = self.sandboxing.tree.group(f"{self.name}-next-{uuid.uuid4().hex[:8]}")
+                spare.create(self.limits)
+                self._spare = spare
 
     @property
     def outputs(self) -> Path:
@@ -152,8 +169,11 @@ class Confinement:
         return pid
 
     def adopt(self, name: str, outer_pid: int, scratch: Path) -> Confinement:
-        """A confinement of its own for a process forked in this sandbox."""
-        child = Confinement(self.sandboxing, name, self.limits, scratch, None)
+        """A confinement of its own for a process forked in this sandbox, in the groups made
+        ahead if there are (`make_spare`)."""
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        child = Confinement(self.sandboxing, name, self.limits, scratch, None, group=spare)
         with contextlib.suppress(ProcessLookupError):  # already gone: its exit tells the rest
             child.group.add(outer_pid)
         return child
@@ -168,8 +188,12 @@ class Confinement:
         self.group.kill_all()
 
     def close(self) -> None:
-        """End every process in the sandbox and remove its groups."""
+        """End every process in the sandbox and remove its groups (and a spare's)."""
         self.end_group(self.group)
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            self.end_group(spare)
 
     @staticmethod
     def end_group(group: Cgroup) -> None:
