@@ -99,8 +99,10 @@ class Cgroup:
     def pids(self) -> list[int]:
         try:
             text = (self._procs_folder / "cgroup.procs").read_text()
-        except FileNotFoundError:
-            return []
+        except OSError as exc:  # removed, or being removed (ENODEV) by another thread
+            if exc.errno in (errno.ENOENT, errno.ENODEV):
+                return []
+            raise
         return [int(line) for line in text.split()]
 
     def oom_killed(self) -> bool:
@@ -108,8 +110,10 @@ class Cgroup:
         name = "memory.oom_control" if self.version == 1 else "memory.events"
         try:
             text = (self.folders["memory"] / name).read_text()
-        except FileNotFoundError:
-            return False
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENODEV):
+                return False
+            raise
         for line in text.splitlines():
             key, _, value = line.partition(" ")
             if key == "oom_kill" and int(value) > 0:
@@ -136,9 +140,11 @@ class Cgroup:
                 try:
                     folder.rmdir()
                     break
-                except FileNotFoundError:
+                except (FileNotFoundError, ProcessLookupError):
                     break
                 except OSError as exc:
+                    if exc.errno == errno.ENODEV:  # removed meanwhile by another thread
+                        break
                     if exc.errno != errno.EBUSY:
                         raise
                     time.sleep(0.005)
