@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -146,13 +147,15 @@ def _deploy(client: httpx.Client, deployment: str, package: Path, **settings: ob
     return version.json()
 
 
-def _hostile(site: Site, package: str, name: str = "", **settings: object) -> str:
-    """Bob's deployment of tests/models/hostile/`package` (named `name`, else after the
-    package), made with `settings` the first time: its "owner/name"."""
+def _hostile(
+    site: Site, package: str, name: str = "", folder: Path | None = None, **settings: object
+) -> str:
+    """Bob's deployment of tests/models/hostile/`package` (or of `folder`; named `name`, else
+    after the package), made with `settings` the first time: its "owner/name"."""
     deployment = f"bob/{name or package}"
     if deployment not in site.deployed:
         with site.client("bob") as bob:
-            _deploy(bob, deployment, HOSTILE / package, **settings)
+            _deploy(bob, deployment, folder or HOSTILE / package, **settings)
         site.deployed.add(deployment)
     return deployment
 
@@ -277,9 +280,18 @@ def listener() -> Iterator[int]:
         yield server.getsockname()[1]
 
 
-@pytest.mark.parametrize("package", ["reach-host", "reach-host-offline"], ids=["egress", "none"])
+def _offline(package: str, folder: Path) -> Path:
+    """A copy of tests/models/hostile/`package` in `folder` that declares `network: none`."""
+    copy = folder / package
+    shutil.copytree(HOSTILE / package, copy)
+    manifest = copy / "ember.yaml"
+    manifest.write_text(manifest.read_text() + "network: none\n")
+    return copy
+
+
+@pytest.mark.parametrize("network", ["egress", "none"])
 def test_a_replica_cannot_connect_to_services_on_the_host(
-    site: Site, listener: int, package: str
+    site: Site, listener: int, network: str, tmp_path: Path
 ) -> None:
     targets = [
         "127.0.0.1:5432",  # PostgreSQL, where the test machine runs it
@@ -295,11 +307,18 @@ def test_a_replica_cannot_connect_to_services_on_the_host(
             reachable.append(target)
     assert f"127.0.0.1:{site.server.port}" in reachable and f"127.0.0.1:{listener}" in reachable
     with _neighbour_keeps_answering(site):
-        found = json.loads(_succeeded(site, _hostile(site, package), targets=json.dumps(reachable)))
+        hostile = (
+            _hostile(site, "reach-host")
+            if network == "egress"
+            else _hostile(
+                site, "reach-host", "reach-host-offline", _offline("reach-host", tmp_path)
+            )
+        )
+        found = json.loads(_succeeded(site, hostile, targets=json.dumps(reachable)))
     assert set(found) == set(reachable)
     connected = [target for target, outcome in found.items() if outcome == "connected"]
     assert connected == [], found
-    _succeeded(site, _hostile(site, package), targets="[]")
+    _succeeded(site, hostile, targets="[]")
 
 
 # -- 3. other replicas ---------------------------------------------------------------------

@@ -6,7 +6,8 @@ Why it must fail: a replica has a network namespace of its own. Its 127.0.0.1 is
 loopback, where nothing listens, and the default `network: egress` lets it out only to the
 outside world, never back to the host (its loopback or its private addresses), so every
 connect() fails (refused, unreachable or timed out). A database, a cache or Ember's
-admin API bound to loopback are not reachable from a tenant's code.
+admin API bound to loopback are not reachable from a tenant's code. The test also deploys a
+copy declaring `network: none`, whose namespace lets nothing out at all.
 """
 
 import json
