@@ -203,7 +203,6 @@ class LocalReplica(Replica):
                 )
         finally:
             forked.start()
-        self.host.prepare_next_fork()
 
     async def _spawn(self, child: socket.socket) -> None:
         if self.sandboxing is not None:

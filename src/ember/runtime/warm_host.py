@@ -219,11 +219,6 @@ class WarmHost:
         await loop.connect_read_pipe(lambda: _PipeReader(stderr), os.fdopen(read_fd, "rb", 0))
         return process, stderr
 
-    def prepare_next_fork(self) -> None:
-        """Sandboxed: make the next fork's cgroups now, while no start waits for them."""
-        if self.confinement is not None and self.state == "ready":
-            self._tasks.append(asyncio.create_task(asyncio.to_thread(self.confinement.make_spare)))
-
     async def _send(self, data: bytes, fds: list[int]) -> None:
         assert self._sock is not None
         while True:
@@ -272,7 +267,6 @@ class WarmHost:
         if event == "ready":
             if self.state == "starting":
                 self.state = "ready"
-                self.prepare_next_fork()
             self.ever_ready = True
             self.setup_done = bool(message.get("setup_done"))
             self.note = message.get("note")

@@ -21,10 +21,8 @@ import logging
 import os
 import shutil
 import subprocess
-import threading
 import time
 import urllib.parse
-import uuid
 from pathlib import Path
 from typing import Protocol
 
@@ -99,29 +97,14 @@ class Confinement:
         limits: Limits,
         scratch: Path,
         layout: Layout | None,
-        group: Cgroup | None = None,
     ) -> None:
         self.sandboxing = sandboxing
         self.name = name
         self.limits = limits
         self.scratch = scratch
         self.layout = layout  # None: a fork, inside its host's sandbox
-        if group is None:
-            group = sandboxing.tree.group(name)
-            group.create(limits)
-        self.group = group
-        # A warm host's next fork's groups, made ahead (creating memory cgroups takes
-        # milliseconds, which a fork should not wait for): see `adopt`.
-        self._spare: Cgroup | None = None
-        self._spare_lock = threading.Lock()
-
-    def make_spare(self) -> None:
-        """Create the groups the next `adopt` takes (run off the event loop)."""
-        with self._spare_lock:
-            if self._spare is None:
-                spare = self.sandboxing.tree.group(f"{self.name}-next-{uuid.uuid4().hex[:8]}")
-                spare.create(self.limits)
-                self._spare = spare
+        self.group = sandboxing.tree.group(name)
+        self.group.create(limits)
 
     @property
     def outputs(self) -> Path:
@@ -169,11 +152,8 @@ class Confinement:
         return pid
 
     def adopt(self, name: str, outer_pid: int, scratch: Path) -> Confinement:
-        """A confinement of its own for a process forked in this sandbox, in the groups made
-        ahead if there are (`make_spare`)."""
-        with self._spare_lock:
-            spare, self._spare = self._spare, None
-        child = Confinement(self.sandboxing, name, self.limits, scratch, None, group=spare)
+        """A confinement of its own for a process forked in this sandbox."""
+        child = Confinement(self.sandboxing, name, self.limits, scratch, None)
         with contextlib.suppress(ProcessLookupError):  # already gone: its exit tells the rest
             child.group.add(outer_pid)
         return child
@@ -188,12 +168,8 @@ class Confinement:
         self.group.kill_all()
 
     def close(self) -> None:
-        """End every process in the sandbox and remove its groups (and a spare's)."""
+        """End every process in the sandbox and remove its groups."""
         self.end_group(self.group)
-        with self._spare_lock:
-            spare, self._spare = self._spare, None
-        if spare is not None:
-            self.end_group(spare)
 
     @staticmethod
     def end_group(group: Cgroup) -> None:
@@ -264,7 +240,7 @@ class Sandboxing:
             problems.append("bubblewrap (bwrap) is not installed")
             return ""
         self.bwrap = found
-        trial = Layout(read_only=(), scratch=Path("/"), network="none")
+        trial = Layout(read_only=(), scratch=Path("/"))
         try:
             result = subprocess.run(
                 [found, *bwrap_arguments(trial), "--", "/bin/true"],
@@ -320,7 +296,6 @@ class Sandboxing:
         layout = Layout(
             read_only=tuple(self._readable(spec, environment)),
             scratch=scratch,
-            network=spec.network,
             gpus=gpus,
             egress_socket=proxy.path,
         )

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ember.egress import SANDBOX_PROXY_ENV, SANDBOX_PROXY_SOCKET, SANDBOX_RELAY_PORT
-from ember.packages.spec import Network
 
 # The system's programs and libraries, read-only. Where one is a link (a merged /usr), the
 # link is recreated rather than bound.
@@ -64,26 +63,23 @@ NVIDIA_SHARED_DEVICES = (
 
 @dataclass(frozen=True)
 class Layout:
-    """One sandbox: what it reads, what it writes, its network and devices."""
+    """One sandbox: what it reads, what it writes, its way out and its devices."""
 
     read_only: tuple[Path, ...]
     scratch: Path  # read-write, also mounted at /tmp
-    network: Network = "egress"
     gpus: tuple[str, ...] = ()  # the GPU indices it may use
-    read_write: tuple[Path, ...] = field(default=())
     egress_socket: Path | None = None  # its egress proxy's socket (`egress_proxy.py`)
 
 
-def _system_binds(root: Path = Path("/")) -> list[str]:
+def _system_binds() -> list[str]:
     args: list[str] = []
     for name in SYSTEM_DIRS:
-        path = root / name.lstrip("/")
-        if path.is_symlink():
-            args += ["--symlink", os.readlink(path), name]
-        elif path.is_dir():
-            args += ["--ro-bind", str(path), name]
+        if os.path.islink(name):
+            args += ["--symlink", os.readlink(name), name]
+        elif os.path.isdir(name):
+            args += ["--ro-bind", name, name]
     for name in ETC_FILES:
-        args += ["--ro-bind-try", str(root / "etc" / name), f"/etc/{name}"]
+        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     return args
 
 
@@ -135,8 +131,7 @@ def bwrap_arguments(layout: Layout) -> list[str]:
     args += ["--bind", str(layout.scratch), "/tmp"]
     for path in layout.read_only:
         args += ["--ro-bind", str(path), str(path)]
-    for path in (*layout.read_write, layout.scratch):
-        args += ["--bind", str(path), str(path)]
+    args += ["--bind", str(layout.scratch), str(layout.scratch)]
     return [*args, "--chdir", "/tmp"]
 
 
