@@ -289,6 +289,15 @@ class Runtime(abc.ABC):
         """Release what the runtime keeps ready (after every replica has stopped)."""
 
 
+def mentions_files(value: Any) -> bool:
+    """Whether an output holds a file marker (a file the worker wrote)."""
+    if isinstance(value, dict):
+        return set(value) == {FILE_KEY} or any(mentions_files(v) for v in value.values())
+    if isinstance(value, list):
+        return any(mentions_files(v) for v in value)
+    return False
+
+
 def replace_files(value: Any, convert: Callable[[Path], Any], files_dir: Path) -> Any:
     """Swap the worker's file markers in an output for whatever `convert` makes of the file
     (a local path, a URL, a data URI)."""

@@ -41,6 +41,7 @@ from ember.runtime.base import (
     ReplicaState,
     ReplicaUnavailable,
     Tier,
+    mentions_files,
 )
 from ember.runtime.processes import start_module, worker_env
 from ember.runtime.sandbox import Confinement, Sandboxing
@@ -385,7 +386,7 @@ class LocalReplica(Replica):
             handle.publish(PredictionEvent("started", handle.id))
             self._arm_watchdog(handle)
         elif event == protocol.EV_OUTPUT and handle is not None:
-            self._collect_files(handle.id)
+            self._collect_files(handle.id, message["value"])
             handle.publish(PredictionEvent("output", handle.id, message["value"]))
         elif event == protocol.EV_METRIC and handle is not None:
             metric = {key: message[key] for key in ("name", "value", "mode")}
@@ -403,7 +404,7 @@ class LocalReplica(Replica):
             if answer is not None and not answer.done():
                 answer.set_result(message.get("error"))
         elif event == protocol.EV_DONE and handle is not None:
-            self._collect_files(handle.id)
+            self._collect_files(handle.id, message.get("output"))
             self._complete(
                 handle,
                 PredictionResult(
@@ -519,11 +520,12 @@ class LocalReplica(Replica):
         while chunk := await self._stderr_stream.read(4096):
             self._stderr += chunk[: _STDERR_LIMIT - len(self._stderr)]
 
-    def _collect_files(self, prediction_id: str) -> None:
-        """Move a sandboxed prediction's output files to where they are served. Only regular
-        files move; each is checked again once out of the sandbox's reach, where it can no
-        longer be swapped for a link to a file of the server's."""
-        if self._files_from is None:
+    def _collect_files(self, prediction_id: str, output: Any) -> None:
+        """Move a sandboxed prediction's output files to where they are served, when `output`
+        names any (most outputs, a token of text each, name none: no I/O for them). Only
+        regular files move; each is checked again once out of the sandbox's reach, where it
+        can no longer be swapped for a link to a file of the server's."""
+        if self._files_from is None or not mentions_files(output):
             return
         target = self.outputs_dir / prediction_id
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
