@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import socket
 import tempfile
 import urllib.parse
 from pathlib import Path
@@ -135,7 +136,7 @@ class EgressProxy:
         finally:
             origin_out.close()
 
-    async def _connect(self, host: str, port: int):
+    async def _connect(self, host: str, port: int) -> socket.socket:
         if self.only is not None and (host.lower(), port) != self.only:
             raise _Refused(
                 403,
