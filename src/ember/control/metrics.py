@@ -184,6 +184,13 @@ class Metrics:
             labels,
             registry=self.registry,
         )
+        self.cached_prompt_tokens = Counter(
+            "ember_cached_prompt_tokens",
+            "Input tokens of finished predictions their engine found already evaluated (a "
+            "shared prefix reused from its cache)",
+            labels,
+            registry=self.registry,
+        )
         self.generation_tokens = Counter(
             "ember_generation_tokens",
             "Output tokens of finished predictions, as their predictors counted them",
@@ -201,6 +208,7 @@ class Metrics:
         name = deployment_label(state)
         for counter, metric in (
             (self.prompt_tokens, "input_token_count"),
+            (self.cached_prompt_tokens, "cached_input_token_count"),
             (self.generation_tokens, "output_token_count"),
         ):
             count = state.metrics.get(metric)

