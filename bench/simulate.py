@@ -362,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=1.0,
         help="seconds Ember takes to start a replica from zero by forking its warm host (1: "
-        "16 GB of 8B fp16 weights from host RAM at 25 GB/s + CUDA context + fork); the peers "
-        "pay --cold-start. Set it to the cold start to take the warm host's speed away",
+        "16 GB of 8B fp16 weights from host RAM at 25 GB/s + CUDA context + fork, a model "
+        "until bench/gpu_check.sh measures it on a GPU); the peers pay --cold-start. Set it to "
+        "the cold start to take the warm host's speed away",
     )
     parser.add_argument(
         "--host-cache",
