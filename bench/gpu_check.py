@@ -663,6 +663,9 @@ class Server:
             replicas = status.get("replicas") or {}
             cold = status.get("cold_start") or {}
             zero = not replicas.get("starting") and not replicas.get("ready")
+            detail = str(cold.get("detail") or "")
+            if cold.get("tier") == tier and "failed" in detail:  # e.g. a warm host that failed
+                raise RuntimeError(f"{tier} not ready: {detail[:1200]}")
             return bool(zero and cold.get("tier") == tier and cold.get("ready") is True)
 
         return dict(self.wait(f"zero replicas, {tier} ready", done, timeout).get("cold_start"))
@@ -989,7 +992,7 @@ class Check:
                 sample: dict[str, Any] = {}
                 try:
                     server.set_tier(tier)
-                    sample["cold_start"] = server.wait_zero(tier, self.budget.timeout(240))
+                    sample["cold_start"] = server.wait_zero(tier, self.budget.timeout(150))
                     if tier == "cold":
                         server.wait_alone(timeout=20)  # what a replica maps cannot be dropped
                         if evict_files is None:
