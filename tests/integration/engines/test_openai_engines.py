@@ -7,6 +7,7 @@ wheelhouse `scripts/wheels.sh` fills, found through pip's find-links), once per 
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections.abc import Iterator
 
@@ -113,6 +114,45 @@ def test_seed_n_stop_and_completions(client: openai.OpenAI) -> None:
     )
     assert completion.object == "text_completion"
     assert "7" not in completion.choices[0].text
+
+
+def test_eight_concurrent_streams_share_one_replica_with_exact_usage(
+    server: EmberServer, client: openai.OpenAI
+) -> None:
+    """Eight clients stream at once from one replica (max_instances 1): each gets its own
+    answer, the one it gets alone at temperature 0, and its own usage."""
+    topics = ["rain", "salt", "clocks", "ferns", "moths", "brass", "tides", "dust"]
+
+    def body(topic: str) -> dict:
+        message = {"role": "user", "content": f"Describe {topic} in one paragraph."}
+        return {"model": CHAT, "messages": [message], "max_tokens": 12, "temperature": 0}
+
+    alone = [client.chat.completions.create(**body(t)) for t in topics]
+
+    def stream(topic: str) -> tuple[str, object]:
+        text, usage = [], None
+        chunks = client.chat.completions.create(
+            **body(topic), stream=True, stream_options={"include_usage": True}
+        )
+        for chunk in chunks:
+            if chunk.usage is not None:
+                usage = chunk.usage
+            elif chunk.choices and chunk.choices[0].delta.content:
+                text.append(chunk.choices[0].delta.content)
+        return "".join(text), usage
+
+    with concurrent.futures.ThreadPoolExecutor(len(topics)) as pool:
+        streamed = list(pool.map(stream, topics))
+    for (text, usage), reference in zip(streamed, alone, strict=True):
+        assert text == reference.choices[0].message.content
+        assert usage is not None and reference.usage is not None
+        assert usage.prompt_tokens == reference.usage.prompt_tokens
+        assert usage.completion_tokens == reference.usage.completion_tokens
+        # At least the chat template's opening (system prompt included) was found evaluated.
+        assert 20 <= usage.prompt_tokens_details.cached_tokens < usage.prompt_tokens
+    with server.client() as http:
+        metrics = http.get("/metrics").text
+    assert f'ember_cached_prompt_tokens_total{{deployment="{CHAT}"}}' in metrics
 
 
 def test_prompt_beyond_context_is_400(client: openai.OpenAI) -> None:
