@@ -528,6 +528,37 @@ def llama_cpp_server(
     return PeerLaunch(command, HERE, env, f"http://127.0.0.1:{port}")
 
 
+def llama_server_peer(
+    binary: Path,
+    gguf: Path,
+    threads: int,
+    n_ctx: int,
+    parallel: int,
+    alias: str,
+    env: dict[str, str],
+    *,
+    unified: bool = True,
+) -> PeerLaunch:
+    """llama.cpp's own `llama-server` (the binary scripts/wheels.sh builds), answering for
+    model `alias`: `parallel` slots decoded together (continuous batching is on by default),
+    one KV cache of `parallel` x `n_ctx` cells shared by the slots (`--kv-unified`) with each
+    slot capped at `n_ctx` (`--kv-unified-per-slot`), so every sequence has the context the
+    one-sequence contenders have; `unified=False`: its default layout for an explicit
+    `--parallel`, the `parallel` x `n_ctx` cells split into one cache of `n_ctx` per slot. Its
+    other settings are its defaults (prompt cache on, host prompt cache of 8 GiB, n_batch
+    2048, n_ubatch 512)."""
+    port = free_port()
+    command = [
+        str(binary), "--model", str(gguf), "--alias", alias,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--threads", str(threads), "--threads-batch", str(threads),
+        "--ctx-size", str(n_ctx * parallel), "--parallel", str(parallel), "--no-webui",
+    ]  # fmt: skip
+    if unified:
+        command += ["--kv-unified", "--kv-unified-per-slot", str(n_ctx)]
+    return PeerLaunch(command, HERE, env, f"http://127.0.0.1:{port}")
+
+
 # -- ember serve --------------------------------------------------------------------------
 
 
