@@ -104,10 +104,9 @@ class Generation:
     """A request's view of its sequences: their tokens as they are drawn, and the means to stop
     one or all of them. Closing is idempotent and safe from any thread."""
 
-    def __init__(self, batcher: Batcher, draws: list[Draw]) -> None:
+    def __init__(self, batcher: Batcher) -> None:
         self._batcher = batcher
         self._events: queue.SimpleQueue[Sampled | Ended] = queue.SimpleQueue()
-        self.draws = draws
         self.closed = False
         self.stopped: set[int] = set()
         self.cached_tokens: dict[int, int] = {}  # prompt index → tokens it found evaluated
@@ -165,11 +164,11 @@ class _Entry:
     tokens: list[int]
 
 
-def common_prefix(a: list[int], b: list[int]) -> int:
-    """How many leading tokens `a` and `b` share."""
-    n = min(len(a), len(b))
+def common_prefix(a: list[int], b: list[int], offset: int = 0) -> int:
+    """How many leading tokens `a` shares with `b` from `offset` on."""
+    n = min(len(a), len(b) - offset)
     i = 0
-    while i < n and a[i] == b[i]:
+    while i < n and a[i] == b[offset + i]:
         i += 1
     return i
 
@@ -191,7 +190,6 @@ class Batcher:
         cache_entries: int,
         n_batch: int,
         threads: Callable[[], int],
-        on_cached: Callable[[int], None] = lambda n: None,
     ) -> None:
         self.ctx = ctx
         self.vocab = vocab
@@ -200,7 +198,6 @@ class Batcher:
         self.cache_entries = cache_entries
         self.n_batch = n_batch
         self._threads = threads
-        self._on_cached = on_cached
         self._memory = llama_cpp.llama_get_memory(ctx)
         self._batch = llama_cpp.llama_batch_init(max(n_batch, SMALL_CALL), 0, 1)
         self._cond = threading.Condition()
@@ -215,7 +212,7 @@ class Batcher:
 
     def submit(self, draws: list[Draw]) -> Generation:
         """Queue a request's sequences; its tokens come through the returned Generation."""
-        generation = Generation(self, draws)
+        generation = Generation(self)
         with self._cond:
             self._start_thread()
             self._waiting.extend(_Sequence(generation, i, d) for i, d in enumerate(draws))
@@ -290,7 +287,8 @@ class Batcher:
                 if other.adapter != seq.adapter:
                     continue
                 n = common_prefix(other.kv, prompt)
-                if common_prefix(other.kv + other.todo, prompt) >= n + WORTH_WAITING:
+                pending = common_prefix(other.todo, prompt, n) if n == len(other.kv) else 0
+                if pending >= WORTH_WAITING:
                     return False  # it is evaluating our prefix right now: wait for it
                 if n > shared_running:
                     running, shared_running = other.id, n
@@ -312,11 +310,7 @@ class Batcher:
                 llama_cpp.llama_memory_seq_cp(self._memory, running, seq.id, -1, -1)
         llama_cpp.llama_memory_seq_rm(self._memory, seq.id, shared, -1)
         seq.kv, seq.todo = prompt[:shared], prompt[shared:]
-        index = seq.draw.prompt_index
-        if index not in seq.generation.cached_tokens:
-            seq.generation.cached_tokens[index] = shared
-            if shared:
-                self._on_cached(shared)
+        seq.generation.cached_tokens.setdefault(seq.draw.prompt_index, shared)
         self._running.append(seq)
         return True
 

@@ -28,10 +28,10 @@ class EngineInfo:
 
     def concurrency(self, options: dict) -> int:
         """Predictions one replica accepts at once: the engine's own option when the package
-        sets it, else the engine's default."""
-        value = options.get(self.concurrency_option) if self.concurrency_option else None
-        valid = isinstance(value, int) and not isinstance(value, bool) and value > 0
-        return value if valid else self.default_concurrency
+        sets it (checked by the manifest's engine_options), else the engine's default."""
+        if self.concurrency_option and options.get(self.concurrency_option):
+            return options[self.concurrency_option]
+        return self.default_concurrency
 
 
 ENGINES: dict[str, EngineInfo] = {
