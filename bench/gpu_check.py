@@ -59,7 +59,6 @@ import concurrent.futures
 import contextlib
 import ctypes
 import datetime
-import io
 import json
 import math
 import os
@@ -67,7 +66,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -128,12 +126,6 @@ def fmt_s(seconds: float | None) -> str:
 
 def fmt_gbps(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} GB/s"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -508,55 +500,12 @@ def site_folders() -> list[Path]:
 # -- the server -------------------------------------------------------------------------------
 
 
-def process_tree(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{current}/task").iterdir():
-                with contextlib.suppress(OSError):
-                    todo += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
-def kill_mentioning(marker: str) -> int:
-    """SIGKILL every process whose environment or command line mentions `marker` (replicas run
-    in sessions of their own; a crashed server would leave them)."""
-    killed = 0
-    for _ in range(10):
-        pids = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == os.getpid():
-                continue
-            with contextlib.suppress(OSError):
-                for name in ("cmdline", "environ"):
-                    if marker.encode() in Path(f"/proc/{entry}/{name}").read_bytes():
-                        pids.append(int(entry))
-                        break
-        if not pids:
-            break
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-        time.sleep(0.2)
-    return killed
-
-
-def package_archive(folder: Path) -> bytes:
-    from ember.packages.archive import write_archive
-
-    buffer = io.BytesIO()
-    write_archive(folder, buffer)
-    return buffer.getvalue()
-
-
 class Server:
     """`ember serve` on a free port, its package deployed at min_instances 0."""
 
     def __init__(self, data_dir: Path, log: Path, sandbox: bool) -> None:
         import httpx
+        from harness import free_port
 
         self.data_dir = data_dir
         self.log_path = log
@@ -605,6 +554,8 @@ class Server:
         return ""
 
     def deploy(self, package: Path, hardware: str) -> None:
+        from harness import package_archive
+
         self.client.post("/v1/models", json={"owner": OWNER, "name": NAME})
         response = self.client.post(
             f"/v1/models/{OWNER}/{NAME}/versions",
@@ -673,6 +624,8 @@ class Server:
     def wait_alone(self, timeout: float) -> None:
         """Until no process of the server's is left (a replica that has stopped may still be
         exiting, and the warm host of an earlier tier retiring)."""
+        from harness import process_tree
+
         deadline = time.monotonic() + timeout
         while self.proc is not None and len(process_tree(self.proc.pid)) > 1:
             if time.monotonic() > deadline:
@@ -719,6 +672,8 @@ class Server:
         return totals
 
     def close(self) -> None:
+        from harness import kill_mentioning
+
         self.client.close()
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(OSError):
@@ -913,7 +868,6 @@ class Check:
 
     def throughput(self, server: Server) -> dict[str, Any]:
         """One replica up; `clients` closed-loop clients on /v1/embeddings for `seconds`."""
-        sys.path.insert(0, str(HERE))
         from loadgen import Load, run_load
 
         args = self.args
@@ -956,6 +910,8 @@ class Check:
     def replica_device(self, server: Server) -> dict[str, Any]:
         """Where the replica's model is: the engine's own setup line in the log, and (cuda)
         whether a process of the server's tree holds GPU memory."""
+        from harness import process_tree
+
         found: dict[str, Any] = {}
         with contextlib.suppress(Exception):  # the ready replica's setup lines (Cog's shape)
             answer = server.client.get(f"/cog/{OWNER}/{NAME}/health-check", timeout=30).json()

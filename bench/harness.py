@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 from common import stop_process
 from rich.console import Console
 from rich.markup import escape
@@ -572,6 +571,8 @@ def package_archive(path: Path) -> bytes:
 @contextlib.contextmanager
 def postgres_database() -> Iterator[str]:
     """A new, empty PostgreSQL database on POSTGRES for an `ember serve`, dropped afterwards."""
+    import psycopg  # here, not above: gpu_check.py imports this module on a device without it
+
     name = "ember_bench_" + secrets.token_hex(6)
     with psycopg.connect(f"{POSTGRES}/test", autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
